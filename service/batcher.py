@@ -1,0 +1,285 @@
+"""A dynamic batcher: a bounded queue per model version, drained by `instances` workers.
+
+Policy (see the README): when a worker is free it takes everything queued, up to
+`max_batch_size` rows, and runs it at once, so an idle server adds no wait. `max_queue_delay_s`
+optionally holds a batch open for more rows, but only while fewer than `max_batch_size` are
+queued. A full queue rejects at once; a request whose deadline passes while queued is answered
+`DeadlineExceeded` and never computed; a cancelled caller (client gone) leaves the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from service.errors import BackendError, DeadlineExceeded, InvalidInput, QueueFull, ShuttingDown
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+BatchFunction = Callable[[list[ItemT]], Awaitable[Sequence[ResultT]]]
+
+
+class BatchObserver(Protocol):
+    """Receives timing facts; metrics implement it."""
+
+    def batch_started(self, rows: int, queue_seconds: Sequence[float]) -> None: ...
+
+    def batch_finished(self, rows: int, compute_seconds: float, failed: bool) -> None: ...
+
+    def queue_changed(self, rows: int) -> None: ...
+
+
+@dataclass(eq=False, slots=True)
+class _Pending(Generic[ItemT, ResultT]):
+    item: ItemT
+    rows: int
+    enqueued: float
+    deadline: float | None
+    future: asyncio.Future[ResultT]
+    taken: bool = field(default=False)
+
+
+class DynamicBatcher(Generic[ItemT, ResultT]):
+    """Groups concurrent `submit` calls into batches for `batch_fn`.
+
+    `batch_fn` takes a list of items and must return one result per item, in order.
+    `rows_of` tells how many rows an item holds (a request may carry several).
+    """
+
+    def __init__(
+        self,
+        batch_fn: BatchFunction[ItemT, ResultT],
+        *,
+        max_batch_size: int,
+        max_queue_size: int,
+        max_queue_delay_s: float = 0.0,
+        instances: int = 1,
+        rows_of: Callable[[ItemT], int] = lambda _item: 1,
+        observer: BatchObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        if max_queue_size < max_batch_size:
+            raise ValueError("max_queue_size must be >= max_batch_size")
+        if max_queue_delay_s < 0:
+            raise ValueError("max_queue_delay_s must be >= 0")
+        if instances < 1:
+            raise ValueError("instances must be >= 1")
+        self._batch_fn = batch_fn
+        self.max_batch_size = max_batch_size
+        self.max_queue_size = max_queue_size
+        self.max_queue_delay_s = max_queue_delay_s
+        self.instances = instances
+        self._rows_of = rows_of
+        self._observer = observer
+        self._clock = clock
+        self._queue: deque[_Pending[ItemT, ResultT]] = deque()
+        self._queued_rows = 0
+        self._busy = 0
+        self._closed = False
+        # Created lazily inside the running loop (see `_ensure_workers`).
+        self._wakeup: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None
+        self._workers: list[asyncio.Task[None]] = []
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    @property
+    def busy_instances(self) -> int:
+        return self._busy
+
+    async def submit(self, item: ItemT, *, deadline: float | None = None) -> ResultT:
+        """Queue `item` and wait for its result.
+
+        `deadline` is an absolute time on this batcher's clock. Raises `QueueFull`,
+        `DeadlineExceeded`, `ShuttingDown`, `InvalidInput` (item larger than a batch),
+        or whatever the batch function raised.
+        """
+        if self._closed:
+            raise ShuttingDown("model is shutting down")
+        rows = self._rows_of(item)
+        if rows > self.max_batch_size:
+            raise InvalidInput(
+                f"request holds {rows} rows; this model takes at most {self.max_batch_size} per batch"
+            )
+        if self._queued_rows + rows > self.max_queue_size:
+            raise QueueFull(f"queue full ({self.max_queue_size} rows waiting); retry later")
+        now = self._clock()
+        if deadline is not None and deadline <= now:
+            raise DeadlineExceeded("deadline passed before the request was queued")
+        self._ensure_workers()
+        assert self._wakeup is not None
+        future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
+        pending = _Pending(item, rows, now, deadline, future)
+        self._queue.append(pending)
+        self._queued_rows += rows
+        self._queue_changed()
+        self._wakeup.set()
+        try:
+            if deadline is None:
+                return await future
+            async with asyncio.timeout_at(self._loop_time(deadline)):
+                return await future
+        except TimeoutError:
+            self._forget(pending)
+            raise DeadlineExceeded("deadline exceeded before the result was ready") from None
+        except asyncio.CancelledError:
+            self._forget(pending)
+            raise
+
+    def _loop_time(self, deadline: float) -> float:
+        return asyncio.get_running_loop().time() + (deadline - self._clock())
+
+    def _forget(self, pending: _Pending[ItemT, ResultT]) -> None:
+        """The caller left: drop its item if still queued; a running batch just discards it."""
+        if not pending.taken:
+            pending.taken = True
+            self._queued_rows -= pending.rows
+            self._queue_changed()
+        if not pending.future.done():
+            pending.future.cancel()
+
+    def _queue_changed(self) -> None:
+        if self._observer is not None:
+            self._observer.queue_changed(self._queued_rows)
+
+    def _ensure_workers(self) -> None:
+        if self._workers:
+            return
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"batcher-worker-{index}")
+            for index in range(self.instances)
+        ]
+
+    def _take_batch(self) -> list[_Pending[ItemT, ResultT]]:
+        """Pop queued items up to max_batch_size rows; expired ones are answered 504 here."""
+        batch: list[_Pending[ItemT, ResultT]] = []
+        rows = 0
+        now = self._clock()
+        while self._queue:
+            head = self._queue[0]
+            if head.taken:
+                self._queue.popleft()
+                continue
+            if rows + head.rows > self.max_batch_size:
+                break
+            self._queue.popleft()
+            head.taken = True
+            self._queued_rows -= head.rows
+            if head.deadline is not None and head.deadline <= now:
+                if not head.future.done():
+                    head.future.set_exception(
+                        DeadlineExceeded("deadline exceeded while queued; not computed")
+                    )
+                continue
+            batch.append(head)
+            rows += head.rows
+        self._queue_changed()
+        return batch
+
+    async def _wait_for_fuller_batch(self) -> None:
+        assert self._wakeup is not None
+        if self.max_queue_delay_s <= 0 or not self._queue:
+            return
+        oldest = next((p.enqueued for p in self._queue if not p.taken), None)
+        if oldest is None:
+            return
+        close_at = oldest + self.max_queue_delay_s
+        while self._queued_rows < self.max_batch_size and not self._closed:
+            remaining = close_at - self._clock()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return
+
+    async def _work(self) -> None:
+        assert self._wakeup is not None and self._idle is not None
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                if self._busy == 0:
+                    self._idle.set()
+                await self._wakeup.wait()
+                continue
+            await self._wait_for_fuller_batch()
+            batch = self._take_batch()
+            if self._queue:
+                self._wakeup.set()  # let another free instance take the rest
+            if not batch:
+                continue
+            self._busy += 1
+            self._idle.clear()
+            try:
+                await self._run(batch)
+            finally:
+                self._busy -= 1
+
+    async def _run(self, batch: list[_Pending[ItemT, ResultT]]) -> None:
+        rows = sum(p.rows for p in batch)
+        started = self._clock()
+        if self._observer is not None:
+            self._observer.batch_started(rows, [started - p.enqueued for p in batch])
+        failed = False
+        try:
+            results = await self._batch_fn([p.item for p in batch])
+            if len(results) != len(batch):
+                raise BackendError(
+                    f"batch function returned {len(results)} results for {len(batch)} requests"
+                )
+        except asyncio.CancelledError:
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(ShuttingDown("batch cancelled at shutdown"))
+            raise
+        except Exception as error:  # every request of the batch gets the error; workers go on
+            failed = True
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+        else:
+            for pending, result in zip(batch, results, strict=True):
+                if not pending.future.done():
+                    pending.future.set_result(result)
+        finally:
+            if self._observer is not None:
+                self._observer.batch_finished(rows, self._clock() - started, failed)
+
+    async def drain(self) -> None:
+        """Stop accepting; wait until everything queued or running has been answered."""
+        self._closed = True
+        if not self._workers:
+            return
+        assert self._idle is not None and self._wakeup is not None
+        self._wakeup.set()
+        while self._queue or self._busy:
+            self._idle.clear()
+            if not self._queue and self._busy == 0:
+                break
+            await self._idle.wait()
+
+    async def close(self) -> None:
+        """Drain, then stop the workers."""
+        await self.drain()
+        for worker in self._workers:
+            worker.cancel()
+        for worker in self._workers:
+            try:
+                await worker
+            except asyncio.CancelledError:
+                pass
+        self._workers = []

@@ -1,0 +1,90 @@
+"""One error hierarchy for the whole request path; each error carries its HTTP status.
+
+Transport code turns every `ServingError` into `{"error": message}` with `status_code`.
+"""
+
+from __future__ import annotations
+
+
+class ServingError(Exception):
+    """Base error: a message safe to show to clients and an HTTP status."""
+
+    status_code = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidInput(ServingError):
+    """The request is malformed or does not fit the model."""
+
+    status_code = 400
+
+
+class Unauthorized(ServingError):
+    status_code = 401
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(ServingError):
+    status_code = 403
+
+
+class NotFound(ServingError):
+    status_code = 404
+
+
+class PayloadTooLarge(ServingError):
+    status_code = 413
+
+
+class UnsupportedMediaType(ServingError):
+    status_code = 415
+
+
+class Unavailable(ServingError):
+    """Not ready, shutting down, overloaded or backend down: retry later."""
+
+    status_code = 503
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
+
+
+class ModelNotReady(Unavailable):
+    pass
+
+
+class QueueFull(Unavailable):
+    pass
+
+
+class ShuttingDown(Unavailable):
+    pass
+
+
+class BackendUnavailable(Unavailable):
+    pass
+
+
+class DeadlineExceeded(ServingError):
+    status_code = 504
+
+
+class BackendError(ServingError):
+    """The backend failed while computing a batch."""
+
+    status_code = 500

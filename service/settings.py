@@ -1,0 +1,74 @@
+"""All gateway settings in one place: environment (`GATEWAY_*`), `.env`, or `python -m service` flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BackendName = Literal["onnxruntime", "torchscript", "pt2", "torchserve"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore")
+
+    host: str = "127.0.0.1"
+    """Bind address. Loopback by default; the container sets 0.0.0.0."""
+    port: int = Field(default=8000, ge=0, le=65535)
+    """TCP port for every protocol, the docs and /metrics."""
+    model_store: Path = Path("model_store")
+    """Directory holding `<model>/<version>/model.json` trees."""
+    models: list[str] | None = None
+    """Serve only these model names (default: every model found)."""
+    backend: BackendName | None = None
+    """Backend for every model; None uses `onnxruntime`."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Device for the torch backends; for ONNX Runtime the providers decide."""
+    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
+    """ONNX Runtime execution providers in order of preference; missing ones are skipped."""
+    intra_op_threads: int = Field(default=0, ge=0)
+    """ONNX Runtime / torch intra-op threads per model instance (0: runtime default)."""
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    """ONNX Runtime graph optimization level."""
+    fp16: bool = False
+    """Run torch backends under fp16 autocast on CUDA."""
+    instances: int = Field(default=1, ge=1)
+    """Concurrent batches per model version (model instances)."""
+    max_batch_size: int | None = Field(default=None, ge=1)
+    """Override the manifest's suggested max batch size for every model."""
+    max_queue_size: int = Field(default=256, ge=1)
+    """Rows allowed to wait per model version; beyond it requests get 503 at once."""
+    max_queue_delay_ms: float = Field(default=0.0, ge=0)
+    """Wait up to this long for a fuller batch while fewer than max_batch_size rows are queued."""
+    default_timeout_ms: float | None = Field(default=None, gt=0)
+    """Server default per-request deadline; requests may ask for a shorter one."""
+    inference_token: SecretStr | None = None
+    """Bearer token required on inference routes (None: open)."""
+    management_token: SecretStr | None = None
+    """Bearer token for the repository API; the API is disabled while unset."""
+    protect_health_and_metrics: bool = False
+    """Require the inference token on health and /metrics too."""
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    """Largest request body; larger ones get 413 without being read."""
+    max_image_pixels: int = Field(default=16_000_000, ge=1)
+    """Largest decoded image (width*height); bigger images are rejected before decoding."""
+    max_text_chars: int = Field(default=20_000, ge=1)
+    """Longest text accepted for embedding models."""
+    top_k: int = Field(default=5, ge=1)
+    """Labels returned by /predictions for classifiers."""
+    drain_seconds: float = Field(default=20.0, ge=0)
+    """Grace period on SIGTERM for queued and in-flight requests."""
+    cors_origins: list[str] = Field(default_factory=list)
+    """Allowed CORS origins; CORS stays off while empty."""
+    log_level: str = "info"
+    log_requests: bool = False
+    """One JSON log line per request (off by default: costly at high rates)."""
+    torchserve_url: str = "http://127.0.0.1:8080"
+    """TorchServe inference API for the `torchserve` backend."""
+    torchserve_token: SecretStr | None = None
+    """TorchServe inference key; read from torchserve_key_file when unset."""
+    torchserve_key_file: Path | None = None
+    """TorchServe's key_file.json."""
+    torchserve_timeout_s: float = Field(default=10.0, gt=0)
