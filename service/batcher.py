@@ -10,6 +10,7 @@ queued. A full queue rejects at once; a request whose deadline passes while queu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -278,8 +279,6 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         for worker in self._workers:
             worker.cancel()
         for worker in self._workers:
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await worker
-            except asyncio.CancelledError:
-                pass
         self._workers = []

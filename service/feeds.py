@@ -7,6 +7,7 @@ the longest one; with an attention mask of zeros the padding does not change the
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -26,7 +27,9 @@ def rows_of(feed: Mapping[str, np.ndarray]) -> int:
 def _pad_to(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if array.shape[1:] == shape:
         return array
-    widths = [(0, 0)] + [(0, want - have) for have, want in zip(array.shape[1:], shape, strict=True)]
+    widths = [(0, 0)] + [
+        (0, want - have) for have, want in zip(array.shape[1:], shape, strict=True)
+    ]
     return np.pad(array, widths)
 
 
@@ -54,14 +57,12 @@ def split(outputs: Mapping[str, np.ndarray], rows: Sequence[int]) -> list[Feed]:
     total = sum(rows)
     for name, array in outputs.items():
         if array.shape[0] != total:
-            raise BackendError(
-                f"output {name!r} has {array.shape[0]} rows for a batch of {total}"
-            )
+            raise BackendError(f"output {name!r} has {array.shape[0]} rows for a batch of {total}")
     if len(rows) == 1:
         return [dict(outputs)]
     parts: list[Feed] = [{} for _ in rows]
     bounds = np.cumsum([0, *rows])
     for name, array in outputs.items():
-        for index, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        for index, (start, stop) in enumerate(itertools.pairwise(bounds)):
             parts[index][name] = array[start:stop]
     return parts

@@ -1,0 +1,1 @@
+"""Train the course models and export them for serving (`python -m training --help`)."""

@@ -1,0 +1,104 @@
+"""Builds the FastAPI application from settings: routes, error handling, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service import __version__
+from service.dataplane import DataPlane
+from service.errors import ServingError
+from service.limits import BodyLimitMiddleware
+from service.metrics import GatewayMetrics
+from service.repository import ModelRepository
+from service.routes import operations, predictions, v2
+from service.routes.common import error_response, json_response
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+async def _start(plane: DataPlane) -> None:
+    await plane.repository.load_all()
+    plane.started = True
+    states = {f"{m.name}/{m.version}": m.state.value for m in plane.repository.all_versions()}
+    log.info("gateway ready", extra={"models": states})
+
+
+async def drain(plane: DataPlane, timeout_s: float) -> bool:
+    """Refuse new work, then wait for in-flight requests; True when all were answered."""
+    plane.draining = True
+    return await plane.wait_idle(timeout_s)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = GatewayMetrics()
+    if settings.device == "cuda" or any("CUDA" in p or "Tensorrt" in p for p in settings.providers):
+        metrics.add_gpu_collector()
+    repository = ModelRepository(settings, metrics)
+    plane = DataPlane(settings, repository, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Listen at once (liveness answers) and load models behind readiness.
+        loading = asyncio.create_task(_start(plane), name="load-models")
+        app.state.loading = loading
+        try:
+            yield
+        finally:
+            drained = await drain(plane, settings.drain_seconds)
+            if not drained:
+                log.warning("drain timed out with %d requests in flight", plane.active_requests)
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
+            await repository.close()
+
+    app = FastAPI(
+        title="Model-serving gateway",
+        version=__version__,
+        description="Open Inference Protocol v2, TorchServe-compatible and KServe V1 routes "
+        "over dynamically batched ONNX Runtime / TorchScript / TorchServe backends.",
+        lifespan=lifespan,
+    )
+    app.state.dataplane = plane
+    app.include_router(operations.build_router())
+    app.include_router(v2.build_router())
+    app.include_router(predictions.build_router())
+
+    @app.exception_handler(ServingError)
+    async def serving_error(_request: Request, error: ServingError) -> Response:
+        return error_response(error)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, error: RequestValidationError) -> Response:
+        first = error.errors()[0] if error.errors() else {"msg": "invalid request"}
+        return json_response({"error": f"invalid request: {first.get('msg')}"}, 400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, error: StarletteHTTPException) -> Response:
+        return json_response({"error": str(error.detail)}, error.status_code, error.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, error: Exception) -> Response:
+        log.exception("unhandled error")
+        return json_response({"error": "internal server error"}, 500)
+
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+        )
+    return app

@@ -1,0 +1,1 @@
+"""Model backends: where a merged batch is computed."""

@@ -1,0 +1,105 @@
+"""TorchScript and AOTInductor (.pt2) backends. torch is imported only when one is used."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.backends.base import LocalBackend
+from service.errors import BackendError
+from service.feeds import Feed
+from service.manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+
+class TorchBackend(LocalBackend):
+    """Shared tensor plumbing; subclasses load the module."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        model_path: Path,
+        *,
+        instances: int = 1,
+        device: str = "cpu",
+        fp16: bool = False,
+        threads: int = 0,
+    ) -> None:
+        super().__init__(manifest, instances)
+        self.model_path = model_path
+        self.device_name = device
+        self.fp16 = fp16
+        self.threads = threads
+        self.module: Any = None
+        self._input_names = [spec.name for spec in manifest.inputs]
+        self._output_names = [spec.name for spec in manifest.outputs]
+
+    @property
+    def description(self) -> str:
+        return f"{self.name}[{self.device_name}{',fp16' if self.fp16 else ''}]"
+
+    def load_sync(self) -> None:
+        import torch
+
+        if self.device_name == "cuda" and not torch.cuda.is_available():
+            log.warning("%s: CUDA requested but not available; using the CPU", self.manifest.name)
+            self.device_name = "cpu"
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            self.module = self._load_module(torch.device(self.device_name))
+        except Exception as error:
+            raise BackendError(f"cannot load {self.model_path.name}: {error}") from error
+        log.info("%s v%d: %s", self.manifest.name, self.manifest.version, self.description)
+
+    def _load_module(self, device: Any) -> Any:
+        raise NotImplementedError
+
+    def run(self, feed: Feed) -> Feed:
+        import torch
+
+        device = torch.device(self.device_name)
+        args = [
+            torch.from_numpy(np.ascontiguousarray(feed[name])).to(device)
+            for name in self._input_names
+        ]
+        autocast = (
+            torch.autocast(device_type="cuda", dtype=torch.float16)
+            if self.fp16 and device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+        try:
+            with torch.inference_mode(), autocast:
+                result = self.module(*args)
+        except Exception as error:
+            raise BackendError(f"{self.name} failed: {error}") from error
+        results = result if isinstance(result, list | tuple) else [result]
+        return {
+            name: tensor.detach().float().cpu().numpy()
+            for name, tensor in zip(self._output_names, results, strict=True)
+        }
+
+
+class TorchScriptBackend(TorchBackend):
+    name = "torchscript"
+
+    def _load_module(self, device: Any) -> Any:
+        import torch
+
+        module = torch.jit.load(str(self.model_path), map_location=device)  # type: ignore[no-untyped-call]
+        module.eval()
+        return module
+
+
+class Pt2Backend(TorchBackend):
+    name = "pt2"
+
+    def _load_module(self, device: Any) -> Any:
+        import torch
+
+        return torch._inductor.aoti_load_package(str(self.model_path))

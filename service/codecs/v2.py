@@ -1,0 +1,246 @@
+"""Open Inference Protocol (V2) REST codec: JSON and the binary tensor data extension.
+
+Requests may be plain JSON (with or without a Content-Type, as stock `tritonclient` sends) or a
+JSON header of `Inference-Header-Content-Length` bytes followed by the raw tensors named by
+`parameters.binary_data_size`. Responses put an output in binary when it asks for
+`binary_data`, or when the request set `binary_data_output` and named no outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from service.datatypes import (
+    decode_bytes_elements,
+    element_count,
+    encode_bytes_elements,
+    numpy_dtype,
+    v2_datatype,
+)
+from service.errors import InvalidInput
+from service.processing import Tensor
+
+HEADER_LENGTH = "inference-header-content-length"
+MAX_ELEMENTS = 64 * 1024 * 1024
+"""Largest tensor (elements) a request may declare; checked before any allocation."""
+
+
+@dataclass(slots=True)
+class RequestedOutput:
+    name: str
+    binary: bool
+
+
+@dataclass(slots=True)
+class InferRequest:
+    id: str | None
+    inputs: list[Tensor]
+    outputs: list[RequestedOutput] | None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def binary_output_default(self) -> bool:
+        return bool(self.parameters.get("binary_data_output", False))
+
+    @property
+    def timeout_us(self) -> float | None:
+        value = self.parameters.get("timeout")
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise InvalidInput("parameter 'timeout' must be a positive number of microseconds")
+        return float(value)
+
+
+def _loads(raw: bytes | memoryview) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise InvalidInput(f"request body is not valid JSON: {error}") from None
+
+
+def _shape(value: Any, name: str) -> list[int]:
+    if not isinstance(value, list) or not all(
+        isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in value
+    ):
+        raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers")
+    if element_count(value) > MAX_ELEMENTS:
+        raise InvalidInput(f"input {name!r}: shape {value} is larger than the server accepts")
+    return value
+
+
+def _flatten_strings(data: Any) -> list[Any]:
+    if isinstance(data, list):
+        flat: list[Any] = []
+        for item in data:
+            flat.extend(_flatten_strings(item))
+        return flat
+    return [data]
+
+
+def _json_tensor(name: str, datatype: str, shape: list[int], data: Any) -> np.ndarray:
+    count = element_count(shape)
+    if datatype == "BYTES":
+        items = _flatten_strings(data)
+        if len(items) != count:
+            raise InvalidInput(f"input {name!r}: {len(items)} elements for shape {shape}")
+        encoded = []
+        for item in items:
+            if not isinstance(item, str):
+                raise InvalidInput(f"input {name!r}: BYTES elements in JSON must be strings")
+            encoded.append(item.encode("utf-8"))
+        array = np.empty(count, dtype=object)
+        array[:] = encoded
+        return array.reshape(shape)
+    dtype = numpy_dtype(datatype)
+    try:
+        array = np.asarray(data, dtype=dtype)
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidInput(f"input {name!r}: data does not fit datatype {datatype}") from None
+    if array.size != count:
+        raise InvalidInput(f"input {name!r}: {array.size} elements for shape {shape}")
+    return array.reshape(shape)
+
+
+def _binary_tensor(name: str, datatype: str, shape: list[int], raw: memoryview) -> np.ndarray:
+    count = element_count(shape)
+    if datatype == "BYTES":
+        array = np.empty(count, dtype=object)
+        array[:] = decode_bytes_elements(raw, count)
+        return array.reshape(shape)
+    dtype = numpy_dtype(datatype)
+    if len(raw) != count * dtype.itemsize:
+        raise InvalidInput(
+            f"input {name!r}: {len(raw)} bytes of data for shape {shape} of {datatype}"
+        )
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def decode_request(body: bytes, header_length: str | None) -> InferRequest:
+    """Parse a V2 infer request body (JSON, or JSON header + binary tensors)."""
+    view = memoryview(body)
+    if header_length is None:
+        header, blobs = _loads(view), view[len(view) :]
+    else:
+        try:
+            length = int(header_length)
+        except ValueError:
+            raise InvalidInput("Inference-Header-Content-Length must be an integer") from None
+        if not 0 < length <= len(view):
+            raise InvalidInput(
+                f"Inference-Header-Content-Length {length} does not fit a body of {len(view)} bytes"
+            )
+        header, blobs = _loads(view[:length]), view[length:]
+    if not isinstance(header, dict):
+        raise InvalidInput("request must be a JSON object")
+    raw_inputs = header.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise InvalidInput("request needs a non-empty 'inputs' list")
+    inputs: list[Tensor] = []
+    offset = 0
+    seen: set[str] = set()
+    for raw in raw_inputs:
+        if not isinstance(raw, dict):
+            raise InvalidInput("each input must be an object")
+        name, datatype = raw.get("name"), raw.get("datatype")
+        if not isinstance(name, str) or not isinstance(datatype, str):
+            raise InvalidInput("each input needs a string 'name' and 'datatype'")
+        if name in seen:
+            raise InvalidInput(f"input {name!r} appears twice")
+        seen.add(name)
+        shape = _shape(raw.get("shape"), name)
+        parameters = raw.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise InvalidInput(f"input {name!r}: parameters must be an object")
+        size = parameters.get("binary_data_size")
+        if size is not None:
+            if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+                raise InvalidInput(f"input {name!r}: binary_data_size must be a byte count")
+            if offset + size > len(blobs):
+                raise InvalidInput(f"input {name!r}: binary data is truncated")
+            data = _binary_tensor(name, datatype, shape, blobs[offset : offset + size])
+            offset += size
+        elif "data" in raw:
+            data = _json_tensor(name, datatype, shape, raw["data"])
+        else:
+            raise InvalidInput(f"input {name!r} has neither 'data' nor binary_data_size")
+        inputs.append(Tensor(name, datatype, shape, data))
+    if offset != len(blobs):
+        raise InvalidInput(f"{len(blobs) - offset} bytes of binary data belong to no input")
+    request_id = header.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise InvalidInput("'id' must be a string")
+    params = header.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise InvalidInput("'parameters' must be an object")
+    return InferRequest(request_id, inputs, _requested_outputs(header.get("outputs")), params)
+
+
+def _requested_outputs(raw: Any) -> list[RequestedOutput] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise InvalidInput("'outputs' must be a list")
+    requested = []
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise InvalidInput("each requested output needs a 'name'")
+        parameters = item.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise InvalidInput("output parameters must be an object")
+        requested.append(RequestedOutput(item["name"], bool(parameters.get("binary_data", False))))
+    return requested
+
+
+def encode_response(
+    *,
+    model_name: str,
+    model_version: str,
+    request: InferRequest,
+    outputs: Mapping[str, np.ndarray],
+) -> tuple[bytes, int | None]:
+    """Serialize a V2 response. Returns the body and the JSON header length when binary."""
+    if request.outputs is None:
+        chosen = [RequestedOutput(name, request.binary_output_default) for name in outputs]
+    else:
+        unknown = [item.name for item in request.outputs if item.name not in outputs]
+        if unknown:
+            raise InvalidInput(f"unknown outputs requested: {unknown}; model has {list(outputs)}")
+        chosen = request.outputs
+    tensors: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for item in chosen:
+        array = outputs[item.name]
+        datatype = v2_datatype(array)
+        tensor: dict[str, Any] = {
+            "name": item.name,
+            "datatype": datatype,
+            "shape": list(array.shape),
+        }
+        if item.binary:
+            blob = (
+                encode_bytes_elements(list(array.reshape(-1)))
+                if datatype == "BYTES"
+                else np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+            )
+            tensor["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            tensor["data"] = array.reshape(-1)
+        tensors.append(tensor)
+    body: dict[str, Any] = {
+        "model_name": model_name,
+        "model_version": model_version,
+        "outputs": tensors,
+    }
+    if request.id is not None:
+        body["id"] = request.id
+    header = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)

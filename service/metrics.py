@@ -1,0 +1,168 @@
+"""Prometheus metrics, in a registry owned by the app (nothing global, nothing at import)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+# From 100 µs (a tiny CPU model) to 10 s (a large GPU batch under load).
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.00075,
+    0.001,
+    0.0015,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class GatewayMetrics:
+    """Every metric the gateway exports; label names: model, version (+ protocol, code)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "gateway_requests",
+            "Inference requests answered, by protocol and HTTP status.",
+            ["model", "version", "protocol", "code"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "gateway_request_duration_seconds",
+            "Time from request decoded to response encoded, per request.",
+            ["model", "version", "protocol"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_duration = Histogram(
+            "gateway_queue_duration_seconds",
+            "Time a request waited in the batch queue.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.compute_duration = Histogram(
+            "gateway_compute_duration_seconds",
+            "Backend time per batch.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "gateway_batch_size",
+            "Rows per computed batch.",
+            ["model", "version"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.batch_failures = Counter(
+            "gateway_batch_failures",
+            "Batches whose backend call failed.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "gateway_queue_depth",
+            "Rows waiting in the batch queue.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "gateway_inflight_requests",
+            "Inference requests being handled.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.model_ready = Gauge(
+            "gateway_model_ready",
+            "1 when the model version is ready to serve.",
+            ["model", "version"],
+            registry=r,
+        )
+
+    def observer(self, model: str, version: str) -> ModelObserver:
+        return ModelObserver(self, model, version)
+
+    def add_gpu_collector(self) -> bool:
+        """Export GPU memory and utilization when NVML is importable and finds a GPU."""
+        try:
+            import pynvml  # nvidia-ml-py, installed by the `gpu` extra
+
+            pynvml.nvmlInit()
+        except Exception:
+            return False
+        self.registry.register(_GpuCollector(pynvml))
+        return True
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class ModelObserver:
+    """Batcher observer bound to one model version's label values."""
+
+    def __init__(self, metrics: GatewayMetrics, model: str, version: str) -> None:
+        self._queue = metrics.queue_duration.labels(model, version)
+        self._compute = metrics.compute_duration.labels(model, version)
+        self._batch = metrics.batch_size.labels(model, version)
+        self._failures = metrics.batch_failures.labels(model, version)
+        self._depth = metrics.queue_depth.labels(model, version)
+
+    def batch_started(self, rows: int, queue_seconds: Sequence[float]) -> None:
+        self._batch.observe(rows)
+        for seconds in queue_seconds:
+            self._queue.observe(seconds)
+
+    def batch_finished(self, rows: int, compute_seconds: float, failed: bool) -> None:
+        self._compute.observe(compute_seconds)
+        if failed:
+            self._failures.inc()
+
+    def queue_changed(self, rows: int) -> None:
+        self._depth.set(rows)
+
+
+class _GpuCollector(Collector):
+    def __init__(self, nvml: object) -> None:
+        self.nvml = nvml
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        nvml = self.nvml
+        used = GaugeMetricFamily(
+            "gateway_gpu_memory_used_bytes", "GPU memory in use.", labels=["gpu"]
+        )
+        total = GaugeMetricFamily(
+            "gateway_gpu_memory_total_bytes", "GPU memory size.", labels=["gpu"]
+        )
+        util = GaugeMetricFamily(
+            "gateway_gpu_utilization_ratio", "GPU busy ratio (0..1).", labels=["gpu"]
+        )
+        for index in range(nvml.nvmlDeviceGetCount()):  # type: ignore[attr-defined]
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)  # type: ignore[attr-defined]
+            memory = nvml.nvmlDeviceGetMemoryInfo(handle)  # type: ignore[attr-defined]
+            rates = nvml.nvmlDeviceGetUtilizationRates(handle)  # type: ignore[attr-defined]
+            used.add_metric([str(index)], memory.used)
+            total.add_metric([str(index)], memory.total)
+            util.add_metric([str(index)], rates.gpu / 100.0)
+        yield from (used, total, util)

@@ -1,0 +1,402 @@
+"""Task-level pre- and post-processing, shared by the gateway and the TorchServe handlers.
+
+A `Processor` turns what clients send (V2 tensors, JSON instances, image files, text) into a
+model *feed* (graph input name -> array with the batch first), and model outputs into the
+answers each protocol gives. It knows nothing about HTTP, so both serving paths give
+identical answers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from service.datatypes import numpy_dtype
+from service.errors import InvalidInput, PayloadTooLarge
+from service.feeds import Feed
+from service.manifest import (
+    ImagePreprocessing,
+    Manifest,
+    TabularPreprocessing,
+    Task,
+    TensorSpec,
+    TextPreprocessing,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Input limits that protect the server from hostile or broken clients."""
+
+    max_image_pixels: int = 16_000_000
+    max_text_chars: int = 8_192
+    max_rows: int = 1_024
+
+
+@dataclass(slots=True)
+class Tensor:
+    """A decoded Open Inference Protocol tensor: numeric array, or object array of bytes."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    data: np.ndarray
+
+
+class Processor(ABC):
+    """Converts between client payloads and model feeds for one manifest."""
+
+    def __init__(self, manifest: Manifest, limits: Limits) -> None:
+        self.manifest = manifest
+        self.limits = limits
+
+    @property
+    def input_specs(self) -> list[TensorSpec]:
+        """The tensors V2 clients send (the model metadata's `inputs`)."""
+        return list(self.manifest.inputs)
+
+    @abstractmethod
+    def feed_from_tensors(self, tensors: Sequence[Tensor]) -> Feed:
+        """V2 inputs -> feed."""
+
+    @abstractmethod
+    def feed_from_instances(self, instances: Sequence[Any]) -> Feed:
+        """JSON instances (KServe V1, TorchServe JSON) -> feed."""
+
+    @abstractmethod
+    def feed_from_payload(self, payload: bytes) -> Feed:
+        """One raw upload (TorchServe body or file) -> feed of one row."""
+
+    @abstractmethod
+    def predictions(self, outputs: Mapping[str, np.ndarray], *, top_k: int) -> list[Any]:
+        """Outputs -> one TorchServe-style answer per row."""
+
+    def instance_outputs(self, outputs: Mapping[str, np.ndarray]) -> list[Any]:
+        """Outputs -> one KServe V1 prediction per row (the first output, as numbers)."""
+        first = outputs[self.manifest.outputs[0].name]
+        return [row.tolist() if row.ndim else row.item() for row in first]
+
+    def feed_from_json(self, body: Any) -> tuple[Feed, bool]:
+        """A TorchServe-style JSON body -> (feed, whether the body was a batch of instances)."""
+        if isinstance(body, Mapping) and "instances" in body:
+            instances = body["instances"]
+            if not isinstance(instances, list):
+                raise InvalidInput("'instances' must be a list")
+            return self.feed_from_instances(instances), True
+        if isinstance(body, Mapping) and set(body) <= {"data", "body"} and len(body) == 1:
+            body = next(iter(body.values()))
+        if self.is_batch(body):
+            return self.feed_from_instances(body), True
+        return self.feed_from_instances([body]), False
+
+    def is_batch(self, body: Any) -> bool:
+        """Whether a JSON body is a list of instances rather than one instance."""
+        return isinstance(body, list) and bool(body) and isinstance(body[0], list | Mapping)
+
+    def _check_rows(self, rows: int) -> None:
+        if rows < 1:
+            raise InvalidInput("request holds no rows")
+        if rows > self.limits.max_rows:
+            raise InvalidInput(f"request holds {rows} rows; the limit is {self.limits.max_rows}")
+
+    def _only_tensor(self, tensors: Sequence[Tensor]) -> Tensor:
+        if len(tensors) != 1:
+            names = [spec.name for spec in self.input_specs]
+            raise InvalidInput(f"expected exactly one input {names}, got {len(tensors)}")
+        return tensors[0]
+
+
+def _check_spec(tensor: Tensor, spec: TensorSpec) -> None:
+    if tensor.datatype != spec.datatype:
+        raise InvalidInput(f"input {tensor.name!r} must be {spec.datatype}, got {tensor.datatype}")
+    if len(tensor.shape) != len(spec.shape) or any(
+        want not in (-1, have) for have, want in zip(tensor.shape, spec.shape, strict=True)
+    ):
+        raise InvalidInput(
+            f"input {tensor.name!r} must have shape {spec.shape}, got {tensor.shape}"
+        )
+
+
+def _check_finite(array: np.ndarray, name: str) -> None:
+    if not np.isfinite(array).all():
+        raise InvalidInput(f"input {name!r} contains NaN or infinity")
+
+
+# --- tabular -----------------------------------------------------------------------------------
+
+
+class TabularProcessor(Processor):
+    def __init__(self, manifest: Manifest, limits: Limits) -> None:
+        super().__init__(manifest, limits)
+        assert isinstance(manifest.preprocessing, TabularPreprocessing)
+        self.features = manifest.preprocessing.feature_names
+        self.spec = manifest.inputs[0]
+
+    def feed_from_tensors(self, tensors: Sequence[Tensor]) -> Feed:
+        tensor = self._only_tensor(tensors)
+        if tensor.name != self.spec.name:
+            raise InvalidInput(f"unknown input {tensor.name!r}; expected {self.spec.name!r}")
+        _check_spec(tensor, self.spec)
+        self._check_rows(tensor.shape[0])
+        _check_finite(tensor.data, tensor.name)
+        return {self.spec.name: tensor.data}
+
+    def _row(self, instance: Any) -> list[float]:
+        if isinstance(instance, Mapping):
+            missing = [name for name in self.features if name not in instance]
+            if missing:
+                raise InvalidInput(f"missing features: {missing}")
+            unknown = sorted(set(instance) - set(self.features))
+            if unknown:
+                raise InvalidInput(f"unknown features: {unknown}")
+            instance = [instance[name] for name in self.features]
+        if not isinstance(instance, list) or len(instance) != len(self.features):
+            raise InvalidInput(
+                f"each instance must be {len(self.features)} numbers or an object keyed by "
+                f"{self.features}"
+            )
+        for value in instance:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InvalidInput("features must be numbers")
+        return instance
+
+    def feed_from_instances(self, instances: Sequence[Any]) -> Feed:
+        self._check_rows(len(instances))
+        array = np.asarray([self._row(instance) for instance in instances], dtype=np.float32)
+        _check_finite(array, self.spec.name)
+        return {self.spec.name: array}
+
+    def feed_from_payload(self, payload: bytes) -> Feed:
+        raise InvalidInput("tabular models take JSON features, not a file")
+
+    def predictions(self, outputs: Mapping[str, np.ndarray], *, top_k: int) -> list[Any]:
+        first = outputs[self.manifest.outputs[0].name]
+        if self.manifest.task is Task.TABULAR_REGRESSION:
+            return [float(row.reshape(-1)[0]) for row in first]
+        return _top_k(first, self.manifest.labels, top_k)
+
+
+def _top_k(probabilities: np.ndarray, labels: list[str] | None, k: int) -> list[dict[str, float]]:
+    names = labels or [str(index) for index in range(probabilities.shape[1])]
+    k = min(k, probabilities.shape[1])
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return [
+        {names[index]: float(row[index]) for index in ranking}
+        for row, ranking in zip(probabilities, order, strict=True)
+    ]
+
+
+# --- images ------------------------------------------------------------------------------------
+
+
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF8", b"BM", b"RIFF")
+
+
+def looks_like_image(data: bytes) -> bool:
+    return data.startswith(_IMAGE_MAGIC)
+
+
+class ImageProcessor(Processor):
+    def __init__(self, manifest: Manifest, limits: Limits) -> None:
+        super().__init__(manifest, limits)
+        assert isinstance(manifest.preprocessing, ImagePreprocessing)
+        self.pre = manifest.preprocessing
+        self.spec = manifest.inputs[0]
+        self.mode = "L" if self.pre.channels == 1 else "RGB"
+
+    def decode_image(self, data: bytes) -> np.ndarray:
+        """Encoded image -> uint8 array (C, H, W) at the model's size. Rejects bombs unread."""
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                if width * height > self.limits.max_image_pixels:
+                    raise PayloadTooLarge(
+                        f"image of {width}x{height} pixels exceeds the limit of "
+                        f"{self.limits.max_image_pixels} pixels"
+                    )
+                image.draft(self.mode, (self.pre.width, self.pre.height))
+                converted = image.convert(self.mode)
+                resized = converted.resize(
+                    (self.pre.width, self.pre.height), Image.Resampling.BILINEAR
+                )
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+            raise InvalidInput(f"cannot decode image: {error}") from None
+        pixels = np.asarray(resized, dtype=np.uint8)
+        if self.pre.invert:
+            pixels = 255 - pixels
+        if pixels.ndim == 2:
+            return pixels[np.newaxis, :, :]
+        return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+    def _stack(self, images: Sequence[bytes]) -> Feed:
+        self._check_rows(len(images))
+        return {self.spec.name: np.stack([self.decode_image(image) for image in images])}
+
+    def feed_from_tensors(self, tensors: Sequence[Tensor]) -> Feed:
+        tensor = self._only_tensor(tensors)
+        if tensor.datatype == "BYTES":
+            return self._stack([_image_bytes(item) for item in tensor.data.reshape(-1)])
+        if tensor.name != self.spec.name:
+            raise InvalidInput(f"unknown input {tensor.name!r}; expected {self.spec.name!r}")
+        _check_spec(tensor, self.spec)
+        self._check_rows(tensor.shape[0])
+        return {self.spec.name: tensor.data}
+
+    def feed_from_instances(self, instances: Sequence[Any]) -> Feed:
+        self._check_rows(len(instances))
+        if all(isinstance(item, (Mapping, str)) for item in instances):
+            return self._stack([_image_bytes(_b64_field(item)) for item in instances])
+        try:
+            array = np.asarray(instances)
+        except ValueError:
+            raise InvalidInput("image instances must be equal-shaped pixel arrays") from None
+        if array.dtype.kind not in "iu" or array.min(initial=0) < 0 or array.max(initial=0) > 255:
+            raise InvalidInput("pixel arrays must hold integers 0..255")
+        tensor = Tensor(self.spec.name, "UINT8", list(array.shape), array.astype(np.uint8))
+        _check_spec(tensor, self.spec)
+        return {self.spec.name: tensor.data}
+
+    def feed_from_payload(self, payload: bytes) -> Feed:
+        return self._stack([payload])
+
+    def is_batch(self, body: Any) -> bool:
+        if not isinstance(body, list) or not body:
+            return False
+        if isinstance(body[0], str | Mapping):
+            return True
+        return np.ndim(body) == 4
+
+    def predictions(self, outputs: Mapping[str, np.ndarray], *, top_k: int) -> list[Any]:
+        return _top_k(outputs[self.manifest.outputs[0].name], self.manifest.labels, top_k)
+
+
+def _b64_field(item: Any) -> str:
+    if isinstance(item, str):
+        return item
+    for key in ("b64", "data", "image"):
+        if isinstance(item.get(key), str):
+            return str(item[key])
+    raise InvalidInput('image instances must be base64 strings or {"b64": "..."}')
+
+
+def _image_bytes(item: Any) -> bytes:
+    """An image as raw encoded bytes, from raw bytes or base64 text."""
+    if isinstance(item, bytes) and looks_like_image(item):
+        return item
+    text = item.decode("ascii", "replace") if isinstance(item, bytes) else str(item)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput("image data is neither an encoded image nor base64") from None
+
+
+# --- text --------------------------------------------------------------------------------------
+
+
+class TextProcessor(Processor):
+    text_input = TensorSpec(name="text", datatype="BYTES", shape=[-1])
+
+    def __init__(self, manifest: Manifest, limits: Limits, model_dir: Path) -> None:
+        super().__init__(manifest, limits)
+        assert isinstance(manifest.preprocessing, TextPreprocessing)
+        from tokenizers import Tokenizer
+
+        self.pre = manifest.preprocessing
+        self.tokenizer = Tokenizer.from_file(str(model_dir / self.pre.tokenizer))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=self.pre.max_length)
+        self.names = [spec.name for spec in manifest.inputs]
+
+    @property
+    def input_specs(self) -> list[TensorSpec]:
+        return [self.text_input]
+
+    def tokenize(self, texts: Sequence[str]) -> Feed:
+        self._check_rows(len(texts))
+        for text in texts:
+            if not text.strip():
+                raise InvalidInput("text is empty")
+            if len(text) > self.limits.max_text_chars:
+                raise InvalidInput(
+                    f"text of {len(text)} characters exceeds the limit of "
+                    f"{self.limits.max_text_chars}"
+                )
+        encodings = self.tokenizer.encode_batch(list(texts))
+        width = max(len(encoding.ids) for encoding in encodings)
+        ids = np.zeros((len(encodings), width), dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        for row, encoding in enumerate(encodings):
+            ids[row, : len(encoding.ids)] = encoding.ids
+            mask[row, : len(encoding.attention_mask)] = encoding.attention_mask
+        return {"input_ids": ids, "attention_mask": mask}
+
+    def feed_from_tensors(self, tensors: Sequence[Tensor]) -> Feed:
+        if len(tensors) == 1 and tensors[0].datatype == "BYTES":
+            return self.tokenize([_utf8(item) for item in tensors[0].data.reshape(-1)])
+        by_name = {tensor.name: tensor for tensor in tensors}
+        if sorted(by_name) != sorted(self.names):
+            raise InvalidInput(
+                f"send one BYTES tensor of texts, or pre-tokenized inputs {self.names}"
+            )
+        for spec in self.manifest.inputs:
+            _check_spec(by_name[spec.name], spec)
+        shapes = {tuple(tensor.shape) for tensor in tensors}
+        if len(shapes) != 1:
+            raise InvalidInput("pre-tokenized inputs must share one shape")
+        self._check_rows(tensors[0].shape[0])
+        return {name: by_name[name].data for name in self.names}
+
+    def feed_from_instances(self, instances: Sequence[Any]) -> Feed:
+        texts = []
+        for item in instances:
+            if isinstance(item, Mapping):
+                item = item.get("text", item.get("data"))
+            if not isinstance(item, str):
+                raise InvalidInput('text instances must be strings or {"text": "..."}')
+            texts.append(item)
+        return self.tokenize(texts)
+
+    def feed_from_payload(self, payload: bytes) -> Feed:
+        return self.tokenize([_utf8(payload)])
+
+    def is_batch(self, body: Any) -> bool:
+        return isinstance(body, list)
+
+    def predictions(self, outputs: Mapping[str, np.ndarray], *, top_k: int) -> list[Any]:
+        return self.instance_outputs(outputs)
+
+
+def _utf8(item: Any) -> str:
+    if isinstance(item, str):
+        return item
+    try:
+        return bytes(item).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput("text is not valid UTF-8") from None
+
+
+def processor_for(manifest: Manifest, model_dir: Path, limits: Limits) -> Processor:
+    if manifest.task is Task.IMAGE_CLASSIFICATION:
+        return ImageProcessor(manifest, limits)
+    if manifest.task is Task.TEXT_EMBEDDING:
+        return TextProcessor(manifest, limits, model_dir)
+    return TabularProcessor(manifest, limits)
+
+
+def warmup_feed(manifest: Manifest, rows: int, sequence: int = 8) -> Feed:
+    """Zeros shaped like the graph inputs, for warming a backend up."""
+    feed: Feed = {}
+    for spec in manifest.inputs:
+        shape = [rows] + [sequence if dim == -1 else dim for dim in spec.shape[1:]]
+        fill = 1 if spec.name == "attention_mask" else 0
+        feed[spec.name] = np.full(shape, fill, dtype=numpy_dtype(spec.datatype))
+    return feed

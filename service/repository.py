@@ -1,0 +1,275 @@
+"""The model repository: finds `<store>/<model>/<version>/model.json`, loads and warms each
+version, and swaps versions in and out without dropping requests."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from service.backends.base import Backend
+from service.batcher import DynamicBatcher
+from service.errors import InvalidInput, ModelNotReady, NotFound, ServingError
+from service.feeds import Feed, merge, rows_of, split
+from service.manifest import MANIFEST_FILE, Manifest
+from service.metrics import GatewayMetrics
+from service.processing import Limits, Processor, processor_for, warmup_feed
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+
+
+class State(StrEnum):
+    LOADING = "LOADING"
+    READY = "READY"
+    UNAVAILABLE = "UNAVAILABLE"
+    UNLOADING = "UNLOADING"
+
+
+@dataclass(eq=False)
+class ModelVersion:
+    name: str
+    version: str
+    path: Path
+    state: State = State.LOADING
+    reason: str = ""
+    manifest: Manifest | None = None
+    processor: Processor | None = None
+    backend: Backend | None = None
+    batcher: DynamicBatcher[Feed, Feed] | None = field(default=None, repr=False)
+
+    @property
+    def ready(self) -> bool:
+        return self.state is State.READY
+
+
+def build_backend(manifest: Manifest, path: Path, settings: Settings) -> Backend:
+    """The backend the settings (or the manifest's artifacts) call for."""
+    kind = settings.backend or "onnxruntime"
+    artifacts = manifest.artifacts
+    if kind == "onnxruntime":
+        from service.backends.onnxruntime import OnnxRuntimeBackend
+
+        if artifacts.onnx is None:
+            raise InvalidInput(f"{manifest.name} has no ONNX artifact")
+        return OnnxRuntimeBackend(
+            manifest,
+            path / artifacts.onnx,
+            instances=settings.instances,
+            providers=settings.providers,
+            intra_op_threads=settings.intra_op_threads,
+            graph_optimization=settings.graph_optimization,
+        )
+    if kind in ("torchscript", "pt2"):
+        from service.backends.torchscript import Pt2Backend, TorchScriptBackend
+
+        file = artifacts.torchscript if kind == "torchscript" else artifacts.pt2
+        if file is None:
+            raise InvalidInput(f"{manifest.name} has no {kind} artifact")
+        cls = TorchScriptBackend if kind == "torchscript" else Pt2Backend
+        return cls(
+            manifest,
+            path / file,
+            instances=settings.instances,
+            device=settings.device,
+            fp16=settings.fp16,
+            threads=settings.intra_op_threads,
+        )
+    if kind == "torchserve":
+        from service.backends.torchserve import TorchServeBackend
+
+        return TorchServeBackend(manifest, settings)
+    raise InvalidInput(f"unknown backend {kind!r}")
+
+
+class ModelRepository:
+    def __init__(self, settings: Settings, metrics: GatewayMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.root = settings.model_store.resolve()
+        self.limits = Limits(
+            max_image_pixels=settings.max_image_pixels, max_text_chars=settings.max_text_chars
+        )
+        self._models: dict[str, dict[str, ModelVersion]] = {}
+        self._lock = asyncio.Lock()
+
+    # -- lookup ---------------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def versions(self, name: str) -> dict[str, ModelVersion]:
+        versions = self._models.get(name)
+        if not versions:
+            raise NotFound(f"unknown model {name!r}")
+        return versions
+
+    def get(self, name: str, version: str | None = None) -> ModelVersion:
+        """A version, or the highest version when none is named."""
+        versions = self.versions(name)
+        if version is None:
+            ready = [v for v in versions.values() if v.ready]
+            pool = ready or list(versions.values())
+            return max(pool, key=lambda v: int(v.version))
+        found = versions.get(version)
+        if found is None:
+            raise NotFound(f"model {name!r} has no version {version!r}")
+        return found
+
+    def ready(self, name: str, version: str | None = None) -> ModelVersion:
+        model = self.get(name, version)
+        if not model.ready:
+            detail = f": {model.reason}" if model.reason else ""
+            raise ModelNotReady(f"model {name!r} version {model.version} is {model.state}{detail}")
+        return model
+
+    def all_versions(self) -> list[ModelVersion]:
+        return [v for versions in self._models.values() for v in versions.values()]
+
+    # -- loading --------------------------------------------------------------------------------
+
+    def discover(self) -> dict[str, list[str]]:
+        """Model names and version directories on disk (only valid names and integer versions)."""
+        found: dict[str, list[str]] = {}
+        if not self.root.is_dir():
+            return found
+        for model_dir in sorted(self.root.iterdir()):
+            if not model_dir.is_dir() or not MODEL_NAME.match(model_dir.name):
+                continue
+            if self.settings.models and model_dir.name not in self.settings.models:
+                continue
+            versions = [
+                child.name
+                for child in model_dir.iterdir()
+                if child.is_dir() and child.name.isdigit() and (child / MANIFEST_FILE).is_file()
+            ]
+            if versions:
+                found[model_dir.name] = sorted(versions, key=int)
+        return found
+
+    async def load_all(self) -> None:
+        for name in self.discover():
+            await self.load(name)
+
+    async def load(self, name: str) -> list[ModelVersion]:
+        """(Re)load every version of `name` from disk. New versions are warmed up before they
+        serve; versions gone from disk drain and unload; old ones keep serving meanwhile."""
+        if not MODEL_NAME.match(name):
+            raise InvalidInput(f"invalid model name {name!r}")
+        async with self._lock:
+            on_disk = self.discover().get(name)
+            if on_disk is None:
+                raise NotFound(f"no model {name!r} in the model store")
+            current = dict(self._models.get(name, {}))
+            fresh: dict[str, ModelVersion] = {}
+            for version in on_disk:
+                kept = current.get(version)
+                if kept is not None and kept.ready:
+                    fresh[version] = current.pop(version)
+                else:
+                    fresh[version] = await self._load_version(name, version)
+            self._models[name] = fresh
+            for old in current.values():
+                await self._retire(old)
+            return list(fresh.values())
+
+    async def unload(self, name: str) -> None:
+        async with self._lock:
+            versions = self._models.pop(name, None)
+            if versions is None:
+                raise NotFound(f"unknown model {name!r}")
+            for model in versions.values():
+                await self._retire(model)
+
+    async def close(self) -> None:
+        """Drain every batcher and release every backend."""
+        for model in self.all_versions():
+            await self._retire(model)
+        self._models.clear()
+
+    async def _retire(self, model: ModelVersion) -> None:
+        model.state = State.UNLOADING
+        self.metrics.model_ready.labels(model.name, model.version).set(0)
+        if model.batcher is not None:
+            await model.batcher.close()
+        if model.backend is not None:
+            await model.backend.close()
+
+    async def _load_version(self, name: str, version: str) -> ModelVersion:
+        path = self.root / name / version
+        model = ModelVersion(name=name, version=version, path=path)
+        gauge = self.metrics.model_ready.labels(name, version)
+        gauge.set(0)
+        try:
+            manifest = Manifest.read(path)
+            if manifest.name != name or str(manifest.version) != version:
+                raise InvalidInput(
+                    f"manifest says {manifest.name} v{manifest.version}, found at {name}/{version}"
+                )
+            model.manifest = manifest
+            model.processor = processor_for(manifest, path, self.limits)
+            model.backend = build_backend(manifest, path, self.settings)
+            await model.backend.load()
+            model.batcher = self._batcher_for(model)
+            await self._warm_up(model)
+        except ValidationError as error:
+            model.state, model.reason = State.UNAVAILABLE, f"invalid manifest: {_describe(error)}"
+        except ValueError as error:
+            model.state, model.reason = State.UNAVAILABLE, f"invalid manifest: {error}"
+        except ServingError as error:
+            model.state, model.reason = State.UNAVAILABLE, error.message
+        except Exception as error:
+            model.state, model.reason = State.UNAVAILABLE, f"{type(error).__name__}: {error}"
+        else:
+            model.state = State.READY
+            gauge.set(1)
+            log.info("model %s v%s ready (%s)", name, version, model.backend.description)
+        if model.state is not State.READY:
+            log.error("model %s v%s failed to load: %s", name, version, model.reason)
+            if model.backend is not None:
+                await model.backend.close()
+        return model
+
+    def _batcher_for(self, model: ModelVersion) -> DynamicBatcher[Feed, Feed]:
+        assert model.manifest is not None and model.backend is not None
+        backend = model.backend
+        max_batch = self.settings.max_batch_size or model.manifest.batching.max_batch_size
+
+        async def run_batch(feeds: list[Feed]) -> list[Feed]:
+            batch, rows = merge(feeds)
+            return split(await backend.infer(batch), rows)
+
+        return DynamicBatcher(
+            run_batch,
+            max_batch_size=max_batch,
+            max_queue_size=max(self.settings.max_queue_size, max_batch),
+            max_queue_delay_s=self.settings.max_queue_delay_ms / 1000.0,
+            instances=self.settings.instances,
+            rows_of=rows_of,
+            observer=self.metrics.observer(model.name, model.version),
+        )
+
+    async def _warm_up(self, model: ModelVersion) -> None:
+        """Run batch 1 and the max batch once, so the first real request is not slow."""
+        assert model.manifest is not None and model.backend is not None
+        assert model.batcher is not None
+        for rows in sorted({1, model.batcher.max_batch_size}):
+            outputs = await model.backend.infer(warmup_feed(model.manifest, rows))
+            expected = {spec.name for spec in model.manifest.outputs}
+            if set(outputs) != expected:
+                raise InvalidInput(
+                    f"model outputs {sorted(outputs)}, manifest says {sorted(expected)}"
+                )
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "model.json"
+    return f"{where}: {first['msg']}"

@@ -1,0 +1,1 @@
+"""HTTP transport: FastAPI routes that only speak HTTP and call the data plane."""

@@ -1,0 +1,133 @@
+"""Transport helpers shared by every protocol: errors as JSON, auth, metrics, disconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import Request
+from fastapi.responses import Response
+from pydantic import SecretStr
+
+from service.dataplane import DataPlane
+from service.errors import Forbidden, ServingError, Unauthorized
+from service.feeds import Feed
+from service.repository import ModelVersion
+
+JSON = "application/json"
+
+
+def json_response(
+    content: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(body, status_code=status_code, media_type=JSON, headers=headers)
+
+
+def error_response(error: ServingError) -> Response:
+    return json_response({"error": error.message}, error.status_code, error.headers)
+
+
+def dataplane_of(request: Request) -> DataPlane:
+    plane: DataPlane = request.app.state.dataplane
+    return plane
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def _matches(token: str, secret: SecretStr | None) -> bool:
+    return secret is not None and hmac.compare_digest(
+        token.encode(), secret.get_secret_value().encode()
+    )
+
+
+def authorize(request: Request, required: SecretStr | None, other: SecretStr | None) -> None:
+    """401 without a valid token, 403 with the token of the other kind. Open when unset."""
+    if required is None:
+        return
+    token = _bearer(request)
+    if token is None:
+        raise Unauthorized("missing bearer token")
+    if _matches(token, required):
+        return
+    if _matches(token, other):
+        raise Forbidden("this token is not valid for this route")
+    raise Unauthorized("invalid bearer token")
+
+
+def authorize_inference(request: Request) -> None:
+    settings = dataplane_of(request).settings
+    authorize(request, settings.inference_token, settings.management_token)
+
+
+async def _until_disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def infer_unless_disconnected(
+    request: Request, model: ModelVersion, feed: Feed, deadline: float | None
+) -> Mapping[str, np.ndarray]:
+    """Run inference, but give up (and leave the queue) if the client goes away."""
+    plane = dataplane_of(request)
+    work = asyncio.ensure_future(plane.infer(model, feed, deadline=deadline))
+    watch = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if not work.done():
+        work.cancel()
+        raise asyncio.CancelledError("client disconnected")
+    return work.result()
+
+
+async def serve(
+    request: Request,
+    protocol: str,
+    model_name: str,
+    version: str | None,
+    handle: Callable[[DataPlane], Awaitable[Response]],
+) -> Response:
+    """Run one inference route: auth, in-flight accounting, errors as JSON, metrics."""
+    plane = dataplane_of(request)
+    started = time.perf_counter()
+    code = 500
+    plane.begin()
+    try:
+        authorize_inference(request)
+        response = await handle(plane)
+        code = response.status_code
+        return response
+    except ServingError as error:
+        code = error.status_code
+        return error_response(error)
+    finally:
+        plane.end()
+        label_version = _label_version(plane, model_name, version)
+        if label_version is not None:
+            metrics = plane.metrics
+            metrics.requests.labels(model_name, label_version, protocol, str(code)).inc()
+            if code == 200:
+                metrics.request_duration.labels(model_name, label_version, protocol).observe(
+                    time.perf_counter() - started
+                )
+
+
+def _label_version(plane: DataPlane, model_name: str, version: str | None) -> str | None:
+    """Only known models and versions become labels, so clients cannot grow the label set."""
+    try:
+        return plane.repository.get(model_name, version).version
+    except ServingError:
+        return None

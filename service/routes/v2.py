@@ -1,0 +1,216 @@
+"""Open Inference Protocol (V2) REST routes."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from service import __version__
+from service.codecs import v2
+from service.dataplane import DataPlane, timeout_from_header
+from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from service.processing import ImageProcessor
+from service.repository import ModelVersion
+from service.routes.common import (
+    authorize_inference,
+    dataplane_of,
+    infer_unless_disconnected,
+    json_response,
+    serve,
+)
+
+PLATFORMS = {
+    "onnxruntime": "onnxruntime_onnx",
+    "torchscript": "pytorch_libtorch",
+    "pt2": "pytorch_aoti",
+    "torchserve": "torchserve",
+}
+
+INFER_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "parameters": {"type": "object"},
+                        "inputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "datatype", "shape"],
+                                "properties": {
+                                    "name": {"type": "string"},
+                                    "datatype": {"type": "string"},
+                                    "shape": {"type": "array", "items": {"type": "integer"}},
+                                    "parameters": {"type": "object"},
+                                    "data": {},
+                                },
+                            },
+                        },
+                        "outputs": {"type": "array", "items": {"type": "object"}},
+                    },
+                }
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
+    """tritonclient may gzip/deflate its request; inflate within the body limit."""
+    if encoding is None or encoding == "identity":
+        return body
+    if encoding not in ("gzip", "deflate"):
+        raise UnsupportedMediaType(f"unsupported Content-Encoding {encoding!r}")
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise InvalidInput(f"body is not valid {encoding}") from None
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"decompressed body exceeds {limit} bytes")
+    return data
+
+
+def _metadata(model: ModelVersion, versions: list[str]) -> dict[str, Any]:
+    manifest = model.manifest
+    if manifest is None or model.processor is None:
+        return {
+            "name": model.name,
+            "versions": versions,
+            "platform": "",
+            "inputs": [],
+            "outputs": [],
+        }
+    backend = model.backend.name if model.backend is not None else "onnxruntime"
+    return {
+        "name": model.name,
+        "versions": versions,
+        "platform": PLATFORMS.get(backend, backend),
+        "inputs": [spec.model_dump() for spec in model.processor.input_specs],
+        "outputs": [spec.model_dump() for spec in manifest.outputs],
+        "parameters": {
+            "task": manifest.task.value,
+            "max_batch_size": model.batcher.max_batch_size if model.batcher else None,
+            "labels": manifest.labels,
+            "state": model.state.value,
+        },
+    }
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(tags=["Open Inference Protocol v2"])
+
+    @router.get("/v2", summary="Server metadata")
+    async def server_metadata(request: Request) -> Response:
+        authorize_inference(request)
+        return json_response(
+            {
+                "name": "model-serving-gateway",
+                "version": __version__,
+                "extensions": ["binary_tensor_data", "model_repository", "parameters"],
+            }
+        )
+
+    async def model_metadata(request: Request, model_name: str, version: str | None) -> Response:
+        authorize_inference(request)
+        repository = dataplane_of(request).repository
+        model = repository.get(model_name, version)
+        versions = sorted(repository.versions(model_name), key=int)
+        return json_response(_metadata(model, versions))
+
+    async def model_ready(request: Request, model_name: str, version: str | None) -> Response:
+        authorize_inference(request)
+        model = dataplane_of(request).repository.get(model_name, version)
+        body = {"name": model.name, "version": model.version, "ready": model.ready}
+        return json_response(body, 200 if model.ready else 503)
+
+    async def infer(request: Request, model_name: str, version: str | None) -> Response:
+        async def handle(plane: DataPlane) -> Response:
+            body = _decompress(
+                await request.body(),
+                request.headers.get("content-encoding"),
+                plane.settings.max_body_bytes,
+            )
+            decoded = v2.decode_request(body, request.headers.get(v2.HEADER_LENGTH))
+            model = plane.model(model_name, version)
+            assert model.processor is not None and model.manifest is not None
+            processor = model.processor
+            if isinstance(processor, ImageProcessor) and decoded.inputs[0].datatype == "BYTES":
+                feed = await asyncio.to_thread(processor.feed_from_tensors, decoded.inputs)
+            else:
+                feed = processor.feed_from_tensors(decoded.inputs)
+            timeout_us = decoded.timeout_us
+            header_ms = timeout_from_header(request.headers.get("x-request-timeout-ms"))
+            timeouts = [t for t in (timeout_us and timeout_us / 1000.0, header_ms) if t]
+            deadline = plane.deadline(min(timeouts) if timeouts else None)
+            outputs = await infer_unless_disconnected(request, model, feed, deadline)
+            payload, header_length = v2.encode_response(
+                model_name=model.name,
+                model_version=model.version,
+                request=decoded,
+                outputs=outputs,
+            )
+            if header_length is None:
+                return Response(payload, media_type="application/json")
+            return Response(
+                payload,
+                media_type="application/octet-stream",
+                headers={"Inference-Header-Content-Length": str(header_length)},
+            )
+
+        return await serve(request, "v2", model_name, version, handle)
+
+    for prefix, with_version in (
+        ("/v2/models/{model_name}", False),
+        ("/v2/models/{model_name}/versions/{version}", True),
+    ):
+        suffix = " (version)" if with_version else ""
+        router.add_api_route(
+            prefix,
+            _bind(model_metadata, with_version),
+            methods=["GET"],
+            summary=f"Model metadata{suffix}",
+        )
+        router.add_api_route(
+            f"{prefix}/ready",
+            _bind(model_ready, with_version),
+            methods=["GET"],
+            summary=f"Model readiness{suffix}",
+        )
+        router.add_api_route(
+            f"{prefix}/infer",
+            _bind(infer, with_version),
+            methods=["POST"],
+            summary=f"Inference{suffix}",
+            openapi_extra=INFER_BODY,
+        )
+    return router
+
+
+def _bind(handler: Any, with_version: bool) -> Any:
+    """Two route shapes, one handler: with and without `/versions/{version}`."""
+    if with_version:
+
+        async def versioned(request: Request, model_name: str, version: str) -> Response:
+            result: Response = await handler(request, model_name, version)
+            return result
+
+        versioned.__name__ = f"{handler.__name__}_version"
+        return versioned
+
+    async def latest(request: Request, model_name: str) -> Response:
+        result: Response = await handler(request, model_name, None)
+        return result
+
+    latest.__name__ = handler.__name__
+    return latest
