@@ -1,0 +1,179 @@
+"""Networks and the serving graphs that wrap them with in-graph preprocessing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from training.errors import TrainingError
+
+
+def mlp(sizes: Sequence[int]) -> nn.Sequential:
+    """Linear layers with ReLU between them: sizes = [in, hidden..., out]."""
+    layers: list[nn.Module] = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class TinyVGG(nn.Module):
+    """Two (Conv-ReLU-Conv-ReLU-MaxPool) blocks, then Flatten and one Linear layer."""
+
+    def __init__(self, channels: int, num_classes: int, image_size: int, hidden: int = 16) -> None:
+        super().__init__()
+        if image_size < 4:
+            raise TrainingError(f"TinyVGG needs images of at least 4x4, got {image_size}")
+
+        def block(fan_in: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(fan_in, hidden, kernel_size=3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(hidden, hidden, kernel_size=3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            )
+
+        self.features = nn.Sequential(block(channels), block(hidden))
+        side = image_size // 2 // 2
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(hidden * side * side, num_classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))  # type: ignore[no-any-return]
+
+
+class ResNet18Classifier(nn.Module):
+    """torchvision resnet18 with a new final layer; `frozen` trains only that layer."""
+
+    def __init__(self, num_classes: int, frozen: bool = False) -> None:
+        super().__init__()
+        from torchvision.models import resnet18
+
+        self.backbone = resnet18(weights=None)
+        self.backbone.fc = nn.Linear(self.backbone.fc.in_features, num_classes)
+        self.frozen = frozen
+        if frozen:
+            for name, parameter in self.backbone.named_parameters():
+                parameter.requires_grad = name.startswith("fc.")
+
+    def load_backbone(self, path: Path) -> int:
+        """Load ImageNet (or any resnet18) weights except the final layer; return tensors loaded."""
+        if not path.is_file():
+            raise TrainingError(f"weights file not found: {path}")
+        try:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many types for foreign or damaged files
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrainingError(f"cannot load weights {path}: {first_line}") from exc
+        if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+            loaded = loaded["state_dict"]
+        if not isinstance(loaded, dict) or not all(isinstance(v, Tensor) for v in loaded.values()):
+            raise TrainingError(f"weights {path} are not a state dict of tensors")
+        state = {k.removeprefix("module."): v for k, v in loaded.items() if isinstance(k, str)}
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        own = self.backbone.state_dict()
+        missing = sorted(k for k in own if not k.startswith("fc.") and k not in state)
+        unexpected = sorted(k for k in state if k not in own)
+        wrong_shape = sorted(k for k in state if k in own and state[k].shape != own[k].shape)
+        if missing or unexpected or wrong_shape:
+            example = (missing or unexpected or wrong_shape)[0]
+            raise TrainingError(
+                f"weights {path} do not fit resnet18: {len(missing)} missing, "
+                f"{len(unexpected)} unexpected, {len(wrong_shape)} mis-shaped tensors "
+                f"(e.g. {example!r})"
+            )
+        self.backbone.load_state_dict(state, strict=False)
+        return len(state)
+
+    def train(self, mode: bool = True) -> ResNet18Classifier:
+        super().train(mode)
+        if self.frozen:  # keep frozen BatchNorm statistics fixed too
+            self.backbone.eval()
+            self.backbone.fc.train(mode)
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.backbone(x)  # type: ignore[no-any-return]
+
+
+def _row(values: Sequence[float]) -> Tensor:
+    return torch.tensor([list(values)], dtype=torch.float32)
+
+
+def _safe_std(std: Tensor) -> Tensor:
+    return torch.where(std < 1e-8, torch.ones_like(std), std)
+
+
+class TabularClassifierGraph(nn.Module):
+    """features [B, F] raw FP32 -> probabilities [B, K]; standardization is in the graph."""
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", _row(mean))
+        self.register_buffer("std", _safe_std(_row(std)))
+
+    def logits(self, features: Tensor) -> Tensor:
+        return self.net((features - self.mean) / self.std)  # type: ignore[no-any-return]
+
+    def training_loss(self, features: Tensor, targets: Tensor) -> Tensor:
+        return F.cross_entropy(self.logits(features), targets)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return torch.softmax(self.logits(features), dim=1)
+
+
+class TabularRegressorGraph(nn.Module):
+    """features [B, F] raw FP32 -> prediction [B, 1] in target units."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        mean: Sequence[float],
+        std: Sequence[float],
+        target_mean: float,
+        target_std: float,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", _row(mean))
+        self.register_buffer("std", _safe_std(_row(std)))
+        self.register_buffer("target_mean", torch.tensor([[target_mean]], dtype=torch.float32))
+        self.register_buffer("target_std", _safe_std(torch.tensor([[target_std]])))
+
+    def standardized(self, features: Tensor) -> Tensor:
+        return self.net((features - self.mean) / self.std)  # type: ignore[no-any-return]
+
+    def training_loss(self, features: Tensor, targets: Tensor) -> Tensor:
+        scaled = (targets.view(-1, 1) - self.target_mean) / self.target_std
+        return F.mse_loss(self.standardized(features), scaled)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.standardized(features) * self.target_std + self.target_mean
+
+
+class ImageClassifierGraph(nn.Module):
+    """images [B, C, H, W] UINT8 -> probabilities [B, K]: /255, normalize, net, softmax."""
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def normalize(self, images: Tensor) -> Tensor:
+        return (images.to(torch.float32) / 255.0 - self.mean) / self.std
+
+    def logits(self, images: Tensor) -> Tensor:
+        return self.net(self.normalize(images))  # type: ignore[no-any-return]
+
+    def training_loss(self, images: Tensor, targets: Tensor) -> Tensor:
+        return F.cross_entropy(self.logits(images), targets)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return torch.softmax(self.logits(images), dim=1)
