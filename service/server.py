@@ -37,6 +37,8 @@ class DrainingServer(uvicorn.Server):
         if self._drain_task is not None or self._loop is None:
             super().handle_exit(sig, frame)
             return
+        # Runs in the main thread between bytecodes: flip readiness now, drain on the loop.
+        self.plane.draining = True
         log.info("signal %d: draining for up to %.1f s", sig, self.drain_seconds)
         self._loop.call_soon_threadsafe(self._start_drain)
 

@@ -179,3 +179,37 @@ def full_store(store: Path) -> Path:
     image_classifier(store)
     text_embedder(store)
     return store
+
+
+def slow_model(store: Path, name: str = "slow", width: int = 1024, depth: int = 32) -> Path:
+    """A chain of square MatMuls: a few milliseconds per row, to hold requests in flight."""
+    rng = np.random.default_rng(RNG_SEED)
+    weights = [
+        numpy_helper.from_array(
+            (rng.normal(size=(width, width)) / np.sqrt(width)).astype(np.float32), f"W{i}"
+        )
+        for i in range(depth)
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["features" if i == 0 else f"h{i}", f"W{i}"],
+                         [f"h{i + 1}" if i < depth - 1 else "prediction_wide"])
+        for i in range(depth)
+    ]
+    nodes.append(helper.make_node("ReduceMean", ["prediction_wide"], ["prediction"],
+                                  axes=[1], keepdims=1))
+    graph = helper.make_graph(
+        nodes, name,
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", width])],
+        [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, ["N", 1])],
+        weights,
+    )
+    manifest = Manifest(
+        name=name, version=1, task=Task.TABULAR_REGRESSION,
+        inputs=[TensorSpec(name="features", datatype="FP32", shape=[-1, width])],
+        outputs=[TensorSpec(name="prediction", datatype="FP32", shape=[-1, 1])],
+        preprocessing=TabularPreprocessing(feature_names=[f"x{i}" for i in range(width)]),
+        batching=Batching(max_batch_size=1),
+        artifacts=Artifacts(onnx="model.onnx", torchscript=None),
+        provenance=_provenance(),
+    )
+    return _write(store, manifest, graph)

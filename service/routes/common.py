@@ -76,6 +76,12 @@ async def _until_disconnected(request: Request) -> None:
         pass
 
 
+class ClientDisconnected(ServingError):
+    """The client went away; nothing will read the answer (nginx's 499)."""
+
+    status_code = 499
+
+
 async def infer_unless_disconnected(
     request: Request, model: ModelVersion, feed: Feed, deadline: float | None
 ) -> Mapping[str, np.ndarray]:
@@ -89,7 +95,7 @@ async def infer_unless_disconnected(
         watch.cancel()
     if not work.done():
         work.cancel()
-        raise asyncio.CancelledError("client disconnected")
+        raise ClientDisconnected("client disconnected")
     return work.result()
 
 

@@ -1,0 +1,344 @@
+"""One model run: load data, train, export, check parity, write reports and the manifest."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from service.manifest import (
+    Artifacts,
+    Batching,
+    ImagePreprocessing,
+    Manifest,
+    Preprocessing,
+    Provenance,
+    TabularPreprocessing,
+    Task,
+    TensorSpec,
+)
+from training.config import RunOptions
+from training.errors import TrainingError
+from training.export import GraphSignature, export_all
+from training.loop import FitSettings, History, fit, predict
+from training.parity import check_parity, tiled_batches
+from training.reports import (
+    classification_metrics,
+    plot_confusion_matrix,
+    plot_loss_curve,
+    plot_pred_vs_actual,
+    regression_metrics,
+    write_json,
+)
+from training.runtime import configure_threads, package_versions, seed_everything, utc_timestamp
+from training.store import has_complete_version, next_version, staged_version_dir
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Outcome:
+    """What a run produced, for the command line's summary."""
+
+    name: str
+    version: int
+    path: Path
+    metrics: dict[str, float]
+    parity: dict[str, float]
+    seconds: float
+
+
+@dataclass
+class _Built:
+    """The parts of a manifest and metrics.json that a model-specific builder supplies."""
+
+    task: Task
+    signature: GraphSignature
+    preprocessing: Preprocessing
+    labels: list[str] | None
+    dataset: str
+    metrics: dict[str, float]
+    parity: dict[str, float]
+    artifacts: Artifacts
+    epochs: int | None
+    notes: list[str] = field(default_factory=list)
+    extra_packages: tuple[str, ...] = ()
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def run(options: RunOptions) -> Outcome | None:
+    """Train (or, for minilm, just export) one model into the store; None when skipped."""
+    name = options.store_name
+    store = options.model_store
+    if options.missing and has_complete_version(store, name):
+        print(f"{name}: a finished version exists in {store / name}; skipping (--missing)")
+        return None
+    version = options.version or next_version(store, name)
+    seed_everything(options.seed)
+    configure_threads()
+    started = time.perf_counter()
+    with staged_version_dir(store, name, version) as staging:
+        if options.model in ("iris", "diabetes"):
+            built = _tabular(options, staging)
+        elif options.model in ("digits", "resnet18"):
+            built = _image(options, staging)
+        elif options.model == "minilm":
+            from training.minilm import build_minilm
+
+            built = build_minilm(options, staging)
+        else:
+            raise TrainingError(f"unknown model {options.model!r}")
+        manifest = _manifest(options, name, version, built)
+        manifest.write(staging)
+        seconds = time.perf_counter() - started
+        write_json(staging / "metrics.json", _metrics_json(manifest, built, seconds))
+    return Outcome(name, version, store / name / str(version), manifest.metrics, built.parity, seconds)
+
+
+def _manifest(options: RunOptions, name: str, version: int, built: _Built) -> Manifest:
+    return Manifest(
+        name=name,
+        version=version,
+        task=built.task,
+        inputs=built.signature.inputs,
+        outputs=built.signature.outputs,
+        labels=built.labels,
+        preprocessing=built.preprocessing,
+        batching=Batching(max_batch_size=options.recipe.max_batch_size),
+        artifacts=built.artifacts,
+        metrics={k: v for k, v in built.metrics.items() if math.isfinite(v)},
+        parity=built.parity,
+        provenance=Provenance(
+            dataset=built.dataset,
+            seed=options.seed,
+            epochs=built.epochs,
+            packages=package_versions(built.extra_packages),
+            created=utc_timestamp(),
+            notes=built.notes,
+        ),
+    )
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _metrics_json(manifest: Manifest, built: _Built, seconds: float) -> dict[str, Any]:
+    return {
+        "name": manifest.name,
+        "version": manifest.version,
+        "task": str(manifest.task),
+        "dataset": built.dataset,
+        "metrics": {k: _finite_or_none(v) for k, v in built.metrics.items()},
+        "parity": built.parity,
+        **built.report,
+        "total_seconds": round(seconds, 2),
+    }
+
+
+def _fit_settings(options: RunOptions, label: str) -> FitSettings:
+    return FitSettings(
+        epochs=options.resolved_epochs,
+        batch_size=options.resolved_batch_size,
+        lr=options.resolved_lr,
+        weight_decay=options.recipe.weight_decay,
+        seed=options.seed,
+        description=label,
+    )
+
+
+def _history_report(options: RunOptions, history: History, train: int, test: int) -> dict[str, Any]:
+    return {
+        "samples": {"train": train, "test": test},
+        "hyperparameters": {
+            "epochs": options.resolved_epochs,
+            "batch_size": options.resolved_batch_size,
+            "lr": options.resolved_lr,
+            "weight_decay": options.recipe.weight_decay,
+            "seed": options.seed,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "history": {
+            "train_loss": [round(v, 6) for v in history.train_loss],
+            "test_loss": [_finite_or_none(round(v, 6)) for v in history.test_loss],
+        },
+        "train_seconds": round(history.seconds, 2),
+    }
+
+
+def _export_and_check(
+    graph: nn.Module,
+    signature: GraphSignature,
+    held_out: Tensor,
+    out_dir: Path,
+    pt2: bool,
+) -> tuple[Artifacts, dict[str, float], float]:
+    started = time.perf_counter()
+    cases = tiled_batches(held_out)
+    artifacts = export_all(graph, cases[1], signature, out_dir, pt2=pt2)
+    parity = check_parity(graph, out_dir, artifacts, cases, signature.input_names)
+    return artifacts, parity, time.perf_counter() - started
+
+
+def _tabular(options: RunOptions, out_dir: Path) -> _Built:
+    from training.models import TabularClassifierGraph, TabularRegressorGraph, mlp
+    from training.tabular_data import load_tabular
+
+    classification = options.model == "iris"
+    data = load_tabular(
+        classification=classification,
+        csv_path=options.data,
+        target=options.target,
+        seed=options.seed,
+        max_samples=options.max_samples,
+    )
+    x_train = torch.from_numpy(np.ascontiguousarray(data.train.features))
+    x_test = torch.from_numpy(np.ascontiguousarray(data.test.features))
+    mean = x_train.mean(dim=0).tolist()
+    std = x_train.std(dim=0, unbiased=False).tolist() if len(x_train) > 1 else [1.0] * len(mean)
+    features = len(data.feature_names)
+    graph: TabularClassifierGraph | TabularRegressorGraph
+    if classification:
+        assert data.labels is not None
+        y_train = torch.from_numpy(data.train.targets.astype(np.int64))
+        y_test = torch.from_numpy(data.test.targets.astype(np.int64))
+        graph = TabularClassifierGraph(mlp([features, 16, len(data.labels)]), mean, std)
+        output = TensorSpec(name="probabilities", datatype="FP32", shape=[-1, len(data.labels)])
+        task = Task.TABULAR_CLASSIFICATION
+    else:
+        y_train = torch.from_numpy(data.train.targets.astype(np.float32))
+        y_test = torch.from_numpy(data.test.targets.astype(np.float32))
+        target_std = float(y_train.std(unbiased=False)) if len(y_train) > 1 else 1.0
+        graph = TabularRegressorGraph(
+            mlp([features, 64, 32, 1]), mean, std, float(y_train.mean()), target_std
+        )
+        output = TensorSpec(name="prediction", datatype="FP32", shape=[-1, 1])
+        task = Task.TABULAR_REGRESSION
+    history = fit(graph, (x_train, y_train), (x_test, y_test), _fit_settings(options, options.model))
+    predictions = predict(graph, x_test).numpy()
+    report = _history_report(options, history, len(x_train), len(x_test))
+    title = f"{options.store_name} ({options.model})"
+    plot_loss_curve(history, out_dir / "loss_curve.png", f"{title}: loss")
+    if classification:
+        assert data.labels is not None
+        metrics, matrix = classification_metrics(
+            predictions, y_test.numpy(), num_classes=len(data.labels)
+        )
+        plot_confusion_matrix(
+            matrix, data.labels, out_dir / "confusion_matrix.png", f"{title}: held-out"
+        )
+        report["confusion_matrix"] = matrix.tolist()
+    else:
+        metrics = regression_metrics(predictions[:, 0], y_test.numpy())
+        plot_pred_vs_actual(
+            predictions[:, 0], y_test.numpy(), out_dir / "pred_vs_actual.png", f"{title}: held-out"
+        )
+    metrics["test_loss"] = history.test_loss[-1] if history.test_loss else math.nan
+    signature = GraphSignature(
+        inputs=[TensorSpec(name="features", datatype="FP32", shape=[-1, features])],
+        outputs=[output],
+        dynamic_axes={"features": {0: "batch"}},
+    )
+    artifacts, parity, export_seconds = _export_and_check(
+        graph, signature, x_test, out_dir, options.pt2
+    )
+    report["export_seconds"] = round(export_seconds, 2)
+    return _Built(
+        task=task,
+        signature=signature,
+        preprocessing=TabularPreprocessing(feature_names=data.feature_names),
+        labels=data.labels,
+        dataset=data.source,
+        metrics=metrics,
+        parity=parity,
+        artifacts=artifacts,
+        epochs=options.resolved_epochs,
+        notes=[
+            "held-out split: 20% (stratified for classification), random_state=seed",
+            "standardization (train-split mean/std) is inside the graph; send raw features",
+        ],
+        report=report,
+    )
+
+
+def _image(options: RunOptions, out_dir: Path) -> _Built:
+    from training.image_data import channel_stats, load_images
+    from training.models import ImageClassifierGraph, ResNet18Classifier, TinyVGG
+
+    is_resnet = options.model == "resnet18"
+    size = options.resolved_image_size
+    data = load_images(
+        options.resolved_dataset,
+        root=options.data,
+        channels=3 if is_resnet else None,
+        size=size,
+        seed=options.seed,
+        max_samples=options.max_samples,
+        download=options.download,
+    )
+    notes = [f"labels: {len(data.labels)} classes; images enter as UINT8 NCHW, ink/objects as-is"]
+    net: nn.Module
+    if is_resnet:
+        resnet = ResNet18Classifier(len(data.labels), frozen=options.freeze)
+        if options.weights is not None:
+            loaded = resnet.load_backbone(options.weights)
+            mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
+            notes.append(f"transfer learning from {options.weights} ({loaded} tensors)")
+        else:
+            print("resnet18: no --weights given; training from scratch (weights=None)")
+            mean, std = channel_stats(data.train.images)
+            notes.append("trained from scratch (no pretrained weights)")
+        notes.append("frozen backbone: only the new fc layer trained" if options.freeze
+                     else "all layers trained")
+        net = resnet
+    else:
+        net = TinyVGG(data.channels, len(data.labels), size)
+        mean, std = channel_stats(data.train.images)
+    graph = ImageClassifierGraph(net, mean, std)
+    x_train = torch.from_numpy(data.train.images)
+    x_test = torch.from_numpy(data.test.images)
+    y_train = torch.from_numpy(data.train.labels)
+    y_test = torch.from_numpy(data.test.labels)
+    history = fit(graph, (x_train, y_train), (x_test, y_test), _fit_settings(options, options.model))
+    probabilities = predict(graph, x_test).numpy()
+    metrics, matrix = classification_metrics(probabilities, y_test.numpy(), len(data.labels))
+    metrics["test_loss"] = history.test_loss[-1] if history.test_loss else math.nan
+    title = f"{options.store_name} ({options.model})"
+    plot_loss_curve(history, out_dir / "loss_curve.png", f"{title}: loss")
+    plot_confusion_matrix(matrix, data.labels, out_dir / "confusion_matrix.png", f"{title}: held-out")
+    report = _history_report(options, history, len(x_train), len(x_test))
+    report["confusion_matrix"] = matrix.tolist()
+    signature = GraphSignature(
+        inputs=[
+            TensorSpec(name="images", datatype="UINT8", shape=[-1, data.channels, size, size])
+        ],
+        outputs=[TensorSpec(name="probabilities", datatype="FP32", shape=[-1, len(data.labels)])],
+        dynamic_axes={"images": {0: "batch"}},
+    )
+    artifacts, parity, export_seconds = _export_and_check(
+        graph, signature, x_test, out_dir, options.pt2
+    )
+    report["export_seconds"] = round(export_seconds, 2)
+    channels = 1 if data.channels == 1 else 3
+    return _Built(
+        task=Task.IMAGE_CLASSIFICATION,
+        signature=signature,
+        preprocessing=ImagePreprocessing(
+            height=size, width=size, channels=channels, mean=mean, std=std, invert=False
+        ),
+        labels=data.labels,
+        dataset=data.source,
+        metrics=metrics,
+        parity=parity,
+        artifacts=artifacts,
+        epochs=options.resolved_epochs,
+        notes=notes,
+        report=report,
+    )
