@@ -12,7 +12,7 @@ EXTRAS ?= cpu,train,torchserve,dev
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
 
-.PHONY: setup train run test lint clean archives
+.PHONY: setup system-deps train run test lint clean archives
 
 $(STAMP): pyproject.toml constraints.txt deploy/install.sh
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; set PYTHON=python3.11"; exit 1; }
@@ -28,7 +28,10 @@ train: setup
 run: train
 	$(PY) -m service --model-store $(MODEL_STORE) --host $(HOST) --port $(PORT)
 
-test: setup
+system-deps:
+	bash deploy/install-system.sh
+
+test: setup system-deps
 	$(PY) -m pytest
 
 lint: setup

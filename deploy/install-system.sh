@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# System packages the test suite and benchmarks use (Debian). Idempotent: installs only what is
+# missing. Java 17 (for TorchServe) is expected on the machine; it is installed here if absent.
+set -euo pipefail
+declare -A need=(
+    [java]=openjdk-17-jre-headless
+    [wrk]=wrk
+)
+missing=()
+for command in "${!need[@]}"; do
+    command -v "$command" >/dev/null 2>&1 || missing+=("${need[$command]}")
+done
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "install-system.sh: need root to install: ${missing[*]}" >&2
+        exit 1
+    fi
+    echo "install-system.sh: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
