@@ -15,11 +15,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service import __version__
 from service.dataplane import DataPlane
 from service.errors import ServingError
+from service.fastpath import FastPath
 from service.limits import BodyLimitMiddleware
 from service.metrics import GatewayMetrics
 from service.repository import ModelRepository
 from service.routes import operations, predictions, v2
 from service.routes.common import error_response, json_response
+from service.routes.table import router_for
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,9 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.dataplane = plane
+    specs = [*v2.routes(), *predictions.routes()]
+    app.include_router(router_for(specs))
     app.include_router(operations.build_router())
-    app.include_router(v2.build_router())
-    app.include_router(predictions.build_router())
 
     @app.exception_handler(ServingError)
     async def serving_error(_request: Request, error: ServingError) -> Response:
@@ -91,6 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.exception("unhandled error")
         return json_response({"error": "internal server error"}, 500)
 
+    # Outermost last: the body limit guards everything, the fast path serves inference.
+    app.add_middleware(FastPath, routes=[spec for spec in specs if spec.hot])
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware

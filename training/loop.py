@@ -85,7 +85,9 @@ def fit(
     generator = torch.Generator().manual_seed(settings.seed)
     history = History()
     started = time.perf_counter()
-    progress = tqdm(range(settings.epochs), desc=settings.description, unit="epoch", leave=True)
+    progress = tqdm(
+        range(settings.epochs), desc=settings.description, unit="epoch", mininterval=0.5
+    )
     for _ in progress:
         model.train()
         running = 0.0
@@ -99,7 +101,9 @@ def fit(
         history.train_loss.append(running / len(targets))
         history.test_loss.append(mean_loss(model, *test))
         progress.set_postfix(
-            train_loss=f"{history.train_loss[-1]:.4f}", test_loss=f"{history.test_loss[-1]:.4f}"
+            train_loss=f"{history.train_loss[-1]:.4f}",
+            test_loss=f"{history.test_loss[-1]:.4f}",
+            refresh=False,
         )
     progress.close()
     history.seconds = time.perf_counter() - started

@@ -41,12 +41,14 @@ class OnnxRuntimeBackend(LocalBackend):
         providers: list[str] | None = None,
         intra_op_threads: int = 0,
         graph_optimization: str = "all",
+        allow_spinning: bool = False,
     ) -> None:
         super().__init__(manifest, instances)
         self.model_path = model_path
         self.requested = providers or ["CPUExecutionProvider"]
         self.intra_op_threads = intra_op_threads
         self.graph_optimization = graph_optimization
+        self.allow_spinning = allow_spinning
         self.session: Any = None
         self.providers: list[str] = []
         self._use_binding = False
@@ -62,6 +64,10 @@ class OnnxRuntimeBackend(LocalBackend):
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.intra_op_threads
         options.inter_op_num_threads = 1
+        if not self.allow_spinning:
+            # Idle intra-op threads otherwise busy-wait after every run, burning the cores
+            # that HTTP handling needs; the batcher keeps ORT busy when there is load anyway.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.graph_optimization_level = getattr(
             ort.GraphOptimizationLevel, _LEVELS[self.graph_optimization]
         )

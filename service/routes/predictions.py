@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
@@ -21,6 +21,7 @@ from service.routes.common import (
     json_response,
     serve,
 )
+from service.routes.table import RouteSpec
 
 PREDICTIONS_BODY: dict[str, Any] = {
     "requestBody": {
@@ -99,82 +100,77 @@ async def _feed_from_request(request: Request, processor: Processor) -> tuple[Fe
     return await asyncio.to_thread(processor.feed_from_payload, body), False
 
 
-def build_router() -> APIRouter:
-    router = APIRouter()
+def _deadline(request: Request, plane: DataPlane) -> float | None:
+    return plane.deadline(timeout_from_header(request.headers.get("x-request-timeout-ms")))
 
-    async def predictions(request: Request, model_name: str, version: str | None) -> Response:
-        async def handle(plane: DataPlane) -> Response:
-            model = plane.model(model_name, version)
-            assert model.processor is not None
-            feed, many = await _feed_from_request(request, model.processor)
-            deadline = plane.deadline(
-                timeout_from_header(request.headers.get("x-request-timeout-ms"))
-            )
-            outputs = await infer_unless_disconnected(request, model, feed, deadline)
-            answers = model.processor.predictions(outputs, top_k=plane.settings.top_k)
-            return json_response(answers if many else answers[0])
 
-        return await serve(request, "torchserve", model_name, version, handle)
+async def predictions(request: Request) -> Response:
+    model_name = request.path_params["model_name"]
+    version = request.path_params.get("version")
 
-    async def latest(request: Request, model_name: str) -> Response:
-        return await predictions(request, model_name, None)
+    async def handle(plane: DataPlane) -> Response:
+        model = plane.model(model_name, version)
+        assert model.processor is not None
+        feed, many = await _feed_from_request(request, model.processor)
+        outputs = await infer_unless_disconnected(request, model, feed, _deadline(request, plane))
+        answers = model.processor.predictions(outputs, top_k=plane.settings.top_k)
+        return json_response(answers if many else answers[0])
 
-    async def versioned(request: Request, model_name: str, version: str) -> Response:
-        return await predictions(request, model_name, version)
+    return await serve(request, "torchserve", model_name, version, handle)
 
-    router.add_api_route(
-        "/predictions/{model_name}",
-        latest,
-        methods=["POST"],
-        tags=["TorchServe-compatible"],
-        summary="Predict (TorchServe style)",
-        openapi_extra=PREDICTIONS_BODY,
-    )
-    router.add_api_route(
-        "/predictions/{model_name}/{version}",
-        versioned,
-        methods=["POST"],
-        tags=["TorchServe-compatible"],
-        summary="Predict with a version",
-        openapi_extra=PREDICTIONS_BODY,
-    )
 
-    async def v1_predict(request: Request, model_name: str) -> Response:
-        async def handle(plane: DataPlane) -> Response:
-            model = plane.model(model_name)
-            assert model.processor is not None
-            body = _parse_json(await request.body())
-            if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
-                raise InvalidInput('body must be {"instances": [...]}')
-            feed = await asyncio.to_thread(model.processor.feed_from_instances, body["instances"])
-            deadline = plane.deadline(
-                timeout_from_header(request.headers.get("x-request-timeout-ms"))
-            )
-            outputs = await infer_unless_disconnected(request, model, feed, deadline)
-            return json_response({"predictions": model.processor.instance_outputs(outputs)})
+async def v1_predict(request: Request) -> Response:
+    model_name = request.path_params["model_name"]
 
-        return await serve(request, "v1", model_name, None, handle)
+    async def handle(plane: DataPlane) -> Response:
+        model = plane.model(model_name)
+        assert model.processor is not None
+        body = _parse_json(await request.body())
+        if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
+            raise InvalidInput('body must be {"instances": [...]}')
+        feed = await asyncio.to_thread(model.processor.feed_from_instances, body["instances"])
+        outputs = await infer_unless_disconnected(request, model, feed, _deadline(request, plane))
+        return json_response({"predictions": model.processor.instance_outputs(outputs)})
 
-    async def v1_model(request: Request, model_name: str) -> Response:
-        authorize_inference(request)
-        model = dataplane_of(request).repository.get(model_name)
-        return json_response(
-            {"name": model.name, "ready": model.ready}, 200 if model.ready else 503
-        )
+    return await serve(request, "v1", model_name, None, handle)
 
-    router.add_api_route(
-        "/v1/models/{model_name}:predict",
-        v1_predict,
-        methods=["POST"],
-        tags=["KServe V1"],
-        summary="Predict (KServe V1)",
-        openapi_extra=V1_BODY,
-    )
-    router.add_api_route(
-        "/v1/models/{model_name}",
-        v1_model,
-        methods=["GET"],
-        tags=["KServe V1"],
-        summary="Model status (KServe V1)",
-    )
-    return router
+
+async def v1_model(request: Request) -> Response:
+    authorize_inference(request)
+    model = dataplane_of(request).repository.get(request.path_params["model_name"])
+    return json_response({"name": model.name, "ready": model.ready}, 200 if model.ready else 503)
+
+
+def routes() -> list[RouteSpec]:
+    torchserve = ("TorchServe-compatible",)
+    v1 = ("KServe V1",)
+    return [
+        RouteSpec(
+            "/predictions/{model_name}",
+            predictions,
+            ("POST",),
+            "Predict (TorchServe style)",
+            torchserve,
+            PREDICTIONS_BODY,
+            hot=True,
+        ),
+        RouteSpec(
+            "/predictions/{model_name}/{version}",
+            predictions,
+            ("POST",),
+            "Predict with a version",
+            torchserve,
+            PREDICTIONS_BODY,
+            hot=True,
+        ),
+        RouteSpec(
+            "/v1/models/{model_name}:predict",
+            v1_predict,
+            ("POST",),
+            "Predict (KServe V1)",
+            v1,
+            V1_BODY,
+            hot=True,
+        ),
+        RouteSpec("/v1/models/{model_name}", v1_model, ("GET",), "Model status (KServe V1)", v1),
+    ]

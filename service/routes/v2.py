@@ -6,7 +6,7 @@ import asyncio
 import zlib
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import Response
 
 from service import __version__
@@ -22,6 +22,7 @@ from service.routes.common import (
     json_response,
     serve,
 )
+from service.routes.table import RouteSpec
 
 PLATFORMS = {
     "onnxruntime": "onnxruntime_onnx",
@@ -107,110 +108,98 @@ def _metadata(model: ModelVersion, versions: list[str]) -> dict[str, Any]:
     }
 
 
-def build_router() -> APIRouter:
-    router = APIRouter(tags=["Open Inference Protocol v2"])
+async def server_metadata(request: Request) -> Response:
+    authorize_inference(request)
+    return json_response(
+        {
+            "name": "model-serving-gateway",
+            "version": __version__,
+            "extensions": ["binary_tensor_data", "model_repository", "parameters"],
+        }
+    )
 
-    @router.get("/v2", summary="Server metadata")
-    async def server_metadata(request: Request) -> Response:
-        authorize_inference(request)
-        return json_response(
-            {
-                "name": "model-serving-gateway",
-                "version": __version__,
-                "extensions": ["binary_tensor_data", "model_repository", "parameters"],
-            }
+
+async def model_metadata(request: Request) -> Response:
+    authorize_inference(request)
+    name, version = _model_params(request)
+    repository = dataplane_of(request).repository
+    model = repository.get(name, version)
+    versions = sorted(repository.versions(name), key=int)
+    return json_response(_metadata(model, versions))
+
+
+async def model_ready(request: Request) -> Response:
+    authorize_inference(request)
+    model = dataplane_of(request).repository.get(*_model_params(request))
+    body = {"name": model.name, "version": model.version, "ready": model.ready}
+    return json_response(body, 200 if model.ready else 503)
+
+
+async def infer(request: Request) -> Response:
+    model_name, version = _model_params(request)
+
+    async def handle(plane: DataPlane) -> Response:
+        body = _decompress(
+            await request.body(),
+            request.headers.get("content-encoding"),
+            plane.settings.max_body_bytes,
+        )
+        decoded = v2.decode_request(body, request.headers.get(v2.HEADER_LENGTH))
+        model = plane.model(model_name, version)
+        processor = model.processor
+        assert processor is not None
+        if isinstance(processor, ImageProcessor) and decoded.inputs[0].datatype == "BYTES":
+            feed = await asyncio.to_thread(processor.feed_from_tensors, decoded.inputs)
+        else:
+            feed = processor.feed_from_tensors(decoded.inputs)
+        timeout_us = decoded.timeout_us
+        timeouts = [
+            t
+            for t in (
+                timeout_us / 1000.0 if timeout_us else None,
+                timeout_from_header(request.headers.get("x-request-timeout-ms")),
+            )
+            if t
+        ]
+        deadline = plane.deadline(min(timeouts) if timeouts else None)
+        outputs = await infer_unless_disconnected(request, model, feed, deadline)
+        payload, header_length = v2.encode_response(
+            model_name=model.name, model_version=model.version, request=decoded, outputs=outputs
+        )
+        if header_length is None:
+            return Response(payload, media_type="application/json")
+        return Response(
+            payload,
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(header_length)},
         )
 
-    async def model_metadata(request: Request, model_name: str, version: str | None) -> Response:
-        authorize_inference(request)
-        repository = dataplane_of(request).repository
-        model = repository.get(model_name, version)
-        versions = sorted(repository.versions(model_name), key=int)
-        return json_response(_metadata(model, versions))
+    return await serve(request, "v2", model_name, version, handle)
 
-    async def model_ready(request: Request, model_name: str, version: str | None) -> Response:
-        authorize_inference(request)
-        model = dataplane_of(request).repository.get(model_name, version)
-        body = {"name": model.name, "version": model.version, "ready": model.ready}
-        return json_response(body, 200 if model.ready else 503)
 
-    async def infer(request: Request, model_name: str, version: str | None) -> Response:
-        async def handle(plane: DataPlane) -> Response:
-            body = _decompress(
-                await request.body(),
-                request.headers.get("content-encoding"),
-                plane.settings.max_body_bytes,
-            )
-            decoded = v2.decode_request(body, request.headers.get(v2.HEADER_LENGTH))
-            model = plane.model(model_name, version)
-            assert model.processor is not None and model.manifest is not None
-            processor = model.processor
-            if isinstance(processor, ImageProcessor) and decoded.inputs[0].datatype == "BYTES":
-                feed = await asyncio.to_thread(processor.feed_from_tensors, decoded.inputs)
-            else:
-                feed = processor.feed_from_tensors(decoded.inputs)
-            timeout_us = decoded.timeout_us
-            header_ms = timeout_from_header(request.headers.get("x-request-timeout-ms"))
-            timeouts = [t for t in (timeout_us and timeout_us / 1000.0, header_ms) if t]
-            deadline = plane.deadline(min(timeouts) if timeouts else None)
-            outputs = await infer_unless_disconnected(request, model, feed, deadline)
-            payload, header_length = v2.encode_response(
-                model_name=model.name,
-                model_version=model.version,
-                request=decoded,
-                outputs=outputs,
-            )
-            if header_length is None:
-                return Response(payload, media_type="application/json")
-            return Response(
-                payload,
-                media_type="application/octet-stream",
-                headers={"Inference-Header-Content-Length": str(header_length)},
-            )
+def _model_params(request: Request) -> tuple[str, str | None]:
+    params = request.path_params
+    return params["model_name"], params.get("version")
 
-        return await serve(request, "v2", model_name, version, handle)
 
-    for prefix, with_version in (
-        ("/v2/models/{model_name}", False),
-        ("/v2/models/{model_name}/versions/{version}", True),
+def routes() -> list[RouteSpec]:
+    tags = ("Open Inference Protocol v2",)
+    specs = [RouteSpec("/v2", server_metadata, ("GET",), "Server metadata", tags)]
+    for prefix, suffix in (
+        ("/v2/models/{model_name}", ""),
+        ("/v2/models/{model_name}/versions/{version}", " (version)"),
     ):
-        suffix = " (version)" if with_version else ""
-        router.add_api_route(
-            prefix,
-            _bind(model_metadata, with_version),
-            methods=["GET"],
-            summary=f"Model metadata{suffix}",
-        )
-        router.add_api_route(
-            f"{prefix}/ready",
-            _bind(model_ready, with_version),
-            methods=["GET"],
-            summary=f"Model readiness{suffix}",
-        )
-        router.add_api_route(
-            f"{prefix}/infer",
-            _bind(infer, with_version),
-            methods=["POST"],
-            summary=f"Inference{suffix}",
-            openapi_extra=INFER_BODY,
-        )
-    return router
-
-
-def _bind(handler: Any, with_version: bool) -> Any:
-    """Two route shapes, one handler: with and without `/versions/{version}`."""
-    if with_version:
-
-        async def versioned(request: Request, model_name: str, version: str) -> Response:
-            result: Response = await handler(request, model_name, version)
-            return result
-
-        versioned.__name__ = f"{handler.__name__}_version"
-        return versioned
-
-    async def latest(request: Request, model_name: str) -> Response:
-        result: Response = await handler(request, model_name, None)
-        return result
-
-    latest.__name__ = handler.__name__
-    return latest
+        specs += [
+            RouteSpec(prefix, model_metadata, ("GET",), f"Model metadata{suffix}", tags),
+            RouteSpec(f"{prefix}/ready", model_ready, ("GET",), f"Model readiness{suffix}", tags),
+            RouteSpec(
+                f"{prefix}/infer",
+                infer,
+                ("POST",),
+                f"Inference{suffix}",
+                tags,
+                openapi_extra=INFER_BODY,
+                hot=True,
+            ),
+        ]
+    return specs
