@@ -66,7 +66,7 @@ class DataPlane:
     ) -> Mapping[str, np.ndarray]:
         """Queue `feed` on the model's batcher and return its outputs."""
         assert model.batcher is not None
-        inflight = self.metrics.inflight.labels(model.name, model.version)
+        inflight = model.inflight_gauge
         inflight.inc()
         try:
             return await model.batcher.submit(feed, deadline=deadline)

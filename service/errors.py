@@ -88,3 +88,9 @@ class BackendError(ServingError):
     """The backend failed while computing a batch."""
 
     status_code = 500
+
+
+class ClientDisconnected(ServingError):
+    """The client went away while its request waited; nothing will read the answer."""
+
+    status_code = 499

@@ -94,12 +94,29 @@ class GatewayMetrics:
             ["model", "version"],
             registry=r,
         )
+        self._request_children: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
         self.model_ready = Gauge(
             "gateway_model_ready",
             "1 when the model version is ready to serve.",
             ["model", "version"],
             registry=r,
         )
+
+    def observe_request(
+        self, model: str, version: str, protocol: str, code: int, seconds: float
+    ) -> None:
+        """Count a request (and time it when it succeeded); label children are cached."""
+        key = (model, version, protocol, code)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(model, version, protocol, str(code)),
+                self.request_duration.labels(model, version, protocol),
+            )
+            self._request_children[key] = children
+        children[0].inc()
+        if code == 200:
+            children[1].observe(seconds)
 
     def observer(self, model: str, version: str) -> ModelObserver:
         return ModelObserver(self, model, version)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from prometheus_client import Gauge
 from pydantic import ValidationError
 
 from service.backends.base import Backend
@@ -44,6 +45,7 @@ class ModelVersion:
     processor: Processor | None = None
     backend: Backend | None = None
     batcher: DynamicBatcher[Feed, Feed] | None = field(default=None, repr=False)
+    inflight_gauge: Gauge = field(init=False, repr=False)
 
     @property
     def ready(self) -> bool:
@@ -205,6 +207,7 @@ class ModelRepository:
     async def _load_version(self, name: str, version: str) -> ModelVersion:
         path = self.root / name / version
         model = ModelVersion(name=name, version=version, path=path)
+        model.inflight_gauge = self.metrics.inflight.labels(name, version)
         gauge = self.metrics.model_ready.labels(name, version)
         gauge.set(0)
         try:

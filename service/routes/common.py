@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from pydantic import SecretStr
 
 from service.dataplane import DataPlane
-from service.errors import Forbidden, ServingError, Unauthorized
+from service.errors import ClientDisconnected, Forbidden, ServingError, Unauthorized
 from service.feeds import Feed
 from service.repository import ModelVersion
 
@@ -71,32 +71,38 @@ def authorize_inference(request: Request) -> None:
     authorize(request, settings.inference_token, settings.management_token)
 
 
-async def _until_disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-class ClientDisconnected(ServingError):
-    """The client went away; nothing will read the answer (nginx's 499)."""
-
-    status_code = 499
-
-
 async def infer_unless_disconnected(
     request: Request, model: ModelVersion, feed: Feed, deadline: float | None
 ) -> Mapping[str, np.ndarray]:
-    """Run inference, but give up (and leave the queue) if the client goes away."""
+    """Run inference; if the client goes away while it waits, leave the queue (499).
+
+    A request that will be dispatched at once has nothing to leave, so it skips the watcher.
+    """
     plane = dataplane_of(request)
-    work = asyncio.ensure_future(plane.infer(model, feed, deadline=deadline))
-    watch = asyncio.ensure_future(_until_disconnected(request))
+    assert model.batcher is not None
+    if model.batcher.dispatches_immediately:
+        return await plane.infer(model, feed, deadline=deadline)
+    handler = asyncio.current_task()
+    assert handler is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        handler.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
     try:
-        await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
+        return await plane.infer(model, feed, deadline=deadline)
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        handler.uncancel()
+        raise ClientDisconnected("client disconnected") from None
     finally:
-        watch.cancel()
-    if not work.done():
-        work.cancel()
-        raise ClientDisconnected("client disconnected")
-    return work.result()
+        watcher.cancel()
 
 
 async def serve(
@@ -123,12 +129,9 @@ async def serve(
         plane.end()
         label_version = _label_version(plane, model_name, version)
         if label_version is not None:
-            metrics = plane.metrics
-            metrics.requests.labels(model_name, label_version, protocol, str(code)).inc()
-            if code == 200:
-                metrics.request_duration.labels(model_name, label_version, protocol).observe(
-                    time.perf_counter() - started
-                )
+            plane.metrics.observe_request(
+                model_name, label_version, protocol, code, time.perf_counter() - started
+            )
 
 
 def _label_version(plane: DataPlane, model_name: str, version: str | None) -> str | None:

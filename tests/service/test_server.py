@@ -132,3 +132,31 @@ async def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
             responses = await asyncio.gather(*sent)
         assert [r.status_code for r in responses].count(200) == 96
         assert server.process.wait(timeout=30) == 0
+
+
+def _metric(text: str, prefix: str) -> float:
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+async def test_client_that_disconnects_while_queued_is_not_computed(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    slow_model(store)
+    body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 1024],
+                        "data": [0.5] * 1024}]}
+    with gateway(store, tmp_path) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60,
+                                     limits=httpx.Limits(max_connections=64)) as patient, \
+                httpx.AsyncClient(base_url=server.url, timeout=0.05,
+                                  limits=httpx.Limits(max_connections=64)) as impatient:
+            kept = [asyncio.create_task(patient.post("/v2/models/slow/infer", json=body))
+                    for _ in range(16)]
+            abandoned = [impatient.post("/v2/models/slow/infer", json=body) for _ in range(32)]
+            outcomes = await asyncio.gather(*abandoned, return_exceptions=True)
+            assert all(isinstance(o, httpx.TimeoutException) for o in outcomes)
+            assert [r.status_code for r in await asyncio.gather(*kept)] == [200] * 16
+            metrics = (await patient.get("/metrics")).text
+        computed = _metric(metrics, 'gateway_batch_size_count{model="slow"')
+        gone = _metric(metrics, 'gateway_requests_total{code="499",model="slow"')
+        assert computed < 16 + 32
+        assert gone >= 1
+        assert computed + gone >= 16 + 32  # a request can vanish while its batch computes
