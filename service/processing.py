@@ -228,6 +228,8 @@ class ImageProcessor(Processor):
                 resized = converted.resize(
                     (self.pre.width, self.pre.height), Image.Resampling.BILINEAR
                 )
+        except Image.DecompressionBombError as error:
+            raise PayloadTooLarge(f"image rejected: {error}") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
             raise InvalidInput(f"cannot decode image: {error}") from None
         pixels = np.asarray(resized, dtype=np.uint8)
