@@ -1,0 +1,44 @@
+"""ONNX Runtime backend: provider fallback and load errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.backends.onnxruntime import OnnxRuntimeBackend, choose_providers
+from service.errors import BackendError
+from service.manifest import Manifest
+from tests.tiny_models import classifier
+
+
+def test_missing_providers_fall_back_to_cpu() -> None:
+    available = ["CPUExecutionProvider"]
+    assert choose_providers(["TensorrtExecutionProvider", "CUDAExecutionProvider"], available) == [
+        "CPUExecutionProvider"
+    ]
+    assert choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"],
+                            ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
+        "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+async def test_cuda_request_runs_on_cpu_here(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    directory = classifier(tmp_path)
+    backend = OnnxRuntimeBackend(Manifest.read(directory), directory / "model.onnx",
+                                 providers=["CUDAExecutionProvider"])
+    await backend.load()
+    assert backend.providers == ["CPUExecutionProvider"]
+    assert "skipped" in caplog.text
+    outputs = await backend.infer({"features": np.zeros((2, 4), dtype=np.float32)})
+    assert outputs["probabilities"].shape == (2, 3)
+    await backend.close()
+
+
+async def test_corrupt_file_is_a_backend_error(tmp_path: Path) -> None:
+    directory = classifier(tmp_path)
+    (directory / "model.onnx").write_bytes(b"garbage")
+    backend = OnnxRuntimeBackend(Manifest.read(directory), directory / "model.onnx")
+    with pytest.raises(BackendError, match="cannot load"):
+        await backend.load()
+    await backend.close()
