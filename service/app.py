@@ -6,9 +6,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -38,6 +40,34 @@ async def drain(plane: DataPlane, timeout_s: float) -> bool:
     """Refuse new work, then wait for in-flight requests; True when all were answered."""
     plane.draining = True
     return await plane.wait_idle(timeout_s)
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}},
+}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, minus the 422 responses it documents but this API never sends, plus
+    the `{"error": ...}` body every non-2xx answer has."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    error = {"description": "Error", "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+    for methods in schema.get("paths", {}).values():
+        for operation in methods.values():
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            responses.setdefault("default", error)
+    components = schema.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    app.openapi_schema = schema
+    return schema
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -96,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost last: the body limit guards everything, the fast path serves inference.
     app.add_middleware(FastPath, routes=[spec for spec in specs if spec.hot])
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 

@@ -58,7 +58,14 @@ def build_router() -> APIRouter:
             return json_response({"status": "Healthy"})
         return json_response({"status": "Unhealthy", "error": "not ready"}, 503)
 
-    @router.get("/metrics", tags=["Metrics"], summary="Prometheus metrics")
+    @router.get(
+        "/metrics",
+        tags=["Metrics"],
+        summary="Prometheus metrics",
+        responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}},
+                         "description": "Prometheus text exposition format"}},
+        response_class=Response,
+    )
     async def metrics(request: Request) -> Response:
         _protected_probe(request)
         return Response(dataplane_of(request).metrics.render(), media_type=CONTENT_TYPE)

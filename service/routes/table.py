@@ -26,6 +26,7 @@ class RouteSpec:
     openapi_extra: dict[str, Any] | None = field(default=None, hash=False)
     hot: bool = False
     """Inference routes: served by `service.fastpath` ahead of FastAPI's router."""
+    responses: dict[int | str, dict[str, Any]] | None = field(default=None, hash=False)
 
 
 def _documented(spec: RouteSpec) -> Callable[..., Awaitable[Response]]:

@@ -66,6 +66,17 @@ INFER_BODY: dict[str, Any] = {
 }
 
 
+INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "Outputs: JSON, or a JSON header plus binary tensors",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
 def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     """tritonclient may gzip/deflate its request; inflate within the body limit."""
     if encoding is None or encoding == "identity":
