@@ -14,6 +14,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -23,6 +24,19 @@ ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
 
 BatchFunction = Callable[[list[ItemT]], Awaitable[Sequence[ResultT]]]
+
+
+@dataclass(slots=True)
+class BatchTrace:
+    """Per-request timing the batcher fills in, for request logs."""
+
+    queue_s: float = 0.0
+    compute_s: float = 0.0
+    batch_rows: int = 0
+
+
+current_trace: ContextVar[BatchTrace | None] = ContextVar("current_trace", default=None)
+"""Set by the transport around a request that wants its batching facts recorded."""
 
 
 class BatchObserver(Protocol):
@@ -43,6 +57,7 @@ class _Pending(Generic[ItemT, ResultT]):
     deadline: float | None
     future: asyncio.Future[ResultT]
     taken: bool = field(default=False)
+    trace: BatchTrace | None = field(default=None)
 
 
 class DynamicBatcher(Generic[ItemT, ResultT]):
@@ -124,7 +139,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         self._ensure_workers()
         assert self._wakeup is not None
         future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
-        pending = _Pending(item, rows, now, deadline, future)
+        pending = _Pending(item, rows, now, deadline, future, trace=current_trace.get())
         self._queue.append(pending)
         self._queued_rows += rows
         self._queue_changed()
@@ -262,8 +277,14 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
                 if not pending.future.done():
                     pending.future.set_result(result)
         finally:
+            finished = self._clock()
             if self._observer is not None:
-                self._observer.batch_finished(rows, self._clock() - started, failed)
+                self._observer.batch_finished(rows, finished - started, failed)
+            for pending in batch:
+                if pending.trace is not None:
+                    pending.trace.queue_s = started - pending.enqueued
+                    pending.trace.compute_s = finished - started
+                    pending.trace.batch_rows = rows
 
     async def drain(self) -> None:
         """Stop accepting; wait until everything queued or running has been answered."""

@@ -25,6 +25,8 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+BACKEND_DOWN = "backend unavailable"
+"""The reason of a loaded version whose backend failed its health probe (it flips back)."""
 
 
 class State(StrEnum):
@@ -101,6 +103,7 @@ class ModelRepository:
         )
         self._models: dict[str, dict[str, ModelVersion]] = {}
         self._lock = asyncio.Lock()
+        self._probe: asyncio.Task[None] | None = None
 
     # -- lookup ---------------------------------------------------------------------------------
 
@@ -159,6 +162,9 @@ class ModelRepository:
     async def load_all(self) -> None:
         for name in self.discover():
             await self.load(name)
+        interval = self.settings.backend_probe_interval_s
+        if self._probe is None and interval > 0:
+            self._probe = asyncio.create_task(self._probe_backends(interval), name="probe")
 
     async def load(self, name: str) -> list[ModelVersion]:
         """(Re)load every version of `name` from disk. New versions are warmed up before they
@@ -192,9 +198,37 @@ class ModelRepository:
 
     async def close(self) -> None:
         """Drain every batcher and release every backend."""
+        if self._probe is not None:
+            self._probe.cancel()
+            await asyncio.gather(self._probe, return_exceptions=True)
+            self._probe = None
         for model in self.all_versions():
             await self._retire(model)
         self._models.clear()
+
+    async def _probe_backends(self, interval: float) -> None:
+        """Flip loaded versions READY <-> UNAVAILABLE as their backends' health changes
+        (remote backends such as TorchServe; local ones are always healthy)."""
+        while True:
+            await asyncio.sleep(interval)
+            for model in self.all_versions():
+                if model.backend is None or model.batcher is None:
+                    continue
+                probed = model.state is State.UNAVAILABLE and model.reason == BACKEND_DOWN
+                if model.state is not State.READY and not probed:
+                    continue
+                try:
+                    healthy = await model.backend.healthy()
+                except Exception:
+                    log.exception("health probe of %s v%s failed", model.name, model.version)
+                    healthy = False
+                if healthy == model.ready or model.state not in (State.READY, State.UNAVAILABLE):
+                    continue
+                model.state, model.reason = (
+                    (State.READY, "") if healthy else (State.UNAVAILABLE, BACKEND_DOWN)
+                )
+                self.metrics.model_ready.labels(model.name, model.version).set(int(healthy))
+                log.warning("model %s v%s is %s", model.name, model.version, model.state.value)
 
     async def _retire(self, model: ModelVersion) -> None:
         model.state = State.UNLOADING

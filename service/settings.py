@@ -72,3 +72,11 @@ class Settings(BaseSettings):
     torchserve_key_file: Path | None = None
     """TorchServe's key_file.json."""
     torchserve_timeout_s: float = Field(default=10.0, gt=0)
+    """Longest wait for one TorchServe answer; beyond it the request gets 504."""
+    torchserve_mode: Literal["batched", "forward"] = "batched"
+    """`batched`: one pre-batched request per gateway batch (TorchServe batchSize 1);
+    `forward`: one TorchServe request per row, batched again by TorchServe's batcher."""
+    torchserve_connections: int = Field(default=64, ge=1)
+    """Connection pool size towards TorchServe, per model version."""
+    backend_probe_interval_s: float = Field(default=0.5, ge=0)
+    """How often remote backends are health-checked to flip model readiness (0: never)."""

@@ -21,24 +21,28 @@ CONTENT_TYPE = "application/x-npz"
 
 
 def encode_feed(feed: Mapping[str, np.ndarray]) -> bytes:
-    """Arrays -> uncompressed `.npz` bytes."""
+    """Arrays -> uncompressed `.npz` bytes (what `np.savez` writes, without its keyword clashes)."""
     buffer = io.BytesIO()
-    np.savez(buffer, **{name: np.ascontiguousarray(array) for name, array in feed.items()})
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for name, array in feed.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
     return buffer.getvalue()
 
 
 def decode_feed(payload: bytes | bytearray | memoryview) -> Feed:
     """`.npz` bytes -> arrays. Refuses compressed members (no zip bombs) and pickled objects."""
-    buffer = io.BytesIO(payload)
+    feed: Feed = {}
     try:
-        with zipfile.ZipFile(buffer) as archive:
-            members = archive.infolist()
-        if any(member.compress_type != zipfile.ZIP_STORED for member in members):
-            raise InvalidInput("tensor payload members must be stored uncompressed")
-        buffer.seek(0)
-        with np.load(buffer, allow_pickle=False) as arrays:
-            feed = {name: arrays[name] for name in arrays.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as error:
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            for member in archive.infolist():
+                if member.compress_type != zipfile.ZIP_STORED:
+                    raise InvalidInput("tensor payload members must be stored uncompressed")
+                if not member.filename.endswith(".npy"):
+                    raise InvalidInput(f"tensor payload member {member.filename!r} is not .npy")
+                with archive.open(member) as data:
+                    feed[member.filename[:-4]] = np.lib.format.read_array(data, allow_pickle=False)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as error:
         raise InvalidInput(f"invalid {CONTENT_TYPE} tensor payload: {error}") from None
     if not feed:
         raise InvalidInput("tensor payload holds no arrays")

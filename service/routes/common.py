@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -14,12 +15,14 @@ from fastapi import Request
 from fastapi.responses import Response
 from pydantic import SecretStr
 
+from service.batcher import BatchTrace, current_trace
 from service.dataplane import DataPlane
 from service.errors import ClientDisconnected, Forbidden, ServingError, Unauthorized
 from service.feeds import Feed
 from service.repository import ModelVersion
 
 JSON = "application/json"
+request_log = logging.getLogger("service.requests")
 
 
 def json_response(
@@ -116,6 +119,9 @@ async def serve(
     plane = dataplane_of(request)
     started = time.perf_counter()
     code = 500
+    trace = BatchTrace() if plane.settings.log_requests else None
+    if trace is not None:
+        current_trace.set(trace)
     plane.begin()
     try:
         authorize_inference(request)
@@ -127,10 +133,23 @@ async def serve(
         return error_response(error)
     finally:
         plane.end()
+        seconds = time.perf_counter() - started
         label_version = _label_version(plane, model_name, version)
         if label_version is not None:
-            plane.metrics.observe_request(
-                model_name, label_version, protocol, code, time.perf_counter() - started
+            plane.metrics.observe_request(model_name, label_version, protocol, code, seconds)
+        if trace is not None:
+            request_log.info(
+                "request",
+                extra={
+                    "model": model_name,
+                    "version": label_version,
+                    "protocol": protocol,
+                    "status": code,
+                    "ms": round(seconds * 1000, 3),
+                    "queue_ms": round(trace.queue_s * 1000, 3),
+                    "compute_ms": round(trace.compute_s * 1000, 3),
+                    "batch_rows": trace.batch_rows,
+                },
             )
 
 

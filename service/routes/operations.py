@@ -62,8 +62,12 @@ def build_router() -> APIRouter:
         "/metrics",
         tags=["Metrics"],
         summary="Prometheus metrics",
-        responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}},
-                         "description": "Prometheus text exposition format"}},
+        responses={
+            200: {
+                "content": {CONTENT_TYPE: {"schema": {"type": "string"}}},
+                "description": "Prometheus text exposition format",
+            }
+        },
         response_class=Response,
     )
     async def metrics(request: Request) -> Response:
