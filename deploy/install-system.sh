@@ -5,6 +5,10 @@ set -euo pipefail
 declare -A need=(
     [java]=openjdk-17-jre-headless
     [wrk]=wrk
+    # tests/deploy: promtool + a Prometheus server, compose validation, the images' PID 1
+    [promtool]=prometheus
+    [docker-compose]=docker-compose
+    [tini]=tini
 )
 missing=()
 for command in "${!need[@]}"; do

@@ -12,7 +12,9 @@ BackendName = Literal["onnxruntime", "torchscript", "pt2", "torchserve"]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     host: str = "127.0.0.1"
     """Bind address. Loopback by default; the container sets 0.0.0.0."""

@@ -1,0 +1,153 @@
+# syntax=docker/dockerfile:1.7
+#
+# Images for the model-serving project, one Dockerfile, three targets:
+#
+#   gateway     the ONNX Runtime gateway (`python -m service`); no torch.
+#   torchserve  TorchServe + torch + Java 17 + our handlers; archives are built from the
+#               model store when the container starts.
+#   train       the full training toolchain (`python -m training all --model-store /models`).
+#
+#   docker build --target gateway -t model-serving/gateway:gpu .                     # CUDA base
+#   docker build --target gateway --build-arg RUNTIME=cpu -t model-serving/gateway:cpu .
+#   docker build --target torchserve -t model-serving/torchserve .
+#   docker build --target train -t model-serving/train .
+#
+# RUNTIME=gpu (default) builds the gateway on the CUDA + cuDNN runtime image with onnxruntime-gpu,
+# so the CUDA provider works on GPU nodes; on a node without a GPU, ONNX Runtime falls back to
+# the CPU provider. RUNTIME=cpu builds it on plain Ubuntu with the CPU onnxruntime (smaller).
+#
+# Model store: mounted, not baked in. Every target reads (train writes) /models, a volume in
+# compose and a PersistentVolumeClaim in Kubernetes. Models change on their own schedule (a
+# retrain is not a code release), one image serves any store, and the image stays small.
+#
+# Python: CPython from python-build-standalone (installed by uv), because the CUDA images are
+# Ubuntu 24.04, whose own Python is 3.12; the project is pinned and tested on 3.11.
+#
+# Install: the same `deploy/install.sh EXTRAS` that `make setup` runs, with constraints.txt.
+# Start: tini as PID 1 forwards SIGTERM to `deploy/docker-entrypoint.sh`, which execs the server,
+# so the gateway's graceful drain runs on `docker stop` and pod termination.
+
+ARG RUNTIME=gpu
+ARG PYTHON_VERSION=3.11.14
+ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
+ARG UBUNTU_IMAGE=ubuntu:noble-20250619
+ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
+
+FROM ${UV_IMAGE} AS uv
+
+# ---- Python 3.11 in /opt/python and an empty virtual environment in /opt/venv ----
+FROM ${UBUNTU_IMAGE} AS python-env
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# Package versions come from the dated base image's archive snapshot; pinning Ubuntu package
+# versions breaks the build whenever the archive moves on.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=uv /uv /usr/local/bin/uv
+ARG PYTHON_VERSION
+ENV UV_PYTHON_INSTALL_DIR=/opt/python \
+    UV_PYTHON_PREFERENCE=only-managed
+RUN uv python install "${PYTHON_VERSION}" \
+    && "$(uv python find "${PYTHON_VERSION}")" -m venv /opt/venv
+ENV PATH=/opt/venv/bin:${PATH} \
+    VIRTUAL_ENV=/opt/venv \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml constraints.txt README.md ./
+COPY deploy/install.sh deploy/
+
+# ---- runtime bases: what differs between the CPU and GPU gateway ----
+FROM ${CUDA_IMAGE} AS base-gpu
+ENV GATEWAY_PROVIDERS='["CUDAExecutionProvider","CPUExecutionProvider"]'
+
+FROM ${UBUNTU_IMAGE} AS base-cpu
+ENV GATEWAY_PROVIDERS='["CPUExecutionProvider"]'
+
+# ---- gateway ----
+FROM python-env AS gateway-build
+ARG RUNTIME
+COPY service/ service/
+RUN --mount=type=cache,target=/root/.cache/pip bash deploy/install.sh "${RUNTIME}"
+
+# hadolint ignore=DL3006
+FROM base-${RUNTIME} AS gateway
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --gid 10001 app \
+    && useradd --uid 10001 --gid 10001 --home-dir /home/app --create-home --shell /usr/sbin/nologin app \
+    && install -d -o 10001 -g 10001 /models
+COPY --from=gateway-build /opt/python /opt/python
+COPY --from=gateway-build /opt/venv /opt/venv
+COPY deploy/docker-entrypoint.sh deploy/healthcheck.py /opt/app/
+ENV PATH=/opt/venv/bin:${PATH} \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    MODEL_STORE=/models \
+    GATEWAY_HOST=0.0.0.0 \
+    GATEWAY_PORT=8000
+WORKDIR /home/app
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "/opt/app/healthcheck.py"]
+ENTRYPOINT ["/usr/bin/tini", "--", "/opt/app/docker-entrypoint.sh"]
+CMD ["gateway"]
+
+# ---- torch toolchain shared by torchserve and train (torch wheels carry their CUDA libraries) ----
+FROM python-env AS torch-build
+ARG RUNTIME
+COPY service/ service/
+COPY training/ training/
+COPY handlers/ handlers/
+RUN --mount=type=cache,target=/root/.cache/pip bash deploy/install.sh "${RUNTIME},train,torchserve"
+
+FROM ${UBUNTU_IMAGE} AS torch-runtime
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends tini openjdk-17-jre-headless \
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --gid 10001 app \
+    && useradd --uid 10001 --gid 10001 --home-dir /home/app --create-home --shell /usr/sbin/nologin app \
+    && install -d -o 10001 -g 10001 /models
+COPY --from=torch-build /opt/python /opt/python
+COPY --from=torch-build /opt/venv /opt/venv
+COPY deploy/docker-entrypoint.sh deploy/healthcheck.py /opt/app/
+ENV PATH=/opt/venv/bin:${PATH} \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    MODEL_STORE=/models
+WORKDIR /home/app
+ENTRYPOINT ["/usr/bin/tini", "-g", "--", "/opt/app/docker-entrypoint.sh"]
+
+# ---- torchserve ----
+FROM torch-runtime AS torchserve
+# config.properties (loopback addresses, token auth) and the per-model model-config files;
+# the entrypoint derives the container's config from the former (see docker-entrypoint.sh).
+COPY deploy/torchserve/ /opt/app/torchserve/
+# TorchServe writes logs, its pid file, the archives and its config under /home/app and /tmp;
+# in Kubernetes they are emptyDir mounts so the root filesystem can stay read-only. Workers run
+# one OpenMP thread each (deploy/torchserve/config.properties says why).
+ENV TS_BASE_CONFIG=/opt/app/torchserve/config.properties \
+    TS_MODEL_CONFIG_DIR=/opt/app/torchserve/model-config \
+    TS_ARCHIVES=/home/app/model-archives \
+    LOG_LOCATION=/home/app/logs \
+    METRICS_LOCATION=/home/app/logs \
+    TEMP=/tmp \
+    OMP_NUM_THREADS=1
+USER 10001:10001
+EXPOSE 8080 8081 8082
+HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 \
+    CMD ["python", "/opt/app/healthcheck.py", "http://127.0.0.1:8080/ping"]
+CMD ["torchserve"]
+
+# ---- train ----
+FROM torch-runtime AS train
+USER 10001:10001
+# A batch job: it exits when training is done, there is nothing to probe.
+HEALTHCHECK NONE
+CMD ["train"]
