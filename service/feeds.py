@@ -21,7 +21,7 @@ def rows_of(feed: Mapping[str, np.ndarray]) -> int:
     counts = {array.shape[0] for array in feed.values()}
     if len(counts) != 1:
         raise InvalidInput(f"inputs disagree on the batch size: {sorted(counts)}")
-    return counts.pop()
+    return int(counts.pop())
 
 
 def _pad_to(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

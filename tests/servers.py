@@ -36,8 +36,12 @@ class GatewayProcess:
         return self.log.read_text(errors="replace")
 
 
-def wait_until_ready(url: str, process: subprocess.Popen[bytes] | None, timeout_s: float,
-                     path: str = "/v2/health/ready") -> None:
+def wait_until_ready(
+    url: str,
+    process: subprocess.Popen[bytes] | None,
+    timeout_s: float,
+    path: str = "/v2/health/ready",
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -52,13 +56,26 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes] | None, timeout_
 
 
 @contextmanager
-def gateway(store: Path, log_dir: Path, args: Sequence[str] = (),
-            env: dict[str, str] | None = None, timeout_s: float = 60) -> Iterator[GatewayProcess]:
+def gateway(
+    store: Path,
+    log_dir: Path,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    timeout_s: float = 60,
+) -> Iterator[GatewayProcess]:
     """Start `python -m service` on a free port; stop it (SIGTERM, then SIGKILL) afterwards."""
     port = free_port()
     log = log_dir / f"gateway-{port}.log"
-    command = [sys.executable, "-m", "service", "--model-store", str(store),
-               "--port", str(port), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "service",
+        "--model-store",
+        str(store),
+        "--port",
+        str(port),
+        *args,
+    ]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=environment)

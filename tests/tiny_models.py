@@ -39,8 +39,9 @@ def _save(graph: onnx.GraphProto, path: Path) -> None:
 
 
 def _provenance() -> Provenance:
-    return Provenance(dataset="synthetic", seed=RNG_SEED,
-                      created=dt.datetime.now(dt.UTC).isoformat())
+    return Provenance(
+        dataset="synthetic", seed=RNG_SEED, created=dt.datetime.now(dt.UTC).isoformat()
+    )
 
 
 def _write(store: Path, manifest: Manifest, graph: onnx.GraphProto) -> Path:
@@ -53,24 +54,36 @@ def _write(store: Path, manifest: Manifest, graph: onnx.GraphProto) -> Path:
 
 def tabular_weights(features: int, classes: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(RNG_SEED)
-    return (rng.normal(size=(features, classes)).astype(np.float32),
-            rng.normal(size=(classes,)).astype(np.float32))
+    return (
+        rng.normal(size=(features, classes)).astype(np.float32),
+        rng.normal(size=(classes,)).astype(np.float32),
+    )
 
 
-def classifier(store: Path, name: str = "tab", version: int = 1, features: int = 4,
-               classes: int = 3, max_batch: int = 8) -> Path:
+def classifier(
+    store: Path,
+    name: str = "tab",
+    version: int = 1,
+    features: int = 4,
+    classes: int = 3,
+    max_batch: int = 8,
+) -> Path:
     weight, bias = tabular_weights(features, classes)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["features", "W"], ["logits0"]),
-         helper.make_node("Add", ["logits0", "B"], ["logits"]),
-         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1)],
+        [
+            helper.make_node("MatMul", ["features", "W"], ["logits0"]),
+            helper.make_node("Add", ["logits0", "B"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+        ],
         name,
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", features])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", classes])],
         [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "B")],
     )
     manifest = Manifest(
-        name=name, version=version, task=Task.TABULAR_CLASSIFICATION,
+        name=name,
+        version=version,
+        task=Task.TABULAR_CLASSIFICATION,
         inputs=[TensorSpec(name="features", datatype="FP32", shape=[-1, features])],
         outputs=[TensorSpec(name="probabilities", datatype="FP32", shape=[-1, classes])],
         labels=[f"class_{i}" for i in range(classes)],
@@ -92,7 +105,9 @@ def regressor(store: Path, name: str = "reg", features: int = 3) -> Path:
         [numpy_helper.from_array(weight, "W")],
     )
     manifest = Manifest(
-        name=name, version=1, task=Task.TABULAR_REGRESSION,
+        name=name,
+        version=1,
+        task=Task.TABULAR_REGRESSION,
         inputs=[TensorSpec(name="features", datatype="FP32", shape=[-1, features])],
         outputs=[TensorSpec(name="prediction", datatype="FP32", shape=[-1, 1])],
         preprocessing=TabularPreprocessing(feature_names=[f"x{i}" for i in range(features)]),
@@ -109,23 +124,30 @@ def image_weights(pixels: int, classes: int) -> np.ndarray:
 def image_classifier(store: Path, name: str = "img", size: int = 8, classes: int = 10) -> Path:
     pixels = size * size
     graph = helper.make_graph(
-        [helper.make_node("Cast", ["images"], ["x"], to=TensorProto.FLOAT),
-         helper.make_node("Reshape", ["x", "flat_shape"], ["flat"]),
-         helper.make_node("MatMul", ["flat", "W"], ["logits"]),
-         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1)],
+        [
+            helper.make_node("Cast", ["images"], ["x"], to=TensorProto.FLOAT),
+            helper.make_node("Reshape", ["x", "flat_shape"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "W"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+        ],
         name,
         [helper.make_tensor_value_info("images", TensorProto.UINT8, ["N", 1, size, size])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", classes])],
-        [numpy_helper.from_array(image_weights(pixels, classes), "W"),
-         numpy_helper.from_array(np.array([-1, pixels], dtype=np.int64), "flat_shape")],
+        [
+            numpy_helper.from_array(image_weights(pixels, classes), "W"),
+            numpy_helper.from_array(np.array([-1, pixels], dtype=np.int64), "flat_shape"),
+        ],
     )
     manifest = Manifest(
-        name=name, version=1, task=Task.IMAGE_CLASSIFICATION,
+        name=name,
+        version=1,
+        task=Task.IMAGE_CLASSIFICATION,
         inputs=[TensorSpec(name="images", datatype="UINT8", shape=[-1, 1, size, size])],
         outputs=[TensorSpec(name="probabilities", datatype="FP32", shape=[-1, classes])],
         labels=[str(i) for i in range(classes)],
-        preprocessing=ImagePreprocessing(height=size, width=size, channels=1, mean=[0.0],
-                                         std=[1.0]),
+        preprocessing=ImagePreprocessing(
+            height=size, width=size, channels=1, mean=[0.0], std=[1.0]
+        ),
         batching=Batching(max_batch_size=16),
         artifacts=Artifacts(onnx="model.onnx", torchscript=None),
         provenance=_provenance(),
@@ -139,26 +161,36 @@ def embedding_table(dim: int) -> np.ndarray:
 
 def text_embedder(store: Path, name: str = "txt", dim: int = 6) -> Path:
     graph = helper.make_graph(
-        [helper.make_node("Gather", ["E", "input_ids"], ["tokens"]),
-         helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
-         helper.make_node("Unsqueeze", ["maskf", "axis2"], ["mask3"]),
-         helper.make_node("Mul", ["tokens", "mask3"], ["masked"]),
-         helper.make_node("ReduceSum", ["masked", "axis1"], ["summed"], keepdims=0),
-         helper.make_node("ReduceSum", ["mask3", "axis1"], ["count"], keepdims=0),
-         helper.make_node("Div", ["summed", "count"], ["mean"]),
-         helper.make_node("LpNormalization", ["mean"], ["embedding"], axis=-1, p=2)],
+        [
+            helper.make_node("Gather", ["E", "input_ids"], ["tokens"]),
+            helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
+            helper.make_node("Unsqueeze", ["maskf", "axis2"], ["mask3"]),
+            helper.make_node("Mul", ["tokens", "mask3"], ["masked"]),
+            helper.make_node("ReduceSum", ["masked", "axis1"], ["summed"], keepdims=0),
+            helper.make_node("ReduceSum", ["mask3", "axis1"], ["count"], keepdims=0),
+            helper.make_node("Div", ["summed", "count"], ["mean"]),
+            helper.make_node("LpNormalization", ["mean"], ["embedding"], axis=-1, p=2),
+        ],
         name,
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["N", "T"]),
-         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["N", "T"])],
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["N", "T"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["N", "T"]),
+        ],
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", dim])],
-        [numpy_helper.from_array(embedding_table(dim), "E"),
-         numpy_helper.from_array(np.array([2], dtype=np.int64), "axis2"),
-         numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1")],
+        [
+            numpy_helper.from_array(embedding_table(dim), "E"),
+            numpy_helper.from_array(np.array([2], dtype=np.int64), "axis2"),
+            numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
+        ],
     )
     manifest = Manifest(
-        name=name, version=1, task=Task.TEXT_EMBEDDING,
-        inputs=[TensorSpec(name="input_ids", datatype="INT64", shape=[-1, -1]),
-                TensorSpec(name="attention_mask", datatype="INT64", shape=[-1, -1])],
+        name=name,
+        version=1,
+        task=Task.TEXT_EMBEDDING,
+        inputs=[
+            TensorSpec(name="input_ids", datatype="INT64", shape=[-1, -1]),
+            TensorSpec(name="attention_mask", datatype="INT64", shape=[-1, -1]),
+        ],
         outputs=[TensorSpec(name="embedding", datatype="FP32", shape=[-1, dim])],
         preprocessing=TextPreprocessing(tokenizer="tokenizer.json", max_length=16),
         batching=Batching(max_batch_size=8),
@@ -191,20 +223,27 @@ def slow_model(store: Path, name: str = "slow", width: int = 1024, depth: int = 
         for i in range(depth)
     ]
     nodes = [
-        helper.make_node("MatMul", ["features" if i == 0 else f"h{i}", f"W{i}"],
-                         [f"h{i + 1}" if i < depth - 1 else "prediction_wide"])
+        helper.make_node(
+            "MatMul",
+            ["features" if i == 0 else f"h{i}", f"W{i}"],
+            [f"h{i + 1}" if i < depth - 1 else "prediction_wide"],
+        )
         for i in range(depth)
     ]
-    nodes.append(helper.make_node("ReduceMean", ["prediction_wide"], ["prediction"],
-                                  axes=[1], keepdims=1))
+    nodes.append(
+        helper.make_node("ReduceMean", ["prediction_wide"], ["prediction"], axes=[1], keepdims=1)
+    )
     graph = helper.make_graph(
-        nodes, name,
+        nodes,
+        name,
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", width])],
         [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, ["N", 1])],
         weights,
     )
     manifest = Manifest(
-        name=name, version=1, task=Task.TABULAR_REGRESSION,
+        name=name,
+        version=1,
+        task=Task.TABULAR_REGRESSION,
         inputs=[TensorSpec(name="features", datatype="FP32", shape=[-1, width])],
         outputs=[TensorSpec(name="prediction", datatype="FP32", shape=[-1, 1])],
         preprocessing=TabularPreprocessing(feature_names=[f"x{i}" for i in range(width)]),

@@ -72,6 +72,8 @@ class TorchServeBackend(Backend):
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self.connections, keepalive_timeout=30),
             timeout=aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=_CONNECT_TIMEOUT_S),
+            # TorchServe copies every header to its Python worker field by field: send few.
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
         )
         if not await self.healthy():
             raise BackendUnavailable(f"backend unavailable: TorchServe at {self.base_url} is down")
@@ -142,7 +144,7 @@ class TorchServeBackend(Backend):
         retries once."""
         if self._session is None:
             raise BackendUnavailable("backend unavailable: TorchServe backend is closed")
-        headers = {**self._headers(), "Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE}
+        headers = {**self._headers(), "Content-Type": CONTENT_TYPE}
         try:
             async with self._session.post(self.url, data=body, headers=headers) as response:
                 return (

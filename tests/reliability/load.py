@@ -47,8 +47,11 @@ async def open_loop(
         async def one() -> None:
             started = time.perf_counter()
             try:
-                async with session.post(url, data=payload, headers={
-                    "Content-Type": "application/json", **(headers or {})}) as response:
+                async with session.post(
+                    url,
+                    data=payload,
+                    headers={"Content-Type": "application/json", **(headers or {})},
+                ) as response:
                     content = await response.read()
                     result.statuses[response.status] += 1
                     elapsed = (time.perf_counter() - started) * 1000
@@ -59,7 +62,7 @@ async def open_loop(
                             result.wrong_answers += 1
                     elif response.status == 503 and "Retry-After" not in response.headers:
                         result.missing_retry_after += 1
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 result.transport_errors += 1
 
         tasks: set[asyncio.Task[None]] = set()
@@ -86,8 +89,9 @@ async def closed_loop_latency_ms(url: str, body: dict[str, Any], count: int) -> 
     async with aiohttp.ClientSession() as session:
         for _ in range(count):
             started = time.perf_counter()
-            async with session.post(url, data=payload,
-                                    headers={"Content-Type": "application/json"}) as response:
+            async with session.post(
+                url, data=payload, headers={"Content-Type": "application/json"}
+            ) as response:
                 await response.read()
                 assert response.status == 200
             latencies.append((time.perf_counter() - started) * 1000)

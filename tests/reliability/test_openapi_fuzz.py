@@ -28,10 +28,23 @@ def test_openapi_fuzzing_finds_no_server_errors_or_schema_violations(tmp_path: P
     with gateway(store, tmp_path, env={"GATEWAY_MANAGEMENT_TOKEN": "fuzz-manage"}) as server:
         st = Path(sys.executable).with_name("st")
         result = subprocess.run(
-            [str(st), "run", f"{server.url}/openapi.json", "--checks", CHECKS,
-             "--max-examples", str(EXAMPLES_PER_OPERATION), "--generation-deterministic",
-             "--mode", "all"],
-            capture_output=True, text=True, timeout=420, check=False, cwd=tmp_path,
+            [
+                str(st),
+                "run",
+                f"{server.url}/openapi.json",
+                "--checks",
+                CHECKS,
+                "--max-examples",
+                str(EXAMPLES_PER_OPERATION),
+                "--generation-deterministic",
+                "--mode",
+                "all",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=420,
+            check=False,
+            cwd=tmp_path,
         )
         output = result.stdout + result.stderr
         assert result.returncode == 0, output[-6000:]

@@ -7,6 +7,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -33,8 +34,11 @@ async def test_ten_times_capacity_for_thirty_seconds(tmp_path: Path) -> None:
     directory = slow_model(store)
     x = np.full((1, 1024), 0.5, dtype=np.float32)
     expected = ort.InferenceSession(str(directory / "model.onnx")).run(None, {"features": x})[0]
-    body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 1024],
-                        "data": x.ravel().tolist()}]}
+    body = {
+        "inputs": [
+            {"name": "features", "datatype": "FP32", "shape": [1, 1024], "data": x.ravel().tolist()}
+        ]
+    }
 
     def correct(answer: dict) -> bool:  # type: ignore[type-arg]
         return bool(np.allclose(answer["outputs"][0]["data"], expected.ravel(), atol=1e-4))
@@ -53,8 +57,6 @@ async def test_ten_times_capacity_for_thirty_seconds(tmp_path: Path) -> None:
         stop = asyncio.Event()
 
         async def watch() -> None:
-            import aiohttp
-
             async with aiohttp.ClientSession() as session:
                 while not stop.is_set():
                     async with session.get(f"{server.url}/metrics") as response:
@@ -66,19 +68,22 @@ async def test_ten_times_capacity_for_thirty_seconds(tmp_path: Path) -> None:
 
         watcher = asyncio.create_task(watch())
         offered = 10 * capacity
-        result = await open_loop(url, body, rate_per_s=offered, duration_s=SPIKE_SECONDS,
-                                 check=correct)
+        result = await open_loop(
+            url, body, rate_per_s=offered, duration_s=SPIKE_SECONDS, check=correct
+        )
         stop.set()
         await watcher
         recovered_at = time.perf_counter()
         idle_after = await closed_loop_latency_ms(url, body, 20)
         recovery_s = time.perf_counter() - recovered_at
 
-        print(f"\ncapacity ~{capacity:.0f} req/s, offered {offered:.0f} req/s for "
-              f"{SPIKE_SECONDS:.0f} s: sent {result.sent}, statuses {dict(result.statuses)}, "
-              f"peak queue {peak['queue']:.0f}/{QUEUE_BOUND}, RSS {baseline_rss:.0f} -> peak "
-              f"{peak['rss']:.0f} MB, idle p50 {idle_before:.1f} ms before / {idle_after:.1f} ms "
-              f"after")
+        print(
+            f"\ncapacity ~{capacity:.0f} req/s, offered {offered:.0f} req/s for "
+            f"{SPIKE_SECONDS:.0f} s: sent {result.sent}, statuses {dict(result.statuses)}, "
+            f"peak queue {peak['queue']:.0f}/{QUEUE_BOUND}, RSS {baseline_rss:.0f} -> peak "
+            f"{peak['rss']:.0f} MB, idle p50 {idle_before:.1f} ms before / {idle_after:.1f} ms "
+            f"after"
+        )
         assert server.process.poll() is None
         assert result.transport_errors == 0
         assert set(result.statuses) <= {200, 503}
@@ -97,32 +102,43 @@ async def test_short_deadlines_under_load_are_504_on_time_and_never_computed(
 ) -> None:
     store = tmp_path / "store"
     slow_model(store)
-    body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 1024],
-                        "data": [0.5] * 1024}]}
+    body = {
+        "inputs": [
+            {"name": "features", "datatype": "FP32", "shape": [1, 1024], "data": [0.5] * 1024}
+        ]
+    }
     hurried = {**body, "parameters": {"timeout": 30_000}}  # 30 ms, in µs like tritonclient
     with gateway(store, tmp_path, env={"GATEWAY_MAX_QUEUE_SIZE": "512"}) as server:
         url = f"{server.url}/v2/models/slow/infer"
         background = asyncio.create_task(
-            open_loop(url, body, rate_per_s=60, duration_s=6, max_outstanding=64))
+            open_loop(url, body, rate_per_s=60, duration_s=6, max_outstanding=64)
+        )
         await asyncio.sleep(1.5)  # let a queue build up
         hurried_result = await open_loop(url, hurried, rate_per_s=20, duration_s=3)
         normal = await background
-        import aiohttp
-
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{server.url}/metrics") as response:
-                metrics = await response.text()
-    computed = sum(float(line.split()[-1]) for line in metrics.splitlines()
-                   if line.startswith('gateway_batch_size_count{model="slow"'))
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"{server.url}/metrics") as response,
+        ):
+            metrics = await response.text()
+    computed = sum(
+        float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith('gateway_batch_size_count{model="slow"')
+    )
     answered_ok = normal.statuses[200] + hurried_result.statuses[200]
-    print(f"\nhurried: {dict(hurried_result.statuses)}; background: {dict(normal.statuses)}; "
-          f"computed rows {computed:.0f}, answered 200 {answered_ok}")
+    print(
+        f"\nhurried: {dict(hurried_result.statuses)}; background: {dict(normal.statuses)}; "
+        f"computed rows {computed:.0f}, answered 200 {answered_ok}"
+    )
     assert hurried_result.statuses[504] > 0
     assert set(hurried_result.statuses) <= {200, 504}
     # 504s come on time: well before the time the queue would have taken.
     timeouts = hurried_result.latencies_by_status[504]
-    print(f"504 latency: median {sorted(timeouts)[len(timeouts) // 2]:.0f} ms, "
-          f"max {max(timeouts):.0f} ms (deadline 30 ms)")
+    print(
+        f"504 latency: median {sorted(timeouts)[len(timeouts) // 2]:.0f} ms, "
+        f"max {max(timeouts):.0f} ms (deadline 30 ms)"
+    )
     assert max(timeouts) < 1000
     # Nothing expired was computed: every computed row was answered 200 (±in-flight slack).
     assert computed <= answered_ok + 1

@@ -50,8 +50,12 @@ async def test_model_metadata_and_readiness(client: httpx.AsyncClient) -> None:
 
 async def test_v2_json_infer_matches_numpy(client: httpx.AsyncClient) -> None:
     x = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]], dtype=np.float32)
-    body = {"id": "req-1", "inputs": [
-        {"name": "features", "datatype": "FP32", "shape": [2, 4], "data": x.ravel().tolist()}]}
+    body = {
+        "id": "req-1",
+        "inputs": [
+            {"name": "features", "datatype": "FP32", "shape": [2, 4], "data": x.ravel().tolist()}
+        ],
+    }
     response = await client.post("/v2/models/tab/infer", content=orjson.dumps(body))
     assert response.status_code == 200, response.text
     result = response.json()
@@ -65,15 +69,26 @@ async def test_v2_json_infer_matches_numpy(client: httpx.AsyncClient) -> None:
 
 async def test_v2_binary_request_and_response(client: httpx.AsyncClient) -> None:
     x = np.random.default_rng(1).normal(size=(3, 4)).astype(np.float32)
-    header = orjson.dumps({
-        "inputs": [{"name": "features", "datatype": "FP32", "shape": [3, 4],
-                    "parameters": {"binary_data_size": x.nbytes}}],
-        "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
-    })
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "features",
+                    "datatype": "FP32",
+                    "shape": [3, 4],
+                    "parameters": {"binary_data_size": x.nbytes},
+                }
+            ],
+            "outputs": [{"name": "probabilities", "parameters": {"binary_data": True}}],
+        }
+    )
     response = await client.post(
-        "/v2/models/tab/infer", content=header + x.tobytes(),
-        headers={"Inference-Header-Content-Length": str(len(header)),
-                 "Content-Type": "application/octet-stream"},
+        "/v2/models/tab/infer",
+        content=header + x.tobytes(),
+        headers={
+            "Inference-Header-Content-Length": str(len(header)),
+            "Content-Type": "application/octet-stream",
+        },
     )
     assert response.status_code == 200, response.text
     length = int(response.headers["inference-header-content-length"])
@@ -84,8 +99,16 @@ async def test_v2_binary_request_and_response(client: httpx.AsyncClient) -> None
 
 
 async def test_v2_text_bytes_tensor(client: httpx.AsyncClient) -> None:
-    body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2],
-                        "data": ["hello world", "fast batch serving models"]}]}
+    body = {
+        "inputs": [
+            {
+                "name": "text",
+                "datatype": "BYTES",
+                "shape": [2],
+                "data": ["hello world", "fast batch serving models"],
+            }
+        ]
+    }
     response = await client.post("/v2/models/txt/infer", json=body)
     assert response.status_code == 200, response.text
     data = np.reshape(response.json()["outputs"][0]["data"], (2, 6))
@@ -97,10 +120,26 @@ async def test_v2_text_bytes_tensor(client: httpx.AsyncClient) -> None:
 
 async def test_v2_image_uint8_and_encoded_bytes_agree(client: httpx.AsyncClient) -> None:
     pixels = np.random.default_rng(2).integers(0, 256, size=(8, 8), dtype=np.uint8)
-    raw = {"inputs": [{"name": "images", "datatype": "UINT8", "shape": [1, 1, 8, 8],
-                       "data": pixels.ravel().tolist()}]}
-    encoded = {"inputs": [{"name": "images", "datatype": "BYTES", "shape": [1],
-                           "data": [base64.b64encode(png(pixels)).decode()]}]}
+    raw = {
+        "inputs": [
+            {
+                "name": "images",
+                "datatype": "UINT8",
+                "shape": [1, 1, 8, 8],
+                "data": pixels.ravel().tolist(),
+            }
+        ]
+    }
+    encoded = {
+        "inputs": [
+            {
+                "name": "images",
+                "datatype": "BYTES",
+                "shape": [1],
+                "data": [base64.b64encode(png(pixels)).decode()],
+            }
+        ]
+    }
     first = (await client.post("/v2/models/img/infer", json=raw)).json()
     second = (await client.post("/v2/models/img/infer", json=encoded)).json()
     expected = softmax(pixels.reshape(1, 64).astype(np.float32) @ image_weights(64, 10))
@@ -111,8 +150,9 @@ async def test_v2_image_uint8_and_encoded_bytes_agree(client: httpx.AsyncClient)
 async def test_predictions_image_upload_raw_and_multipart(client: httpx.AsyncClient) -> None:
     pixels = np.random.default_rng(3).integers(0, 256, size=(8, 8), dtype=np.uint8)
     expected = softmax(pixels.reshape(1, 64).astype(np.float32) @ image_weights(64, 10))[0]
-    raw = await client.post("/predictions/img", content=png(pixels),
-                            headers={"Content-Type": "image/png"})
+    raw = await client.post(
+        "/predictions/img", content=png(pixels), headers={"Content-Type": "image/png"}
+    )
     assert raw.status_code == 200, raw.text
     top = raw.json()
     assert len(top) == 5
@@ -131,13 +171,16 @@ async def test_predictions_json_tabular_and_text(client: httpx.AsyncClient) -> N
     assert batch == [single, single]
     regression = (await client.post("/predictions/reg", json=[1.0, 1.0, 1.0])).json()
     assert regression == pytest.approx(6.0)
-    text = await client.post("/predictions/txt", content=b"hello world",
-                             headers={"Content-Type": "text/plain"})
+    text = await client.post(
+        "/predictions/txt", content=b"hello world", headers={"Content-Type": "text/plain"}
+    )
     assert len(text.json()) == 6
 
 
 async def test_kserve_v1_predict(client: httpx.AsyncClient) -> None:
-    response = await client.post("/v1/models/reg:predict", json={"instances": [[1, 0, 0], [0, 0, 1]]})
+    response = await client.post(
+        "/v1/models/reg:predict", json={"instances": [[1, 0, 0], [0, 0, 1]]}
+    )
     assert response.json() == {"predictions": [[1.0], [3.0]]}
     assert (await client.get("/v1/models/reg")).json() == {"name": "reg", "ready": True}
 
@@ -147,16 +190,70 @@ async def test_kserve_v1_predict(client: httpx.AsyncClient) -> None:
     [
         ("/v2/models/tab/infer", b"{not json", 400),
         ("/v2/models/tab/infer", b'{"inputs": []}', 400),
-        ("/v2/models/tab/infer", orjson.dumps({"inputs": [{"name": "features", "datatype": "FP32",
-                                                           "shape": [1, 3], "data": [1, 2, 3]}]}), 400),
-        ("/v2/models/tab/infer", orjson.dumps({"inputs": [{"name": "features", "datatype": "INT64",
-                                                           "shape": [1, 4], "data": [1, 2, 3, 4]}]}), 400),
-        ("/v2/models/tab/infer", orjson.dumps({"inputs": [{"name": "features", "datatype": "FP32",
-                                                           "shape": [1, 4], "data": [1, 2, 3]}]}), 400),
-        ("/v2/models/tab/infer", orjson.dumps({"inputs": [{"name": "features", "datatype": "FP32",
-                                                           "shape": [100000, 100000, 100], "data": []}]}), 400),
-        ("/v2/models/nope/infer", b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}', 404),
-        ("/v2/models/tab/versions/9/infer", b'{"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [1,2,3,4]}]}', 404),
+        (
+            "/v2/models/tab/infer",
+            orjson.dumps(
+                {
+                    "inputs": [
+                        {"name": "features", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}
+                    ]
+                }
+            ),
+            400,
+        ),
+        (
+            "/v2/models/tab/infer",
+            orjson.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "features",
+                            "datatype": "INT64",
+                            "shape": [1, 4],
+                            "data": [1, 2, 3, 4],
+                        }
+                    ]
+                }
+            ),
+            400,
+        ),
+        (
+            "/v2/models/tab/infer",
+            orjson.dumps(
+                {
+                    "inputs": [
+                        {"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3]}
+                    ]
+                }
+            ),
+            400,
+        ),
+        (
+            "/v2/models/tab/infer",
+            orjson.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "features",
+                            "datatype": "FP32",
+                            "shape": [100000, 100000, 100],
+                            "data": [],
+                        }
+                    ]
+                }
+            ),
+            400,
+        ),
+        (
+            "/v2/models/nope/infer",
+            b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1]}]}',
+            404,
+        ),
+        (
+            "/v2/models/tab/versions/9/infer",
+            b'{"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [1,2,3,4]}]}',
+            404,
+        ),
         ("/predictions/img", b"\x89PNG\r\n\x1a\nbroken", 400),
         ("/predictions/txt", b"\xff\xfe\xfa", 400),
         ("/predictions/..%2F..%2Fetc", b"{}", 404),
@@ -172,14 +269,28 @@ async def test_bad_input_gets_json_error(
 
 
 async def test_nan_rejected(client: httpx.AsyncClient) -> None:
-    response = await client.post("/predictions/tab", content=b"[NaN, 1, 2, 3]",
-                                 headers={"Content-Type": "application/json"})
+    response = await client.post(
+        "/predictions/tab", content=b"[NaN, 1, 2, 3]", headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400
-    header = orjson.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4],
-                                       "parameters": {"binary_data_size": 16}}]})
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "features",
+                    "datatype": "FP32",
+                    "shape": [1, 4],
+                    "parameters": {"binary_data_size": 16},
+                }
+            ]
+        }
+    )
     body = header + np.array([np.nan, 1, 2, 3], dtype=np.float32).tobytes()
-    response = await client.post("/v2/models/tab/infer", content=body,
-                                 headers={"Inference-Header-Content-Length": str(len(header))})
+    response = await client.post(
+        "/v2/models/tab/infer",
+        content=body,
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
     assert response.status_code == 400
     assert "NaN" in response.json()["error"]
 
@@ -194,7 +305,9 @@ async def test_unknown_route_and_method_are_json(client: httpx.AsyncClient) -> N
 
 
 async def test_metrics_after_traffic(client: httpx.AsyncClient) -> None:
-    body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]}
+    body = {
+        "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]}]
+    }
     for _ in range(3):
         assert (await client.post("/v2/models/tab/infer", json=body)).status_code == 200
     await client.post("/v2/models/tab/infer", content=b"nope")

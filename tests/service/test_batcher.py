@@ -81,7 +81,9 @@ async def test_rows_count_toward_the_batch_size() -> None:
     model = GatedModel()
     batcher: DynamicBatcher[list[int], list[int]] = DynamicBatcher(
         lambda items: model([sum(item) for item in items]),  # type: ignore[arg-type,return-value]
-        max_batch_size=4, max_queue_size=8, rows_of=len,
+        max_batch_size=4,
+        max_queue_size=8,
+        rows_of=len,
     )
     blocker = asyncio.create_task(batcher.submit([0]))
     await model.started.wait()
@@ -127,6 +129,7 @@ async def test_deadline_while_queued_is_504_and_never_computed() -> None:
     with pytest.raises(DeadlineExceeded):
         await doomed
     assert await kept == 30
+    assert await running == 10
     assert [2] not in model.batches
     assert all(2 not in batch for batch in model.batches)
     await batcher.close()

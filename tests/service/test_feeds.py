@@ -15,8 +15,10 @@ from service.feeds import merge, split
 @given(st.lists(st.tuples(st.integers(1, 4), st.integers(1, 6)), min_size=1, max_size=6))
 def test_merge_then_split_restores_each_request(sizes: list[tuple[int, int]]) -> None:
     feeds = [
-        {"input_ids": np.full((rows, width), index + 1, dtype=np.int64),
-         "attention_mask": np.ones((rows, width), dtype=np.int64)}
+        {
+            "input_ids": np.full((rows, width), index + 1, dtype=np.int64),
+            "attention_mask": np.ones((rows, width), dtype=np.int64),
+        }
         for index, (rows, width) in enumerate(sizes)
     ]
     batch, rows = merge(feeds)
@@ -24,8 +26,9 @@ def test_merge_then_split_restores_each_request(sizes: list[tuple[int, int]]) ->
     longest = max(w for _, w in sizes)
     assert batch["input_ids"].shape == (sum(rows), longest)
     # padding is zeros with a zero mask: every row's mask sums to its real length
-    np.testing.assert_array_equal(batch["attention_mask"].sum(axis=1),
-                                  np.repeat([w for _, w in sizes], rows))
+    np.testing.assert_array_equal(
+        batch["attention_mask"].sum(axis=1), np.repeat([w for _, w in sizes], rows)
+    )
     parts = split({"out": batch["input_ids"][:, :1]}, rows)
     for index, (part, (size, _)) in enumerate(zip(parts, sizes, strict=True)):
         assert part["out"].shape == (size, 1)

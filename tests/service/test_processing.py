@@ -65,7 +65,7 @@ def test_truncated_jpeg(stored: Path) -> None:
 
 def test_text_limits(stored: Path) -> None:
     processor = load(stored, "txt", Limits(max_text_chars=8_192))
-    assert processor.feed_from_payload("hello world".encode())["input_ids"].shape == (1, 2)
+    assert processor.feed_from_payload(b"hello world")["input_ids"].shape == (1, 2)
     with pytest.raises(InvalidInput, match="empty"):
         processor.feed_from_payload(b"   ")
     with pytest.raises(InvalidInput, match="exceeds"):

@@ -48,12 +48,14 @@ def test_stock_tritonclient_tabular(running, binary: bool) -> None:  # type: ign
     wanted = triton.InferRequestedOutput("probabilities", binary_data=binary)
     result = client.infer("tab", [request], outputs=[wanted], request_id="abc")
     assert result.get_response()["id"] == "abc"
-    np.testing.assert_allclose(result.as_numpy("probabilities"),
-                               direct(store, "tab", {"features": x}), atol=1e-6)
+    np.testing.assert_allclose(
+        result.as_numpy("probabilities"), direct(store, "tab", {"features": x}), atol=1e-6
+    )
     # No outputs named: tritonclient asks for binary outputs of everything.
     everything = client.infer("tab", [request])
-    np.testing.assert_allclose(everything.as_numpy("probabilities"),
-                               direct(store, "tab", {"features": x}), atol=1e-6)
+    np.testing.assert_allclose(
+        everything.as_numpy("probabilities"), direct(store, "tab", {"features": x}), atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("binary", [False, True])
@@ -105,19 +107,28 @@ def test_body_over_the_limit_is_413_unread(tmp_path: Path) -> None:
 async def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
     store = tmp_path / "store"
     slow_model(store)
-    body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 1024],
-                        "data": [0.5] * 1024}]}
+    body = {
+        "inputs": [
+            {"name": "features", "datatype": "FP32", "shape": [1, 1024], "data": [0.5] * 1024}
+        ]
+    }
     with gateway(store, tmp_path, env={"GATEWAY_DRAIN_SECONDS": "30"}) as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=60,
-                                     limits=httpx.Limits(max_connections=128)) as client:
-            sent = [asyncio.create_task(client.post("/v2/models/slow/infer", json=body))
-                    for _ in range(96)]
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=60, limits=httpx.Limits(max_connections=128)
+        ) as client:
+            sent = [
+                asyncio.create_task(client.post("/v2/models/slow/infer", json=body))
+                for _ in range(96)
+            ]
             # Wait until the server holds them all (queued or computing), then signal.
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 metrics = (await client.get("/metrics")).text
-                inflight = [line for line in metrics.splitlines()
-                            if line.startswith("gateway_inflight_requests{")]
+                inflight = [
+                    line
+                    for line in metrics.splitlines()
+                    if line.startswith("gateway_inflight_requests{")
+                ]
                 if inflight and float(inflight[0].split()[-1]) >= 64:
                     break
                 await asyncio.sleep(0.01)
@@ -141,15 +152,24 @@ def _metric(text: str, prefix: str) -> float:
 async def test_client_that_disconnects_while_queued_is_not_computed(tmp_path: Path) -> None:
     store = tmp_path / "store"
     slow_model(store)
-    body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 1024],
-                        "data": [0.5] * 1024}]}
+    body = {
+        "inputs": [
+            {"name": "features", "datatype": "FP32", "shape": [1, 1024], "data": [0.5] * 1024}
+        ]
+    }
     with gateway(store, tmp_path) as server:
-        async with httpx.AsyncClient(base_url=server.url, timeout=60,
-                                     limits=httpx.Limits(max_connections=64)) as patient, \
-                httpx.AsyncClient(base_url=server.url, timeout=0.05,
-                                  limits=httpx.Limits(max_connections=64)) as impatient:
-            kept = [asyncio.create_task(patient.post("/v2/models/slow/infer", json=body))
-                    for _ in range(16)]
+        async with (
+            httpx.AsyncClient(
+                base_url=server.url, timeout=60, limits=httpx.Limits(max_connections=64)
+            ) as patient,
+            httpx.AsyncClient(
+                base_url=server.url, timeout=0.05, limits=httpx.Limits(max_connections=64)
+            ) as impatient,
+        ):
+            kept = [
+                asyncio.create_task(patient.post("/v2/models/slow/infer", json=body))
+                for _ in range(16)
+            ]
             abandoned = [impatient.post("/v2/models/slow/infer", json=body) for _ in range(32)]
             outcomes = await asyncio.gather(*abandoned, return_exceptions=True)
             assert all(isinstance(o, httpx.TimeoutException) for o in outcomes)

@@ -18,15 +18,19 @@ def test_missing_providers_fall_back_to_cpu() -> None:
     assert choose_providers(["TensorrtExecutionProvider", "CUDAExecutionProvider"], available) == [
         "CPUExecutionProvider"
     ]
-    assert choose_providers(["CUDAExecutionProvider", "CPUExecutionProvider"],
-                            ["CUDAExecutionProvider", "CPUExecutionProvider"]) == [
-        "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert choose_providers(
+        ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    ) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-async def test_cuda_request_runs_on_cpu_here(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_cuda_request_runs_on_cpu_here(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     directory = classifier(tmp_path)
-    backend = OnnxRuntimeBackend(Manifest.read(directory), directory / "model.onnx",
-                                 providers=["CUDAExecutionProvider"])
+    backend = OnnxRuntimeBackend(
+        Manifest.read(directory), directory / "model.onnx", providers=["CUDAExecutionProvider"]
+    )
     await backend.load()
     assert backend.providers == ["CPUExecutionProvider"]
     assert "skipped" in caplog.text

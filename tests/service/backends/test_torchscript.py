@@ -45,10 +45,19 @@ async def answers(store: Path, backend: str, x: np.ndarray) -> np.ndarray:
     async with app.router.lifespan_context(app):
         await wait_ready(app)
         assert app.state.dataplane.repository.get("tab").backend.name == backend
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                     base_url="http://gateway") as client:
-            body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": list(x.shape),
-                                "data": x.ravel().tolist()}]}
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gateway"
+        ) as client:
+            body = {
+                "inputs": [
+                    {
+                        "name": "features",
+                        "datatype": "FP32",
+                        "shape": list(x.shape),
+                        "data": x.ravel().tolist(),
+                    }
+                ]
+            }
             response = await client.post("/v2/models/tab/infer", json=body)
             assert response.status_code == 200, response.text
             return np.reshape(response.json()["outputs"][0]["data"], (x.shape[0], 3))

@@ -13,16 +13,31 @@ from service.codecs import v2
 from service.datatypes import encode_bytes_elements
 from service.errors import InvalidInput
 
-NUMERIC = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32,
-           "UINT8": np.uint8, "INT8": np.int8, "FP16": np.float16, "BOOL": np.bool_}
+NUMERIC = {
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "INT64": np.int64,
+    "INT32": np.int32,
+    "UINT8": np.uint8,
+    "INT8": np.int8,
+    "FP16": np.float16,
+    "BOOL": np.bool_,
+}
 shapes = hnp.array_shapes(min_dims=1, max_dims=3, min_side=0, max_side=5)
 
 
 @st.composite
 def tensors(draw: st.DrawFn) -> tuple[str, np.ndarray]:
     datatype = draw(st.sampled_from(sorted(NUMERIC)))
-    array = draw(hnp.arrays(NUMERIC[datatype], shapes, elements={"allow_nan": False, "allow_infinity": False}
-                            if datatype.startswith("FP") else None))
+    array = draw(
+        hnp.arrays(
+            NUMERIC[datatype],
+            shapes,
+            elements={"allow_nan": False, "allow_infinity": False}
+            if datatype.startswith("FP")
+            else None,
+        )
+    )
     return datatype, array
 
 
@@ -30,8 +45,14 @@ def binary_request(named: list[tuple[str, str, np.ndarray]], binary_out: bool) -
     inputs, blobs = [], []
     for name, datatype, array in named:
         blob = array.tobytes()
-        inputs.append({"name": name, "datatype": datatype, "shape": list(array.shape),
-                       "parameters": {"binary_data_size": len(blob)}})
+        inputs.append(
+            {
+                "name": name,
+                "datatype": datatype,
+                "shape": list(array.shape),
+                "parameters": {"binary_data_size": len(blob)},
+            }
+        )
         blobs.append(blob)
     header = orjson.dumps({"inputs": inputs, "parameters": {"binary_data_output": binary_out}})
     return header + b"".join(blobs), str(len(header))
@@ -41,21 +62,33 @@ def binary_request(named: list[tuple[str, str, np.ndarray]], binary_out: bool) -
 @given(tensors())
 def test_json_round_trip(case: tuple[str, np.ndarray]) -> None:
     datatype, array = case
-    body = orjson.dumps({"id": "x", "inputs": [{"name": "t", "datatype": datatype,
-                                                "shape": list(array.shape),
-                                                "data": array.ravel().tolist()}]})
+    body = orjson.dumps(
+        {
+            "id": "x",
+            "inputs": [
+                {
+                    "name": "t",
+                    "datatype": datatype,
+                    "shape": list(array.shape),
+                    "data": array.ravel().tolist(),
+                }
+            ],
+        }
+    )
     request = v2.decode_request(body, None)
     decoded = request.inputs[0].data
     assert decoded.dtype == array.dtype
     np.testing.assert_array_equal(decoded, array)
-    payload, header_length = v2.encode_response(model_name="m", model_version="1",
-                                                request=request, outputs={"t": decoded})
+    payload, header_length = v2.encode_response(
+        model_name="m", model_version="1", request=request, outputs={"t": decoded}
+    )
     assert header_length is None
     output = orjson.loads(payload)["outputs"][0]
     assert output["shape"] == list(array.shape)
     assert output["datatype"] == datatype
-    np.testing.assert_array_equal(np.asarray(output["data"], dtype=array.dtype).reshape(array.shape),
-                                  array)
+    np.testing.assert_array_equal(
+        np.asarray(output["data"], dtype=array.dtype).reshape(array.shape), array
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -67,14 +100,15 @@ def test_binary_round_trip(cases: list[tuple[str, np.ndarray]]) -> None:
     outputs = {tensor.name: tensor.data for tensor in request.inputs}
     for (_, _, array), tensor in zip(named, request.inputs, strict=True):
         np.testing.assert_array_equal(tensor.data, array)
-    payload, length = v2.encode_response(model_name="m", model_version="1", request=request,
-                                         outputs=outputs)
+    payload, length = v2.encode_response(
+        model_name="m", model_version="1", request=request, outputs=outputs
+    )
     assert length is not None
     header = orjson.loads(payload[:length])
     offset = length
     for (_, _, array), output in zip(named, header["outputs"], strict=True):
         size = output["parameters"]["binary_data_size"]
-        restored = np.frombuffer(payload[offset:offset + size], dtype=array.dtype)
+        restored = np.frombuffer(payload[offset : offset + size], dtype=array.dtype)
         np.testing.assert_array_equal(restored.reshape(array.shape), array)
         offset += size
     assert offset == len(payload)
@@ -84,8 +118,18 @@ def test_binary_round_trip(cases: list[tuple[str, np.ndarray]]) -> None:
 @given(st.lists(st.binary(max_size=20), min_size=1, max_size=5))
 def test_bytes_tensor_binary_round_trip(items: list[bytes]) -> None:
     blob = encode_bytes_elements(items)
-    header = orjson.dumps({"inputs": [{"name": "text", "datatype": "BYTES", "shape": [len(items)],
-                                       "parameters": {"binary_data_size": len(blob)}}]})
+    header = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "text",
+                    "datatype": "BYTES",
+                    "shape": [len(items)],
+                    "parameters": {"binary_data_size": len(blob)},
+                }
+            ]
+        }
+    )
     request = v2.decode_request(header + blob, str(len(header)))
     assert list(request.inputs[0].data) == items
 
@@ -98,34 +142,81 @@ def framed(header: bytes, tail: bytes) -> tuple[bytes, str]:
     ("body", "header_length", "message"),
     [
         (b"[1, 2]", None, "JSON object"),
-        (b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [2], "data": [1]}]}', None, "elements"),
-        (b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [-1], "data": []}]}', None, "shape"),
-        (b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": ["x"]}]}', None, "datatype"),
-        (b'{"inputs": [{"name": "a", "datatype": "WAT", "shape": [1], "data": [1]}]}', None, "datatype"),
-        (b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": [1]},'
-         b'{"name": "a", "datatype": "FP32", "shape": [1], "data": [1]}]}', None, "twice"),
-        (*framed(b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [4],'
-                 b'"parameters": {"binary_data_size": 16}}]}', b"\0" * 8), "truncated"),
+        (
+            b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [2], "data": [1]}]}',
+            None,
+            "elements",
+        ),
+        (
+            b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [-1], "data": []}]}',
+            None,
+            "shape",
+        ),
+        (
+            b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": ["x"]}]}',
+            None,
+            "datatype",
+        ),
+        (
+            b'{"inputs": [{"name": "a", "datatype": "WAT", "shape": [1], "data": [1]}]}',
+            None,
+            "datatype",
+        ),
+        (
+            b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": [1]},'
+            b'{"name": "a", "datatype": "FP32", "shape": [1], "data": [1]}]}',
+            None,
+            "twice",
+        ),
+        (
+            *framed(
+                b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [4],'
+                b'"parameters": {"binary_data_size": 16}}]}',
+                b"\0" * 8,
+            ),
+            "truncated",
+        ),
         (b'{"inputs": []}', "9999", "does not fit"),
         (b'{"inputs": []}', "abc", "integer"),
-        (*framed(b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [1],'
-                 b'"parameters": {"binary_data_size": 4}}]}', b"\0" * 6), "belong to no input"),
-        (b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [100000, 100000, 100000]}]}',
-         None, "larger than"),
-        (b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": [1]}],'
-         b'"parameters": {"timeout": -5}}', None, None),
+        (
+            *framed(
+                b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [1],'
+                b'"parameters": {"binary_data_size": 4}}]}',
+                b"\0" * 6,
+            ),
+            "belong to no input",
+        ),
+        (
+            b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [100000, 100000, 100000]}]}',
+            None,
+            "larger than",
+        ),
+        (
+            b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": [1]}],'
+            b'"parameters": {"timeout": -5}}',
+            None,
+            None,
+        ),
     ],
 )
 def test_malformed_requests(body: bytes, header_length: str | None, message: str | None) -> None:
+    def decode_and_read_timeout() -> None:
+        _ = v2.decode_request(body, header_length).timeout_us
+
     with pytest.raises(InvalidInput, match=message):
-        request = v2.decode_request(body, header_length)
-        _ = request.timeout_us
+        decode_and_read_timeout()
 
 
 def test_unknown_requested_output() -> None:
     request = v2.decode_request(
         b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": [1]}],'
-        b'"outputs": [{"name": "nope"}]}', None)
+        b'"outputs": [{"name": "nope"}]}',
+        None,
+    )
     with pytest.raises(InvalidInput, match="unknown outputs"):
-        v2.encode_response(model_name="m", model_version="1", request=request,
-                           outputs={"a": np.zeros(1, np.float32)})
+        v2.encode_response(
+            model_name="m",
+            model_version="1",
+            request=request,
+            outputs={"a": np.zeros(1, np.float32)},
+        )
