@@ -9,10 +9,10 @@ PORT ?= 8000
 BACKEND ?= onnxruntime
 # Extras installed into .venv (see pyproject.toml). `gpu` replaces `cpu`, never both.
 EXTRAS ?= cpu,train,torchserve,dev
-STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: setup system-deps train run test lint clean archives
+.PHONY: setup system-deps train run test lint clean archives loadtest bench
 
 $(STAMP): pyproject.toml constraints.txt deploy/install.sh
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; set PYTHON=python3.11"; exit 1; }
@@ -25,14 +25,38 @@ setup: $(STAMP)
 train: setup
 	$(PY) -m training all --missing --model-store $(MODEL_STORE)
 
+# BACKEND=torchserve: TorchServe serves the archives, the gateway runs in front (handlers/stack.py).
 run: train
+ifeq ($(BACKEND),torchserve)
+	$(MAKE) archives
+	$(PY) -m handlers.stack --model-store $(MODEL_STORE) --host $(HOST) --port $(PORT)
+else
 	$(PY) -m service --model-store $(MODEL_STORE) --host $(HOST) --port $(PORT)
+endif
+
+archives: setup
+	$(PY) -m handlers.archive --model-store $(MODEL_STORE)
 
 system-deps:
 	bash deploy/install-system.sh
 
 test: setup system-deps
 	$(PY) -m pytest
+
+# Load test a running gateway (`make run` elsewhere): bounded, headless; CSV + HTML under
+# loadtests/results/, then the gateway's queue/compute/batch split beside Locust's percentiles.
+LOADTEST_HOST ?= http://$(HOST):$(PORT)
+LOADTEST_TAGS ?= v2json,v2binary,upload,text
+LOADTEST_STEPS ?= 1,4,16,32
+LOADTEST_STEP_SECONDS ?= 10
+
+loadtest: setup
+	$(PY) -m loadtests.locust_run --host $(LOADTEST_HOST) --tags $(LOADTEST_TAGS) \
+		--steps $(LOADTEST_STEPS) --step-seconds $(LOADTEST_STEP_SECONDS)
+
+# The side-by-side benchmark; rewrites docs/benchmarks.md, docs/benchmarks.json and the plots.
+bench: setup system-deps
+	$(PY) -m loadtests.bench $(BENCH_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,1 @@
+"""TorchServe integration: the manifest-driven handler, `.mar` archives and a TorchServe launcher."""

@@ -174,7 +174,7 @@ async def test_torchserve_errors_are_mapped(
 
 
 async def test_no_answer_in_time_is_a_deadline(fake: FakeTorchServe, manifest: Manifest) -> None:
-    fake.predict = answering(200, {}, delay_s=2.0)
+    fake.predict = answering(200, {}, delay_s=0.6)
     slow = TorchServeBackend(manifest, settings_for(fake.url, torchserve_timeout_s=0.2))
     await slow.load()
     try:
@@ -188,7 +188,7 @@ async def test_wrong_answers_are_backend_errors(
     fake: FakeTorchServe, backend: TorchServeBackend
 ) -> None:
     fake.predict = answering(200, [1, 2])
-    with pytest.raises(BackendError, match="not application/x-npz"):
+    with pytest.raises(BackendError, match="not application/x-safetensors"):
         await backend.infer(FEATURES)
 
     async def too_few_rows(_request: web.Request) -> web.Response:
