@@ -1,0 +1,102 @@
+"""Smoke test: `python -m loadtests.bench` in a tiny mode, then its outputs' shape."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loadtests.peers import installed_peers
+from tests.tiny_models import classifier, image_classifier
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_tiny_run_writes_results_docs_and_plots(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    classifier(store)
+    image_classifier(store)
+    # Our gateway always; peers only where their venv is already installed (no network here).
+    systems = ["raw", "gateway", *installed_peers()]
+    out, docs = tmp_path / "results", tmp_path / "docs"
+    command = [
+        sys.executable,
+        "-m",
+        "loadtests.bench",
+        "--model-store",
+        str(store),
+        "--models",
+        "tab,img",
+        "--systems",
+        ",".join(systems),
+        "--concurrency",
+        "2",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--raw-batches",
+        "1,4",
+        "--raw-seconds",
+        "0.2",
+        "--raw-rounds",
+        "1",
+        "--no-install",
+        "--out",
+        str(out),
+        "--docs",
+        str(docs),
+    ]
+    done = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=240, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    results = json.loads((out / "latest.json").read_text())
+    assert {"machine", "config", "raw", "servers", "points", "failures", "skipped"} <= set(results)
+    assert results["machine"]["cpu"] and results["machine"]["versions"]["gateway"]
+    assert set(results["raw"]) == {"tab", "img"}
+    for raw in results["raw"].values():
+        assert [(p["batch"], p["spinning"]) for p in raw["batches"]] == [
+            (1, True),
+            (4, True),
+            (1, False),
+            (4, False),
+        ]
+        assert raw["limit_items_per_s"] > 0 and raw["batch1_p50_ms"] > 0
+    measured = {(p["system"], p["model"]) for p in results["points"]}
+    for system in ("gateway-v2-json", "gateway-v2-binary", "gateway-predictions"):
+        assert {(system, "tab"), (system, "img")} <= measured
+    for point in results["points"]:
+        assert point["concurrency"] == 2
+        assert point["requests"] > 0 and point["errors"] == 0, point
+        assert set(point["latency_ms"]) >= {"p50", "p99", "mean"}
+    assert results["servers"]["gateway"]["cold_start_s"] > 0
+    assert results["servers"]["gateway"]["rss_loaded_mb"] > 0
+    # Every installed peer either produced points or says why not.
+    for peer in installed_peers():
+        produced = any(p["system"].startswith(peer) for p in results["points"])
+        explained = any(s["server"] == peer for s in results["skipped"])
+        assert produced or explained, peer
+
+    copy = json.loads((docs / "benchmarks.json").read_text())
+    assert copy["points"] == results["points"] and "goals" in copy
+    page = (docs / "benchmarks.md").read_text()
+    for heading in (
+        "# Benchmarks",
+        "## Machine",
+        "## Goals",
+        "### tab",
+        "### img",
+        "## Cold start and memory",
+        "## GPU",
+    ):
+        assert heading in page
+    for image in ("bench_throughput.png", "bench_latency.png"):
+        assert (docs / "images" / image).read_bytes().startswith(PNG)
+        assert f"images/{image}" in page

@@ -1,0 +1,166 @@
+"""The harness's pure parts: payloads, wrk output, /metrics arithmetic, goals, the load shape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from loadtests import payloads, report, server_metrics, wrk
+from loadtests.catalog import load_model
+from loadtests.shape import Steps
+from service.codecs import v2
+from tests.tiny_models import full_store
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return full_store(tmp_path_factory.mktemp("store"))
+
+
+@pytest.mark.parametrize("name", ["tab", "img", "txt"])
+def test_bodies_decode_with_the_gateway_codec(store: Path, name: str) -> None:
+    model = load_model(store, name)
+    from_json = v2.decode_request(model.v2_json, None)
+    body, length = model.v2_binary
+    from_binary = v2.decode_request(body, str(length))
+    for decoded in (from_json, from_binary):
+        assert [t.name for t in decoded.inputs] == [s.name for s in model.manifest.inputs]
+        for tensor in decoded.inputs:
+            np.testing.assert_array_equal(tensor.data, model.feed[tensor.name])
+    assert from_binary.outputs is not None and all(o.binary for o in from_binary.outputs)
+
+
+def test_uploads_are_real_png_and_jpeg_digits() -> None:
+    import io
+
+    from PIL import Image
+
+    files = payloads.upload_files(4)
+    assert [kind for kind, _ in files] == ["image/png", "image/jpeg"] * 2
+    for _, data in files:
+        with Image.open(io.BytesIO(data)) as image:
+            assert image.size == (28, 28) and image.mode == "L"
+
+
+def test_sentences_vary_in_length() -> None:
+    texts = payloads.sentences(50)
+    lengths = {len(text.split()) for text in texts}
+    assert min(lengths) >= 3 and max(lengths) <= 80 and len(lengths) > 10
+    assert payloads.sentences(50) == texts
+
+
+def test_wrk_result_line_is_parsed() -> None:
+    line = (
+        'WRK_RESULT {"requests":100,"duration_us":2000000,"bytes":5,"errors":{"connect":0,'
+        '"read":0,"write":0,"status":4,"timeout":0},"latency_us":{"mean":1500.0,"stdev":1.0,'
+        '"min":1,"max":9000,"p50":1200,"p90":2000,"p95":2500,"p99":4000,"p99.9":8000}}'
+    )
+    result = wrk.parse("Running 2s test\n" + line + "\n")
+    assert result.errors == 4 and result.throughput == 48.0
+    assert result.latency_ms["p50"] == 1.2 and result.latency_ms["p99.9"] == 8.0
+    with pytest.raises(wrk.WrkError):
+        wrk.parse("nothing")
+
+
+def _histogram(name: str, labels: str, buckets: dict[str, int], total: float) -> str:
+    lines = [f"# TYPE {name} histogram"]
+    for le, count in buckets.items():
+        lines.append(f'{name}_bucket{{{labels},le="{le}"}} {count}')
+    lines.append(f"{name}_sum{{{labels}}} {total}")
+    lines.append(f"{name}_count{{{labels}}} {buckets['+Inf']}")
+    return "\n".join(lines)
+
+
+def test_server_split_is_the_difference_of_two_scrapes() -> None:
+    labels = 'model="iris",version="1"'
+    before = server_metrics.parse(
+        "\n".join(
+            [
+                _histogram(
+                    "gateway_request_duration_seconds",
+                    labels + ',protocol="v2"',
+                    {"0.001": 10, "0.01": 10, "+Inf": 10},
+                    0.005,
+                ),
+                _histogram("gateway_batch_size", labels, {"1.0": 10, "4.0": 10, "+Inf": 10}, 10),
+            ]
+        )
+        + "\n"
+    )
+    after = server_metrics.parse(
+        "\n".join(
+            [
+                _histogram(
+                    "gateway_request_duration_seconds",
+                    labels + ',protocol="v2"',
+                    {"0.001": 10, "0.01": 110, "+Inf": 110},
+                    0.505,
+                ),
+                _histogram(
+                    "gateway_queue_duration_seconds", labels, {"0.001": 100, "+Inf": 100}, 0.02
+                ),
+                _histogram(
+                    "gateway_compute_duration_seconds", labels, {"0.01": 25, "+Inf": 25}, 0.1
+                ),
+                _histogram("gateway_batch_size", labels, {"1.0": 10, "4.0": 35, "+Inf": 35}, 110),
+            ]
+        )
+        + "\n"
+    )
+    (row,) = server_metrics.split(before, after)
+    assert (row.model, row.version, row.requests, row.batches) == ("iris", "1", 100, 25)
+    assert row.request_mean_ms == pytest.approx(5.0)
+    assert row.request_p50_ms == pytest.approx(5.5)  # halfway through the (1, 10] ms bucket
+    assert row.queue_mean_ms == pytest.approx(0.2)
+    assert row.compute_mean_ms == pytest.approx(4.0)
+    assert row.mean_batch_size == pytest.approx(4.0)
+
+
+def _point(system: str, model: str, c: int, rps: float, p50: float) -> dict[str, Any]:
+    return {
+        "system": system,
+        "model": model,
+        "concurrency": c,
+        "throughput": rps,
+        "errors": 0,
+        "latency_ms": {"p50": p50, "p99": p50 * 2},
+    }
+
+
+def test_goals_are_stated_met_or_not() -> None:
+    results = {
+        "config": {"models": ["iris", "minilm"]},
+        "raw": {
+            "iris": {"limit_items_per_s": 1e6, "batch1_p50_ms": 0.01},
+            "minilm": {"limit_items_per_s": 100.0, "batch1_p50_ms": 5.0},
+        },
+        "points": [
+            _point("gateway-v2-json", "iris", 1, 900, 0.8),
+            _point("gateway-v2-json", "iris", 32, 3000, 9.0),
+            _point("pytriton-v2-json", "iris", 32, 1500, 20.0),
+            _point("gateway-v2-binary", "minilm", 1, 80, 7.0),
+            _point("gateway-v2-binary", "minilm", 32, 95, 300.0),
+        ],
+    }
+    rows = {(r["goal"][:20], r["model"], r["ours"]): r for r in report.evaluate(results)}
+    triton = rows[("Gateway ÷ PyTriton t", "iris", "gateway-v2-json")]
+    assert triton["value"] == 2.0 and triton["met"] is True
+    limit = rows[("Gateway best through", "minilm", "gateway-v2-binary")]
+    assert limit["value"] == pytest.approx(0.95) and limit["met"] is True
+    overhead = rows[("c=1 p50 overhead: ga", "minilm", "gateway-v2-binary")]
+    assert overhead["value"] == pytest.approx(2.0) and overhead["met"] is False
+    assert rows[("c=1 p50 overhead: ga", "iris", "gateway-v2-json")]["met"] is True
+
+
+def test_steps_ramp_per_scenario_then_stop() -> None:
+    steps = Steps.parse("1,4", 10, 2)
+    assert steps.total_s == 20
+    assert steps.at(0.0, scenarios=4) == (4, 4.0)
+    assert steps.at(12.0, scenarios=4) == (16, 6.0)
+    assert steps.at(12.0) == (4, 1.5)
+    assert steps.at(20.0) is None
+    with pytest.raises(ValueError, match="user counts"):
+        Steps.parse("", 10, 2)

@@ -1,0 +1,20 @@
+"""The opt-in AOTInductor package, built for one small model (compiling takes about a minute)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.training.conftest import read_manifest, train, version_dir
+from training.parity import TOLERANCE
+
+
+@pytest.mark.slow
+def test_iris_with_pt2(model_store: Path) -> None:
+    assert train("iris", "--model-store", model_store, "--epochs", "1", "--pt2") == 0
+    manifest = read_manifest(model_store, "iris")
+    assert manifest.artifacts.pt2 == "model.pt2"
+    assert (version_dir(model_store, "iris") / "model.pt2").is_file()
+    assert set(manifest.parity) == {"torchscript", "onnx", "pt2"}
+    assert manifest.parity["pt2"] <= TOLERANCE
