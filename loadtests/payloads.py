@@ -21,12 +21,60 @@ Feed = dict[str, np.ndarray]
 ImageFormat = Literal["PNG", "JPEG"]
 SEED = 20
 
-_VOCABULARY = (
-    "the a model server batch request queue latency answer quickly under heavy load while "
-    "every client waits for its reply and the gateway keeps small tensors moving between "
-    "threads cores caches and sockets so that throughput grows with concurrency until the "
-    "processor is saturated by matrix products attention layers and tokenizer work"
-).split()
+_VOCABULARY = [
+    "the",
+    "a",
+    "model",
+    "server",
+    "batch",
+    "request",
+    "queue",
+    "latency",
+    "answer",
+    "quickly",
+    "under",
+    "heavy",
+    "load",
+    "while",
+    "every",
+    "client",
+    "waits",
+    "for",
+    "its",
+    "reply",
+    "and",
+    "the",
+    "gateway",
+    "keeps",
+    "small",
+    "tensors",
+    "moving",
+    "between",
+    "threads",
+    "cores",
+    "caches",
+    "and",
+    "sockets",
+    "so",
+    "that",
+    "throughput",
+    "grows",
+    "with",
+    "concurrency",
+    "until",
+    "the",
+    "processor",
+    "is",
+    "saturated",
+    "by",
+    "matrix",
+    "products",
+    "attention",
+    "layers",
+    "and",
+    "tokenizer",
+    "work",
+]
 
 BENCH_SENTENCE = (
     "A steady stream of short questions reaches the server, and each one needs an embedding "
@@ -101,8 +149,13 @@ def _token_tensors(manifest: Manifest, version_dir: Path, rows: int, text: str) 
     return {"input_ids": ids, "attention_mask": mask}
 
 
-def sample_feed(manifest: Manifest, version_dir: Path, rows: int = 1, seed: int = SEED,
-                text: str = BENCH_SENTENCE) -> Feed:
+def sample_feed(
+    manifest: Manifest,
+    version_dir: Path,
+    rows: int = 1,
+    seed: int = SEED,
+    text: str = BENCH_SENTENCE,
+) -> Feed:
     """Graph inputs for `rows` realistic rows: what every benchmarked system receives."""
     if isinstance(manifest.preprocessing, TextPreprocessing):
         tokens = _token_tensors(manifest, version_dir, rows, text)
@@ -125,8 +178,9 @@ def tensor_feed(specs: Sequence[TensorSpec], rows: int = 1, seed: int = SEED) ->
     for spec in specs:
         shape = [rows, *(8 if dim == -1 else dim for dim in spec.shape[1:])]
         if spec.datatype == "UINT8" and len(shape) == 4:
-            feed[spec.name] = _image_tensor(TensorSpec(name=spec.name, datatype="UINT8",
-                                                       shape=shape), rows, seed)
+            feed[spec.name] = _image_tensor(
+                TensorSpec(name=spec.name, datatype="UINT8", shape=shape), rows, seed
+            )
         elif spec.datatype == "BYTES":
             feed[spec.name] = np.array([s.encode() for s in sentences(rows, seed)], dtype=object)
         else:
@@ -149,8 +203,12 @@ def _json_data(array: np.ndarray) -> list[Any]:
 def v2_json(feed: Feed) -> bytes:
     """An Open Inference Protocol V2 JSON request."""
     inputs = [
-        {"name": name, "shape": list(array.shape), "datatype": v2_datatype(array),
-         "data": _json_data(array)}
+        {
+            "name": name,
+            "shape": list(array.shape),
+            "datatype": v2_datatype(array),
+            "data": _json_data(array),
+        }
         for name, array in feed.items()
     ]
     return orjson.dumps({"inputs": inputs})
@@ -166,18 +224,27 @@ def v2_binary(feed: Feed, outputs: Sequence[str]) -> tuple[bytes, int]:
             blob = encode_bytes_elements([bytes(item) for item in array.reshape(-1)])
         else:
             blob = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
-        inputs.append({"name": name, "shape": list(array.shape), "datatype": datatype,
-                       "parameters": {"binary_data_size": len(blob)}})
+        inputs.append(
+            {
+                "name": name,
+                "shape": list(array.shape),
+                "datatype": datatype,
+                "parameters": {"binary_data_size": len(blob)},
+            }
+        )
         blobs.append(blob)
-    header = orjson.dumps({
-        "inputs": inputs,
-        "outputs": [{"name": name, "parameters": {"binary_data": True}} for name in outputs],
-    })
+    header = orjson.dumps(
+        {
+            "inputs": inputs,
+            "outputs": [{"name": name, "parameters": {"binary_data": True}} for name in outputs],
+        }
+    )
     return header + b"".join(blobs), len(header)
 
 
-def native_payload(manifest: Manifest, version_dir: Path, seed: int = SEED,
-                   text: str = BENCH_SENTENCE) -> tuple[bytes, str]:
+def native_payload(
+    manifest: Manifest, version_dir: Path, seed: int = SEED, text: str = BENCH_SENTENCE
+) -> tuple[bytes, str]:
     """What a TorchServe user posts to `/predictions/{model}`: (body, content type).
 
     An image file for image models, the text for text models, JSON features for tabular ones.

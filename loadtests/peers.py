@@ -15,6 +15,7 @@ from pathlib import Path
 
 PEERS_DIR = Path(__file__).resolve().parent / ".peers"
 ORT = "onnxruntime==1.31.1"
+ORT_GPU = "onnxruntime-gpu==1.31.1"
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,33 @@ class PeerUnavailable(RuntimeError):
     """The peer's environment could not be created; the message says why."""
 
 
-def _stamp(spec: PeerSpec) -> str:
-    return hashlib.sha256("\n".join(spec.requirements).encode()).hexdigest()[:16]
+def requirements(spec: PeerSpec, device: str = "cpu") -> tuple[str, ...]:
+    """The spec's pins; on CUDA, ONNX Runtime's GPU build instead of the CPU one."""
+    if device != "cuda":
+        return spec.requirements
+    return tuple(ORT_GPU if item == ORT else item for item in spec.requirements)
+
+
+def venv_name(name: str, device: str = "cpu") -> str:
+    return name if device != "cuda" else f"{name}-cuda"
+
+
+def _stamp(spec: PeerSpec, device: str) -> str:
+    return hashlib.sha256("\n".join(requirements(spec, device)).encode()).hexdigest()[:16]
 
 
 def venv_python(name: str, root: Path = PEERS_DIR) -> Path:
     return root / name / "bin" / "python"
+
+
+def is_installed(name: str, root: Path = PEERS_DIR, device: str = "cpu") -> bool:
+    folder = venv_name(name, device)
+    stamp_file = root / folder / ".installed"
+    return (
+        venv_python(folder, root).exists()
+        and stamp_file.exists()
+        and stamp_file.read_text() == _stamp(PEERS[name], device)
+    )
 
 
 def python_lib_dir() -> str:
@@ -50,23 +72,37 @@ def python_lib_dir() -> str:
     return str(sysconfig.get_config_var("LIBDIR") or Path(sys.base_prefix) / "lib")
 
 
-def ensure_peer(name: str, root: Path = PEERS_DIR, *, install: bool = True,
-                log: Path | None = None) -> Path:
+def ensure_peer(
+    name: str,
+    root: Path = PEERS_DIR,
+    *,
+    install: bool = True,
+    device: str = "cpu",
+    log: Path | None = None,
+) -> Path:
     """Return the peer venv's python, creating and installing it first if needed."""
     spec = PEERS[name]
-    python = venv_python(name, root)
-    stamp_file = root / name / ".installed"
-    if python.exists() and stamp_file.exists() and stamp_file.read_text() == _stamp(spec):
+    folder = venv_name(name, device)
+    python = venv_python(folder, root)
+    if is_installed(name, root, device):
         return python
     if not install:
-        raise PeerUnavailable(f"{name}: not installed under {root / name} (run without --no-install)")
+        raise PeerUnavailable(
+            f"{name}: not installed under {root / folder} (run without --no-install to create it)"
+        )
     root.mkdir(parents=True, exist_ok=True)
     sink = log.open("ab") if log is not None else subprocess.DEVNULL
     try:
         steps = [
-            [sys._base_executable, "-m", "venv", "--clear", str(root / name)],
+            [
+                getattr(sys, "_base_executable", sys.executable),
+                "-m",
+                "venv",
+                "--clear",
+                str(root / folder),
+            ],
             [str(python), "-m", "pip", "install", "--quiet", "--upgrade", "pip"],
-            [str(python), "-m", "pip", "install", "--quiet", *spec.requirements],
+            [str(python), "-m", "pip", "install", "--quiet", *requirements(spec, device)],
             [str(python), "-c", f"import {spec.probe}"],
         ]
         for step in steps:
@@ -79,16 +115,10 @@ def ensure_peer(name: str, root: Path = PEERS_DIR, *, install: bool = True,
     finally:
         if log is not None and not isinstance(sink, int):
             sink.close()
-    stamp_file.write_text(_stamp(spec))
+    (root / folder / ".installed").write_text(_stamp(spec, device))
     return python
 
 
-def installed_peers(root: Path = PEERS_DIR) -> list[str]:
+def installed_peers(root: Path = PEERS_DIR, device: str = "cpu") -> list[str]:
     """Peers whose venv is already installed (no network)."""
-    found = []
-    for name, spec in PEERS.items():
-        stamp_file = root / name / ".installed"
-        if venv_python(name, root).exists() and stamp_file.exists() \
-                and stamp_file.read_text() == _stamp(spec):
-            found.append(name)
-    return found
+    return [name for name in PEERS if is_installed(name, root, device)]

@@ -22,14 +22,21 @@ def free_port() -> int:
         return port
 
 
-def spawn(command: Sequence[str], log: Path, env: Mapping[str, str] | None = None,
-          cwd: Path | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    command: Sequence[str], log: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
     """Start a server in a new process group, its output appended to `log`."""
     log.parent.mkdir(parents=True, exist_ok=True)
     environment = {**os.environ, **(env or {})}
     with log.open("ab") as sink:
-        return subprocess.Popen(list(command), stdout=sink, stderr=subprocess.STDOUT,
-                                env=environment, cwd=cwd, start_new_session=True)
+        return subprocess.Popen(
+            list(command),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=environment,
+            cwd=cwd,
+            start_new_session=True,
+        )
 
 
 def http_status(url: str, timeout_s: float = 2.0, headers: Mapping[str, str] | None = None) -> int:
@@ -44,8 +51,12 @@ def http_status(url: str, timeout_s: float = 2.0, headers: Mapping[str, str] | N
         return 0
 
 
-def wait_ready(urls: Iterable[str], process: subprocess.Popen[bytes] | None, timeout_s: float,
-               headers: Mapping[str, str] | None = None) -> float:
+def wait_ready(
+    urls: Iterable[str],
+    process: subprocess.Popen[bytes] | None,
+    timeout_s: float,
+    headers: Mapping[str, str] | None = None,
+) -> float:
     """Poll until every URL answers 200; return the seconds since the call."""
     started = time.monotonic()
     pending = list(urls)

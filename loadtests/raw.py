@@ -1,4 +1,9 @@
-"""The physical limit: ONNX Runtime called in-process, no server, at growing batch sizes."""
+"""The physical limit: ONNX Runtime called in-process, no server, at growing batch sizes.
+
+Each batch size is measured with intra-op spinning on (ONNX Runtime's default) and off (what the
+gateway uses); the limit is the best of all, so it is an upper bound whichever setting wins on
+this machine.
+"""
 
 from __future__ import annotations
 
@@ -27,26 +32,31 @@ class RawPoint:
     items_per_s: float
     p50_ms: float
     p99_ms: float
+    spinning: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def open_session(model_path: Path, device: str = "cpu") -> Any:
-    """An InferenceSession set up as the gateway sets up its own (threads, optimization)."""
+def open_session(model_path: Path, device: str = "cpu", spinning: bool = True) -> Any:
+    """An InferenceSession with ONNX Runtime's defaults (intra-op threads = cores, spinning on
+    unless told otherwise) and full graph optimization: the plain setup the peers use too."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 0
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     available = ort.get_available_providers()
     chosen = [p for p in providers_for(device) if p in available] or CPU
     return ort.InferenceSession(str(model_path), sess_options=options, providers=chosen)
 
 
-def measure_batch(session: Any, feed: dict[str, np.ndarray], seconds: float,
-                  outputs: list[str]) -> RawPoint:
+def measure_batch(
+    session: Any, feed: dict[str, np.ndarray], seconds: float, outputs: list[str], spinning: bool
+) -> RawPoint:
     rows = next(iter(feed.values())).shape[0]
     for _ in range(3):
         session.run(outputs, feed)
@@ -68,18 +78,36 @@ def measure_batch(session: Any, feed: dict[str, np.ndarray], seconds: float,
         items_per_s=rows * len(durations) / elapsed,
         p50_ms=float(np.percentile(millis, 50)),
         p99_ms=float(np.percentile(millis, 99)),
+        spinning=spinning,
     )
 
 
-def measure(version_dir: Path, batches: list[int], seconds_per_batch: float,
-            device: str = "cpu") -> list[RawPoint]:
-    """Items/s and per-call latency for each batch size, one session, the same inputs as servers."""
+def measure(
+    version_dir: Path, batches: list[int], seconds_per_batch: float, device: str = "cpu"
+) -> list[RawPoint]:
+    """Items/s and per-call latency per batch size and spinning setting, the servers' inputs."""
     manifest = Manifest.read(version_dir)
     assert manifest.artifacts.onnx is not None, f"{manifest.name} has no ONNX file"
-    session = open_session(version_dir / manifest.artifacts.onnx, device)
     outputs = [spec.name for spec in manifest.outputs]
-    return [
-        measure_batch(session, sample_feed(manifest, version_dir, batch), seconds_per_batch,
-                      outputs)
-        for batch in batches
-    ]
+    feeds = {batch: sample_feed(manifest, version_dir, batch) for batch in batches}
+    points = []
+    for spinning in (True, False):
+        session = open_session(version_dir / manifest.artifacts.onnx, device, spinning)
+        for batch in batches:
+            points.append(
+                measure_batch(session, feeds[batch], seconds_per_batch, outputs, spinning)
+            )
+        del session
+    return points
+
+
+def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """The limit (best items/s of any point) and the fastest batch-1 p50, from JSON points."""
+    best = max(points, key=lambda p: p["items_per_s"])
+    batch1 = [p["p50_ms"] for p in points if p["batch"] == 1]
+    return {
+        "limit_items_per_s": round(best["items_per_s"], 2),
+        "limit_batch": best["batch"],
+        "limit_spinning": best["spinning"],
+        "batch1_p50_ms": round(min(batch1), 4) if batch1 else None,
+    }

@@ -38,8 +38,9 @@ class SoakReport:
     throughput_rps: float
 
 
-async def _drive(url: str, body: bytes, concurrency: int, duration_s: float, pid: int,
-                 warmup_s: float) -> tuple[Counter[int], list[float], int]:
+async def _drive(
+    url: str, body: bytes, concurrency: int, duration_s: float, pid: int, warmup_s: float
+) -> tuple[Counter[int], list[float], int]:
     statuses: Counter[int] = Counter()
     samples: list[float] = []
     deadline = time.monotonic() + duration_s
@@ -63,27 +64,57 @@ async def _drive(url: str, body: bytes, concurrency: int, duration_s: float, pid
     return statuses, samples, sum(statuses.values())
 
 
-def soak(store: Path, model: str, duration_s: float, concurrency: int, log_dir: Path,
-         warmup_s: float = 3.0) -> SoakReport:
+def soak(
+    store: Path,
+    model: str,
+    duration_s: float,
+    concurrency: int,
+    log_dir: Path,
+    warmup_s: float = 3.0,
+) -> SoakReport:
     bench = load_model(store, model)
     port = free_port()
-    process = spawn([sys.executable, "-m", "service", "--model-store", str(store),
-                     "--models", model, "--port", str(port)],
-                    log_dir / f"soak-{port}.log", env={"GATEWAY_LOG_LEVEL": "warning"})
+    process = spawn(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "--model-store",
+            str(store),
+            "--models",
+            model,
+            "--port",
+            str(port),
+        ],
+        log_dir / f"soak-{port}.log",
+        env={"GATEWAY_LOG_LEVEL": "warning"},
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_ready([f"{url}/v2/health/ready"], process, timeout_s=120)
         started = time.monotonic()
-        statuses, samples, count = asyncio.run(_drive(
-            f"{url}/v2/models/{model}/infer", bench.v2_json, concurrency, duration_s,
-            process.pid, warmup_s))
+        statuses, samples, count = asyncio.run(
+            _drive(
+                f"{url}/v2/models/{model}/infer",
+                bench.v2_json,
+                concurrency,
+                duration_s,
+                process.pid,
+                warmup_s,
+            )
+        )
         elapsed = time.monotonic() - started
     finally:
         stop(process)
     first, last = samples[0], samples[-1]
     return SoakReport(
-        model=model, duration_s=round(elapsed, 1), concurrency=concurrency, requests=count,
-        statuses=dict(statuses), rss_start_mb=round(first, 1), rss_end_mb=round(last, 1),
+        model=model,
+        duration_s=round(elapsed, 1),
+        concurrency=concurrency,
+        requests=count,
+        statuses=dict(statuses),
+        rss_start_mb=round(first, 1),
+        rss_end_mb=round(last, 1),
         rss_peak_mb=round(max(samples), 1),
         rss_growth_pct=round((last - first) / first * 100, 2),
         throughput_rps=round(count / elapsed, 1),

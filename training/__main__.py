@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from training.cli import main
@@ -9,6 +10,9 @@ from training.errors import TrainingError
 
 
 def entry() -> int:
+    # Idle OpenMP threads sleep instead of spinning. On a small, shared machine (2 cores, other
+    # processes busy) spinning threads slowed training several-fold; must precede importing torch.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         return main()
     except TrainingError as exc:

@@ -9,7 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from training.config import DEFAULT_STORE, IMAGE_DATASETS, MODEL_NAMES, RECIPES, RunOptions
+from training.config import (
+    DEFAULT_SPLIT_SEED,
+    DEFAULT_STORE,
+    IMAGE_DATASETS,
+    MODEL_NAMES,
+    RECIPES,
+    STORE_NAME,
+    RunOptions,
+)
 from training.errors import TrainingError
 
 DESCRIPTION = """\
@@ -85,38 +93,70 @@ def _image_size(text: str) -> int:
     return value
 
 
-def _common_options() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
+def _common_options() -> _OneLineParser:
+    parent = _OneLineParser(add_help=False)
     group = parent.add_argument_group("output")
-    group.add_argument("--model-store", type=Path, default=DEFAULT_STORE, metavar="DIR",
-                       help="model store directory (default: %(default)s)")
-    group.add_argument("--version", type=_positive_int, metavar="N",
-                       help="version to write (default: the next free one, starting at 1)")
-    group.add_argument("--missing", action="store_true",
-                       help="skip a model that already has a finished version")
-    group.add_argument("--pt2", action="store_true",
-                       help="also export model.pt2 with AOTInductor (about a minute per model)")
-    group.add_argument("--seed", type=_non_negative_int, default=0,
-                       help="seed for weights, shuffling and splits (default: %(default)s)")
+    group.add_argument(
+        "--model-store",
+        type=Path,
+        default=DEFAULT_STORE,
+        metavar="DIR",
+        help="model store directory (default: %(default)s)",
+    )
+    group.add_argument(
+        "--version",
+        type=_positive_int,
+        metavar="N",
+        help="version to write (default: the next free one, starting at 1)",
+    )
+    group.add_argument(
+        "--missing", action="store_true", help="skip a model that already has a finished version"
+    )
+    group.add_argument(
+        "--pt2",
+        action="store_true",
+        help="also export model.pt2 with AOTInductor (about a minute per model)",
+    )
+    group.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        default=0,
+        help="seed for weights and shuffling (default: %(default)s)",
+    )
+    group.add_argument(
+        "--split-seed",
+        type=_non_negative_int,
+        default=DEFAULT_SPLIT_SEED,
+        metavar="N",
+        help="seed of the held-out split, kept apart from --seed so "
+        "that the test set stays put (default: %(default)s)",
+    )
     return parent
 
 
-def _training_options() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
+def _training_options() -> _OneLineParser:
+    parent = _OneLineParser(add_help=False)
     group = parent.add_argument_group("training (defaults: the model's recipe)")
     group.add_argument("--epochs", type=_positive_int, help="training epochs")
     group.add_argument("--batch-size", type=_positive_int, metavar="N", help="training batch size")
-    group.add_argument("--lr", type=_positive_float, help="peak learning rate (AdamW, cosine decay)")
-    group.add_argument("--max-samples", type=_positive_int, metavar="N",
-                       help="use at most N training and N held-out samples (quick runs)")
+    group.add_argument(
+        "--lr", type=_positive_float, help="peak learning rate (AdamW, cosine decay)"
+    )
+    group.add_argument(
+        "--max-samples",
+        type=_positive_int,
+        metavar="N",
+        help="use at most N training and N held-out samples (quick runs)",
+    )
     return parent
 
 
 def _recipe_line(model: str) -> str:
     recipe = RECIPES[model]
     size = f", image size {recipe.image_size}" if recipe.image_size else ""
-    return (f"defaults: {recipe.epochs} epochs, batch size {recipe.batch_size}, "
-            f"lr {recipe.lr:g}{size}")
+    return (
+        f"defaults: {recipe.epochs} epochs, batch size {recipe.batch_size}, lr {recipe.lr:g}{size}"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,46 +173,83 @@ def build_parser() -> argparse.ArgumentParser:
         ("iris", "tabular classification (MLP)"),
         ("diabetes", "tabular regression (MLP)"),
     ):
-        sub = models.add_parser(model, parents=[common, training], help=help_text,
-                                description=f"{help_text}; {_recipe_line(model)}")
+        sub = models.add_parser(
+            model,
+            parents=[common, training],
+            help=help_text,
+            description=f"{help_text}; {_recipe_line(model)}",
+        )
         data = sub.add_argument_group("data")
-        data.add_argument("--data", type=Path, metavar="FILE.csv",
-                          help="CSV with a header row instead of the built-in dataset")
-        data.add_argument("--target", metavar="COLUMN",
-                          help="target column of --data (default: the last column)")
+        data.add_argument(
+            "--data",
+            type=Path,
+            metavar="FILE.csv",
+            help="CSV with a header row instead of the built-in dataset",
+        )
+        data.add_argument(
+            "--target", metavar="COLUMN", help="target column of --data (default: the last column)"
+        )
         data.add_argument("--name", help="name in the model store (default: derived)")
 
     for model, help_text in (
         ("digits", "image classification with a TinyVGG CNN"),
         ("resnet18", "image classification with torchvision resnet18"),
     ):
-        sub = models.add_parser(model, parents=[common, training], help=help_text,
-                                description=f"{help_text}; {_recipe_line(model)}")
+        sub = models.add_parser(
+            model,
+            parents=[common, training],
+            help=help_text,
+            description=f"{help_text}; {_recipe_line(model)}",
+        )
         data = sub.add_argument_group("data")
-        data.add_argument("--dataset", choices=IMAGE_DATASETS,
-                          help="digits (built in, default), fashionmnist or cifar10 (torchvision "
-                          "layout under --data), imagefolder (class folders under --data)")
+        data.add_argument(
+            "--dataset",
+            choices=IMAGE_DATASETS,
+            help="digits (built in, default), fashionmnist or cifar10 (torchvision "
+            "layout under --data), imagefolder (class folders under --data)",
+        )
         data.add_argument("--data", type=Path, metavar="ROOT", help="dataset directory")
-        data.add_argument("--download", action="store_true",
-                          help="let torchvision download FashionMNIST/CIFAR-10 into --data")
-        data.add_argument("--image-size", type=_image_size, metavar="PX",
-                          help="square input size (default: %d)" % (RECIPES[model].image_size or 0))
+        data.add_argument(
+            "--download",
+            action="store_true",
+            help="let torchvision download FashionMNIST/CIFAR-10 into --data",
+        )
+        data.add_argument(
+            "--image-size",
+            type=_image_size,
+            metavar="PX",
+            help=f"square input size (default: {RECIPES[model].image_size})",
+        )
         data.add_argument("--name", help="name in the model store (default: derived)")
         if model == "resnet18":
             transfer = sub.add_argument_group("transfer learning")
-            transfer.add_argument("--weights", type=Path, metavar="PATH",
-                                  help="local resnet18 ImageNet state dict (.pth); "
-                                  "without it, trains from scratch")
-            transfer.add_argument("--freeze", action="store_true",
-                                  help="train only the new final layer (default: fine-tune all)")
+            transfer.add_argument(
+                "--weights",
+                type=Path,
+                metavar="PATH",
+                help="local resnet18 ImageNet state dict (.pth); without it, trains from scratch",
+            )
+            transfer.add_argument(
+                "--freeze",
+                action="store_true",
+                help="train only the new final layer (default: fine-tune all)",
+            )
 
-    minilm = models.add_parser("minilm", parents=[common], help="text embedding (export only)",
-                               description="export pretrained all-MiniLM-L6-v2 (384-d, mean "
-                               "pooling, L2-normalized) with its tokenizer; no training")
+    minilm = models.add_parser(
+        "minilm",
+        parents=[common],
+        help="text embedding (export only)",
+        description="export pretrained all-MiniLM-L6-v2 (384-d, mean "
+        "pooling, L2-normalized) with its tokenizer; no training",
+    )
     minilm.add_argument("--name", help="name in the model store (default: minilm)")
 
-    models.add_parser("all", parents=[common, training], help="every model with its defaults",
-                      description="train and export " + ", ".join(MODEL_NAMES) + " in turn")
+    models.add_parser(
+        "all",
+        parents=[common, training],
+        help="every model with its defaults",
+        description="train and export " + ", ".join(MODEL_NAMES) + " in turn",
+    )
     return parser
 
 
@@ -193,6 +270,9 @@ def options_from_args(args: argparse.Namespace) -> list[RunOptions]:
     download = bool(values.get("download"))
     if data is not None and not data.exists() and not download:
         raise TrainingError(f"dataset path does not exist: {data}")
+    name: str | None = values.get("name")
+    if name is not None and not STORE_NAME.match(name):
+        raise TrainingError(f"--name {name!r}: use lower-case letters, digits, '_' and '-'")
     weights: Path | None = values.get("weights")
     if weights is not None and not weights.is_file():
         raise TrainingError(f"weights file not found: {weights}")
@@ -219,16 +299,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     outcomes = []
     for options in runs:
-        print(f"== {options.store_name} ({options.model})", flush=True)
+        label = options.store_name
+        print(f"== {label}" + ("" if label == options.model else f" ({options.model})"), flush=True)
         outcome = run(options)
         if outcome is None:
             continue
         outcomes.append(outcome)
         metrics = " ".join(f"{k}={v:.4g}" for k, v in outcome.metrics.items())
         parity = " ".join(f"{k}={v:.3g}" for k, v in outcome.parity.items())
-        print(f"{outcome.name} v{outcome.version}: {metrics} | parity {parity} | "
-              f"{outcome.seconds:.1f}s -> {outcome.path}", flush=True)
+        print(
+            f"{outcome.name} v{outcome.version}: {metrics} | parity {parity} | "
+            f"{outcome.seconds:.1f}s -> {outcome.path}",
+            flush=True,
+        )
     if len(runs) > 1:
-        print(f"done: {len(outcomes)} exported, {len(runs) - len(outcomes)} skipped, "
-              f"{time.perf_counter() - started:.1f}s total", file=sys.stdout, flush=True)
+        print(
+            f"done: {len(outcomes)} exported, {len(runs) - len(outcomes)} skipped, "
+            f"{time.perf_counter() - started:.1f}s total",
+            file=sys.stdout,
+            flush=True,
+        )
     return 0

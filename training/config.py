@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
 
 MODEL_NAMES = ("iris", "diabetes", "digits", "resnet18", "minilm")
 IMAGE_DATASETS = ("digits", "fashionmnist", "cifar10", "imagefolder")
 DEFAULT_STORE = Path("model_store")
-
-ModelName = Literal["iris", "diabetes", "digits", "resnet18", "minilm"]
+DEFAULT_SPLIT_SEED = 42
+"""Seed of the held-out split: fixed, so changing --seed changes training, not the test set."""
 
 
 @dataclass(frozen=True)
@@ -29,12 +28,12 @@ class Recipe:
 
 RECIPES: dict[str, Recipe] = {
     "iris": Recipe(epochs=100, batch_size=16, lr=1e-2, weight_decay=1e-4, max_batch_size=64),
-    "diabetes": Recipe(epochs=60, batch_size=32, lr=1e-3, weight_decay=1e-2, max_batch_size=64),
+    "diabetes": Recipe(epochs=40, batch_size=32, lr=3e-4, weight_decay=1e-2, max_batch_size=64),
     "digits": Recipe(
-        epochs=12, batch_size=64, lr=2e-3, weight_decay=1e-4, max_batch_size=64, image_size=28
+        epochs=15, batch_size=64, lr=3e-3, weight_decay=1e-4, max_batch_size=64, image_size=28
     ),
     "resnet18": Recipe(
-        epochs=8, batch_size=64, lr=2e-3, weight_decay=1e-4, max_batch_size=32, image_size=32
+        epochs=3, batch_size=64, lr=2e-3, weight_decay=1e-4, max_batch_size=32, image_size=32
     ),
     "minilm": Recipe(epochs=0, batch_size=32, lr=0.0, weight_decay=0.0, max_batch_size=32),
 }
@@ -53,6 +52,7 @@ class RunOptions:
     batch_size: int | None = None
     lr: float | None = None
     seed: int = 0
+    split_seed: int = DEFAULT_SPLIT_SEED
     pt2: bool = False
     max_samples: int | None = None
     image_size: int | None = None
@@ -111,6 +111,10 @@ class RunOptions:
     def for_model(self, model: str) -> RunOptions:
         """The same options for another model (used by `all`)."""
         return replace(self, model=model)
+
+
+STORE_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+"""What the manifest accepts as a model name."""
 
 
 def slug(text: str) -> str:

@@ -58,7 +58,7 @@ def _dynamic_shapes(signature: GraphSignature) -> dict[str, dict[int, torch.expo
 
 def export_torchscript(module: nn.Module, example: tuple[Tensor, ...], path: Path) -> None:
     with quiet_torchscript(), torch.no_grad():
-        traced = torch.jit.trace(module, example)
+        traced = torch.jit.trace(module, example)  # type: ignore[no-untyped-call]
         torch.jit.save(traced, str(path))
 
 
@@ -66,7 +66,12 @@ def export_onnx(
     module: nn.Module, example: tuple[Tensor, ...], signature: GraphSignature, path: Path
 ) -> None:
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # Inputs that share a dimension (text: batch, sequence) make the exporter note that
+            # it keeps one name per shared axis; that is what we want, so the note is noise.
+            warnings.filterwarnings(
+                "ignore", message=r".*axis name: .* will not be used", category=UserWarning
+            )
             torch.onnx.export(
                 module,
                 example,
@@ -98,11 +103,15 @@ def check_onnx_signature(path: Path, signature: GraphSignature) -> None:
         for value, spec in zip(actual, expected, strict=True):
             tensor_type = value.type.tensor_type
             if tensor_type.elem_type != _ONNX_TYPES[spec.datatype]:
-                raise TrainingError(f"ONNX {kind} {spec.name} has element type "
-                                    f"{tensor_type.elem_type}, expected {spec.datatype}")
+                raise TrainingError(
+                    f"ONNX {kind} {spec.name} has element type "
+                    f"{tensor_type.elem_type}, expected {spec.datatype}"
+                )
             dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim]
             if dims != spec.shape:
-                raise TrainingError(f"ONNX {kind} {spec.name} has shape {dims}, expected {spec.shape}")
+                raise TrainingError(
+                    f"ONNX {kind} {spec.name} has shape {dims}, expected {spec.shape}"
+                )
 
 
 def export_pt2(
@@ -127,8 +136,11 @@ def export_all(
     *,
     pt2: bool,
 ) -> Artifacts:
-    """Write every requested format into `out_dir`; return the manifest's artifact entry."""
-    module.eval()
+    """Write every requested format into `out_dir`; return the manifest's artifact entry.
+
+    The module is switched to inference (eval mode, no gradients) for good.
+    """
+    module.eval().requires_grad_(False)
     export_torchscript(module, example, out_dir / TORCHSCRIPT_FILE)
     export_onnx(module, example, signature, out_dir / ONNX_FILE)
     if pt2:

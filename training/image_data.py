@@ -5,7 +5,6 @@ Every resize goes through Pillow's bilinear filter, the same call the gateway ma
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +37,8 @@ class ImageDataset:
     size: int
     train: ImageSplit
     test: ImageSplit
+    split: str
+    """How the held-out split was made."""
 
 
 def resize_gray(pixels: NDArray[np.uint8], size: int) -> NDArray[np.uint8]:
@@ -53,13 +54,16 @@ def pil_to_chw(image: Image.Image, channels: int, size: int) -> NDArray[np.uint8
     image = image.convert("L" if channels == 1 else "RGB")
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BILINEAR)
-    pixels = np.asarray(image, dtype=np.uint8)
-    return pixels[None] if channels == 1 else np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    pixels: NDArray[np.uint8] = np.asarray(image, dtype=np.uint8)
+    if channels == 1:
+        return pixels[None]
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
 def digits_to_uint8(values: NDArray[np.floating]) -> NDArray[np.uint8]:
     """sklearn digits hold 0..16 (ink bright); scale to 0..255."""
-    return np.rint(np.clip(values, 0, 16) * (255.0 / 16.0)).astype(np.uint8)
+    scaled: NDArray[np.uint8] = np.rint(np.clip(values, 0, 16) * (255.0 / 16.0)).astype(np.uint8)
+    return scaled
 
 
 def convert_images(images: NDArray[np.uint8], channels: int, size: int) -> NDArray[np.uint8]:
@@ -76,7 +80,9 @@ def convert_images(images: NDArray[np.uint8], channels: int, size: int) -> NDArr
     for i in range(count):
         mode = "L" if native == 1 else "RGB"
         pixels = images[i, 0] if native == 1 else images[i].transpose(1, 2, 0)
-        out[i] = pil_to_chw(Image.fromarray(np.ascontiguousarray(pixels), mode=mode), channels, size)
+        out[i] = pil_to_chw(
+            Image.fromarray(np.ascontiguousarray(pixels), mode=mode), channels, size
+        )
     return out
 
 
@@ -103,28 +109,30 @@ def load_images(
     root: Path | None,
     channels: int | None,
     size: int,
-    seed: int,
+    split_seed: int,
     max_samples: int | None,
     download: bool = False,
 ) -> ImageDataset:
     """Load `dataset` at `size` x `size` with `channels` (None: the dataset's own)."""
     if dataset not in NATIVE_CHANNELS:
-        raise TrainingError(f"unknown image dataset {dataset!r} (choose from {list(NATIVE_CHANNELS)})")
+        raise TrainingError(
+            f"unknown image dataset {dataset!r} (choose from {list(NATIVE_CHANNELS)})"
+        )
     channels = channels or NATIVE_CHANNELS[dataset]
     if dataset != "digits":
         if root is None:
             raise TrainingError(f"--dataset {dataset} needs --data pointing at its directory")
         if not root.exists() and not download:
             raise TrainingError(f"dataset path does not exist: {root}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(split_seed)
     if dataset == "digits":
-        return _digits(channels, size, seed, max_samples)
+        return _digits(channels, size, split_seed, max_samples)
     assert root is not None
     if dataset == "fashionmnist":
         return _fashionmnist(root, channels, size, rng, max_samples, download)
     if dataset == "cifar10":
         return _cifar10(root, channels, size, rng, max_samples, download)
-    return _imagefolder(root, channels, size, seed, max_samples)
+    return _imagefolder(root, channels, size, split_seed, max_samples)
 
 
 def _cap(split: ImageSplit, count: int | None, rng: np.random.Generator | None) -> ImageSplit:
@@ -168,6 +176,7 @@ def _digits(channels: int, size: int, seed: int, max_samples: int | None) -> Ima
         size=size,
         train=_cap(train, max_samples, None),
         test=_cap(test, max_samples, None),
+        split=f"{int(TEST_FRACTION * 100)}% stratified, split seed {seed}",
     )
 
 
@@ -203,6 +212,7 @@ def _fashionmnist(
         size,
         splits[0],
         splits[1],
+        split="the official t10k test set",
     )
 
 
@@ -235,6 +245,7 @@ def _cifar10(
         size,
         splits[0],
         splits[1],
+        split="the official test_batch",
     )
 
 
@@ -278,21 +289,18 @@ def _imagefolder(
                 f"{classes} vs {test_classes}"
             )
         train, test = ImageSplit(x_train, y_train), ImageSplit(x_test, y_test)
-        how = "train/ and test/ folders"
+        how = "the test/ folder"
     else:
         images, labels, classes = _decode_folder(root, channels, size)
         train, test = _stratified(images, labels, seed)
-        how = f"{int(TEST_FRACTION * 100)}% stratified held-out split"
+        how = f"{int(TEST_FRACTION * 100)}% stratified, split seed {seed}"
     rng = np.random.default_rng(seed)
     return ImageDataset(
-        f"ImageFolder {root} ({how}; {size}x{size}, {channels} channel(s))",
-        _names(classes),
+        f"ImageFolder {root} ({size}x{size}, {channels} channel(s))",
+        [str(c) for c in classes],
         channels,
         size,
         _cap(train, max_samples, rng),
         _cap(test, max_samples, rng),
+        split=how,
     )
-
-
-def _names(classes: Sequence[str]) -> list[str]:
-    return [str(c) for c in classes]

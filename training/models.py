@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from training.errors import TrainingError
 def mlp(sizes: Sequence[int]) -> nn.Sequential:
     """Linear layers with ReLU between them: sizes = [in, hidden..., out]."""
     layers: list[nn.Module] = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(fan_in, fan_out))
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
@@ -61,32 +63,8 @@ class ResNet18Classifier(nn.Module):
             for name, parameter in self.backbone.named_parameters():
                 parameter.requires_grad = name.startswith("fc.")
 
-    def load_backbone(self, path: Path) -> int:
-        """Load ImageNet (or any resnet18) weights except the final layer; return tensors loaded."""
-        if not path.is_file():
-            raise TrainingError(f"weights file not found: {path}")
-        try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises many types for foreign or damaged files
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise TrainingError(f"cannot load weights {path}: {first_line}") from exc
-        if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
-            loaded = loaded["state_dict"]
-        if not isinstance(loaded, dict) or not all(isinstance(v, Tensor) for v in loaded.values()):
-            raise TrainingError(f"weights {path} are not a state dict of tensors")
-        state = {k.removeprefix("module."): v for k, v in loaded.items() if isinstance(k, str)}
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        own = self.backbone.state_dict()
-        missing = sorted(k for k in own if not k.startswith("fc.") and k not in state)
-        unexpected = sorted(k for k in state if k not in own)
-        wrong_shape = sorted(k for k in state if k in own and state[k].shape != own[k].shape)
-        if missing or unexpected or wrong_shape:
-            example = (missing or unexpected or wrong_shape)[0]
-            raise TrainingError(
-                f"weights {path} do not fit resnet18: {len(missing)} missing, "
-                f"{len(unexpected)} unexpected, {len(wrong_shape)} mis-shaped tensors "
-                f"(e.g. {example!r})"
-            )
+    def load_backbone(self, state: dict[str, Tensor]) -> int:
+        """Load checked backbone weights (see `read_resnet18_weights`); return the tensor count."""
         self.backbone.load_state_dict(state, strict=False)
         return len(state)
 
@@ -112,6 +90,9 @@ def _safe_std(std: Tensor) -> Tensor:
 class TabularClassifierGraph(nn.Module):
     """features [B, F] raw FP32 -> probabilities [B, K]; standardization is in the graph."""
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.net = net
@@ -130,6 +111,11 @@ class TabularClassifierGraph(nn.Module):
 
 class TabularRegressorGraph(nn.Module):
     """features [B, F] raw FP32 -> prediction [B, 1] in target units."""
+
+    mean: Tensor
+    std: Tensor
+    target_mean: Tensor
+    target_std: Tensor
 
     def __init__(
         self,
@@ -160,10 +146,15 @@ class TabularRegressorGraph(nn.Module):
 class ImageClassifierGraph(nn.Module):
     """images [B, C, H, W] UINT8 -> probabilities [B, K]: /255, normalize, net, softmax."""
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.net = net
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer(
+            "mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1)
+        )
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
 
     def normalize(self, images: Tensor) -> Tensor:
@@ -177,3 +168,37 @@ class ImageClassifierGraph(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return torch.softmax(self.logits(images), dim=1)
+
+
+def read_resnet18_weights(path: Path) -> dict[str, Tensor]:
+    """Read a resnet18 state dict (e.g. ImageNet) safely and check it fits; fc is left out."""
+    from torchvision.models import resnet18
+
+    if not path.is_file():
+        raise TrainingError(f"weights file not found: {path}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the error below says what is wrong
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for foreign or damaged files
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        reason = text.split(". ")[0]
+        raise TrainingError(f"cannot load weights {path}: {reason}") from exc
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict) or not all(isinstance(v, Tensor) for v in loaded.values()):
+        raise TrainingError(f"weights {path} are not a state dict of tensors")
+    renamed = {str(k).removeprefix("module."): v for k, v in loaded.items()}
+    state = {k: v for k, v in renamed.items() if not k.startswith("fc.")}
+    own = {k: v for k, v in resnet18(weights=None).state_dict().items() if not k.startswith("fc.")}
+    missing = sorted(k for k in own if k not in state)
+    unexpected = sorted(k for k in state if k not in own)
+    wrong_shape = sorted(k for k in state if k in own and state[k].shape != own[k].shape)
+    if missing or unexpected or wrong_shape:
+        example = (missing or unexpected or wrong_shape)[0]
+        raise TrainingError(
+            f"weights {path} do not fit resnet18: {len(missing)} missing, "
+            f"{len(unexpected)} unexpected, {len(wrong_shape)} mis-shaped tensors "
+            f"(e.g. {example!r})"
+        )
+    return state

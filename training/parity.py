@@ -30,7 +30,9 @@ def _runners(out_dir: Path, artifacts: Artifacts, input_names: list[str]) -> dic
     runners: dict[str, Runner] = {}
     if artifacts.torchscript:
         with quiet_torchscript():
-            scripted = torch.jit.load(str(out_dir / artifacts.torchscript), map_location="cpu")
+            scripted = torch.jit.load(  # type: ignore[no-untyped-call]
+                str(out_dir / artifacts.torchscript), map_location="cpu"
+            )
 
         def run_torchscript(inputs: tuple[Tensor, ...]) -> np.ndarray:
             with quiet_torchscript(), torch.no_grad():
@@ -42,6 +44,7 @@ def _runners(out_dir: Path, artifacts: Artifacts, input_names: list[str]) -> dic
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        options.intra_op_num_threads = 1  # parity batches are small; no thread pool to spin
         session = ort.InferenceSession(
             str(out_dir / artifacts.onnx), options, providers=["CPUExecutionProvider"]
         )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -17,12 +19,12 @@ from service.manifest import (
     Batching,
     ImagePreprocessing,
     Manifest,
-    Preprocessing,
     Provenance,
     TabularPreprocessing,
     Task,
     TensorSpec,
 )
+from training.built import BuiltModel
 from training.config import RunOptions
 from training.errors import TrainingError
 from training.export import GraphSignature, export_all
@@ -55,24 +57,6 @@ class Outcome:
     seconds: float
 
 
-@dataclass
-class _Built:
-    """The parts of a manifest and metrics.json that a model-specific builder supplies."""
-
-    task: Task
-    signature: GraphSignature
-    preprocessing: Preprocessing
-    labels: list[str] | None
-    dataset: str
-    metrics: dict[str, float]
-    parity: dict[str, float]
-    artifacts: Artifacts
-    epochs: int | None
-    notes: list[str] = field(default_factory=list)
-    extra_packages: tuple[str, ...] = ()
-    report: dict[str, Any] = field(default_factory=dict)
-
-
 def run(options: RunOptions) -> Outcome | None:
     """Train (or, for minilm, just export) one model into the store; None when skipped."""
     name = options.store_name
@@ -99,10 +83,12 @@ def run(options: RunOptions) -> Outcome | None:
         manifest.write(staging)
         seconds = time.perf_counter() - started
         write_json(staging / "metrics.json", _metrics_json(manifest, built, seconds))
-    return Outcome(name, version, store / name / str(version), manifest.metrics, built.parity, seconds)
+    return Outcome(
+        name, version, store / name / str(version), manifest.metrics, built.parity, seconds
+    )
 
 
-def _manifest(options: RunOptions, name: str, version: int, built: _Built) -> Manifest:
+def _manifest(options: RunOptions, name: str, version: int, built: BuiltModel) -> Manifest:
     return Manifest(
         name=name,
         version=version,
@@ -130,7 +116,7 @@ def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _metrics_json(manifest: Manifest, built: _Built, seconds: float) -> dict[str, Any]:
+def _metrics_json(manifest: Manifest, built: BuiltModel, seconds: float) -> dict[str, Any]:
     return {
         "name": manifest.name,
         "version": manifest.version,
@@ -143,7 +129,11 @@ def _metrics_json(manifest: Manifest, built: _Built, seconds: float) -> dict[str
     }
 
 
-def _fit_settings(options: RunOptions, label: str) -> FitSettings:
+def _fit_settings(
+    options: RunOptions,
+    label: str,
+    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+) -> FitSettings:
     return FitSettings(
         epochs=options.resolved_epochs,
         batch_size=options.resolved_batch_size,
@@ -151,6 +141,7 @@ def _fit_settings(options: RunOptions, label: str) -> FitSettings:
         weight_decay=options.recipe.weight_decay,
         seed=options.seed,
         description=label,
+        augment=augment,
     )
 
 
@@ -163,6 +154,7 @@ def _history_report(options: RunOptions, history: History, train: int, test: int
             "lr": options.resolved_lr,
             "weight_decay": options.recipe.weight_decay,
             "seed": options.seed,
+            "split_seed": options.split_seed,
             "torch_threads": torch.get_num_threads(),
         },
         "history": {
@@ -171,6 +163,19 @@ def _history_report(options: RunOptions, history: History, train: int, test: int
         },
         "train_seconds": round(history.seconds, 2),
     }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _title(options: RunOptions) -> str:
+    name = options.store_name
+    return name if name == options.model else f"{name} ({options.model})"
 
 
 def _export_and_check(
@@ -187,7 +192,7 @@ def _export_and_check(
     return artifacts, parity, time.perf_counter() - started
 
 
-def _tabular(options: RunOptions, out_dir: Path) -> _Built:
+def _tabular(options: RunOptions, out_dir: Path) -> BuiltModel:
     from training.models import TabularClassifierGraph, TabularRegressorGraph, mlp
     from training.tabular_data import load_tabular
 
@@ -196,7 +201,7 @@ def _tabular(options: RunOptions, out_dir: Path) -> _Built:
         classification=classification,
         csv_path=options.data,
         target=options.target,
-        seed=options.seed,
+        split_seed=options.split_seed,
         max_samples=options.max_samples,
     )
     x_train = torch.from_numpy(np.ascontiguousarray(data.train.features))
@@ -221,24 +226,32 @@ def _tabular(options: RunOptions, out_dir: Path) -> _Built:
         )
         output = TensorSpec(name="prediction", datatype="FP32", shape=[-1, 1])
         task = Task.TABULAR_REGRESSION
-    history = fit(graph, (x_train, y_train), (x_test, y_test), _fit_settings(options, options.model))
+    history = fit(
+        graph, (x_train, y_train), (x_test, y_test), _fit_settings(options, options.model)
+    )
     predictions = predict(graph, x_test).numpy()
     report = _history_report(options, history, len(x_train), len(x_test))
-    title = f"{options.store_name} ({options.model})"
-    plot_loss_curve(history, out_dir / "loss_curve.png", f"{title}: loss")
+    title = _title(options)
+    plot_loss_curve(history, out_dir / "loss_curve.png", f"{title}: loss per epoch")
     if classification:
         assert data.labels is not None
         metrics, matrix = classification_metrics(
             predictions, y_test.numpy(), num_classes=len(data.labels)
         )
         plot_confusion_matrix(
-            matrix, data.labels, out_dir / "confusion_matrix.png", f"{title}: held-out"
+            matrix,
+            data.labels,
+            out_dir / "confusion_matrix.png",
+            f"{title}: held-out accuracy {metrics['accuracy']:.3f}",
         )
         report["confusion_matrix"] = matrix.tolist()
     else:
         metrics = regression_metrics(predictions[:, 0], y_test.numpy())
         plot_pred_vs_actual(
-            predictions[:, 0], y_test.numpy(), out_dir / "pred_vs_actual.png", f"{title}: held-out"
+            predictions[:, 0],
+            y_test.numpy(),
+            out_dir / "pred_vs_actual.png",
+            f"{title}: held-out R² {metrics['r2']:.3f}",
         )
     metrics["test_loss"] = history.test_loss[-1] if history.test_loss else math.nan
     signature = GraphSignature(
@@ -250,7 +263,7 @@ def _tabular(options: RunOptions, out_dir: Path) -> _Built:
         graph, signature, x_test, out_dir, options.pt2
     )
     report["export_seconds"] = round(export_seconds, 2)
-    return _Built(
+    return BuiltModel(
         task=task,
         signature=signature,
         preprocessing=TabularPreprocessing(feature_names=data.feature_names),
@@ -261,42 +274,60 @@ def _tabular(options: RunOptions, out_dir: Path) -> _Built:
         artifacts=artifacts,
         epochs=options.resolved_epochs,
         notes=[
-            "held-out split: 20% (stratified for classification), random_state=seed",
+            f"held-out split: 20% (stratified for classification), split seed {options.split_seed}",
             "standardization (train-split mean/std) is inside the graph; send raw features",
         ],
         report=report,
     )
 
 
-def _image(options: RunOptions, out_dir: Path) -> _Built:
+def _image(options: RunOptions, out_dir: Path) -> BuiltModel:
+    from training.augment import random_shift, shift_for
     from training.image_data import channel_stats, load_images
-    from training.models import ImageClassifierGraph, ResNet18Classifier, TinyVGG
+    from training.models import (
+        ImageClassifierGraph,
+        ResNet18Classifier,
+        TinyVGG,
+        read_resnet18_weights,
+    )
 
     is_resnet = options.model == "resnet18"
     size = options.resolved_image_size
+    weights = read_resnet18_weights(options.weights) if is_resnet and options.weights else None
     data = load_images(
         options.resolved_dataset,
         root=options.data,
         channels=3 if is_resnet else None,
         size=size,
-        seed=options.seed,
+        split_seed=options.split_seed,
         max_samples=options.max_samples,
         download=options.download,
     )
-    notes = [f"labels: {len(data.labels)} classes; images enter as UINT8 NCHW, ink/objects as-is"]
+    notes = [
+        f"held-out split: {data.split}",
+        "images enter as UINT8 NCHW; the graph scales to [0, 1], normalizes and applies softmax",
+    ]
     net: nn.Module
     if is_resnet:
         resnet = ResNet18Classifier(len(data.labels), frozen=options.freeze)
-        if options.weights is not None:
-            loaded = resnet.load_backbone(options.weights)
+        if weights is not None and options.weights is not None:
+            loaded = resnet.load_backbone(weights)
             mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
-            notes.append(f"transfer learning from {options.weights} ({loaded} tensors)")
+            notes.append(
+                f"transfer learning from {options.weights.name} ({loaded} tensors, "
+                f"sha256 {_sha256(options.weights)[:16]}...)"
+            )
         else:
             print("resnet18: no --weights given; training from scratch (weights=None)")
+            if options.freeze:
+                print("resnet18: --freeze without --weights trains only fc on random features")
             mean, std = channel_stats(data.train.images)
             notes.append("trained from scratch (no pretrained weights)")
-        notes.append("frozen backbone: only the new fc layer trained" if options.freeze
-                     else "all layers trained")
+        notes.append(
+            "frozen backbone: only the new fc layer trained"
+            if options.freeze
+            else "all layers trained"
+        )
         net = resnet
     else:
         net = TinyVGG(data.channels, len(data.labels), size)
@@ -306,19 +337,27 @@ def _image(options: RunOptions, out_dir: Path) -> _Built:
     x_test = torch.from_numpy(data.test.images)
     y_train = torch.from_numpy(data.train.labels)
     y_test = torch.from_numpy(data.test.labels)
-    history = fit(graph, (x_train, y_train), (x_test, y_test), _fit_settings(options, options.model))
+    max_shift = shift_for(size)
+    notes.append(f"training augmentation: random shifts of up to {max_shift} px")
+    settings = _fit_settings(
+        options, options.model, lambda batch, gen: random_shift(batch, max_shift, gen)
+    )
+    history = fit(graph, (x_train, y_train), (x_test, y_test), settings)
     probabilities = predict(graph, x_test).numpy()
     metrics, matrix = classification_metrics(probabilities, y_test.numpy(), len(data.labels))
     metrics["test_loss"] = history.test_loss[-1] if history.test_loss else math.nan
-    title = f"{options.store_name} ({options.model})"
-    plot_loss_curve(history, out_dir / "loss_curve.png", f"{title}: loss")
-    plot_confusion_matrix(matrix, data.labels, out_dir / "confusion_matrix.png", f"{title}: held-out")
+    title = _title(options)
+    plot_loss_curve(history, out_dir / "loss_curve.png", f"{title}: loss per epoch")
+    plot_confusion_matrix(
+        matrix,
+        data.labels,
+        out_dir / "confusion_matrix.png",
+        f"{title}: held-out accuracy {metrics['accuracy']:.3f}",
+    )
     report = _history_report(options, history, len(x_train), len(x_test))
     report["confusion_matrix"] = matrix.tolist()
     signature = GraphSignature(
-        inputs=[
-            TensorSpec(name="images", datatype="UINT8", shape=[-1, data.channels, size, size])
-        ],
+        inputs=[TensorSpec(name="images", datatype="UINT8", shape=[-1, data.channels, size, size])],
         outputs=[TensorSpec(name="probabilities", datatype="FP32", shape=[-1, len(data.labels)])],
         dynamic_axes={"images": {0: "batch"}},
     )
@@ -326,8 +365,8 @@ def _image(options: RunOptions, out_dir: Path) -> _Built:
         graph, signature, x_test, out_dir, options.pt2
     )
     report["export_seconds"] = round(export_seconds, 2)
-    channels = 1 if data.channels == 1 else 3
-    return _Built(
+    channels: Literal[1, 3] = 1 if data.channels == 1 else 3
+    return BuiltModel(
         task=Task.IMAGE_CLASSIFICATION,
         signature=signature,
         preprocessing=ImagePreprocessing(

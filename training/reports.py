@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from numpy.typing import NDArray
 
 from training.loop import History
@@ -50,8 +51,10 @@ def plot_loss_curve(history: History, path: Path, title: str) -> None:
     figure = Figure(figsize=(6, 4), dpi=100)
     axes = figure.add_subplot()
     epochs = np.arange(1, len(history.train_loss) + 1)
-    axes.plot(epochs, history.train_loss, label="train")
-    axes.plot(epochs, history.test_loss, label="held-out")
+    marker = "o" if len(epochs) <= 20 else None
+    axes.plot(epochs, history.train_loss, label="train", marker=marker)
+    axes.plot(epochs, history.test_loss, label="held-out", marker=marker)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("epoch")
     axes.set_ylabel("loss")
     axes.set_title(title)

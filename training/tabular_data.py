@@ -41,7 +41,7 @@ def load_tabular(
     classification: bool,
     csv_path: Path | None,
     target: str | None,
-    seed: int,
+    split_seed: int,
     max_samples: int | None,
 ) -> TabularDataset:
     """Load the built-in dataset (iris or diabetes) or a CSV, then split it deterministically."""
@@ -49,7 +49,7 @@ def load_tabular(
         source, names, labels, x, y = _builtin(classification)
     else:
         source, names, labels, x, y = _read_csv(csv_path, target, classification)
-    train, test = _split(x, y, classification=classification, seed=seed)
+    train, test = _split(x, y, classification=classification, seed=split_seed)
     if max_samples is not None:
         train, test = _head(train, max_samples), _head(test, max_samples)
     return TabularDataset(source, names, labels, train, test)
@@ -106,7 +106,9 @@ def _read_csv(
     raw_targets: list[str] = []
     for row_number, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
-            raise TrainingError(f"{path}:{row_number}: expected {len(header)} fields, got {len(row)}")
+            raise TrainingError(
+                f"{path}:{row_number}: expected {len(header)} fields, got {len(row)}"
+            )
         values = [cell.strip() for cell in row]
         raw_targets.append(values[target_index])
         cells = [v for i, v in enumerate(values) if i != target_index]

@@ -10,8 +10,14 @@ from typing import Any
 import numpy as np
 
 DTYPES: dict[str, Any] = {
-    "BOOL": np.bool_, "UINT8": np.uint8, "INT8": np.int8, "INT16": np.int16,
-    "INT32": np.int32, "INT64": np.int64, "FP16": np.float16, "FP32": np.float32,
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "FP16": np.float16,
+    "FP32": np.float32,
     "FP64": np.float64,
 }
 CPU = ["CPUExecutionProvider"]
@@ -35,8 +41,9 @@ class OnnxModel:
 
 
 def latest_version(store: Path, name: str) -> Path:
-    versions = sorted((p for p in (store / name).iterdir() if p.name.isdigit()),
-                      key=lambda p: int(p.name))
+    versions = sorted(
+        (p for p in (store / name).iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
+    )
     if not versions:
         raise FileNotFoundError(f"no versions of {name} under {store}")
     return versions[-1]
@@ -54,7 +61,8 @@ def open_model(store: Path, name: str, device: str = "cpu") -> OnnxModel:
     wanted = CUDA if device == "cuda" else CPU
     providers = [p for p in wanted if p in ort.get_available_providers()] or CPU
     onnx_file = manifest.get("artifacts", {}).get("onnx") or "model.onnx"
-    session = ort.InferenceSession(str(directory / onnx_file), sess_options=options,
-                                   providers=providers)
+    session = ort.InferenceSession(
+        str(directory / onnx_file), sess_options=options, providers=providers
+    )
     outputs = [spec["name"] for spec in manifest["outputs"]]
     return OnnxModel(name, manifest, session, outputs)

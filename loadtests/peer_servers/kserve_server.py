@@ -22,16 +22,18 @@ def build_model(served: OnnxModel) -> Any:
             super().__init__(served.name)
             self.ready = True
 
-        def predict(self, payload: InferRequest, headers: dict[str, str] | None = None
-                    ) -> InferResponse:
+        def predict(
+            self, payload: InferRequest, headers: dict[str, str] | None = None
+        ) -> InferResponse:
             feed = {item.name: item.as_numpy() for item in payload.inputs}
             outputs = []
             for name, array in served.run(feed).items():
                 output = InferOutput(name=name, shape=list(array.shape), datatype="FP32")
                 output.set_data_from_numpy(array, binary_data=False)
                 outputs.append(output)
-            return InferResponse(response_id=payload.id or "", model_name=self.name,
-                                 infer_outputs=outputs)
+            return InferResponse(
+                response_id=payload.id or "", model_name=self.name, infer_outputs=outputs
+            )
 
     return OnnxPredictor()
 
@@ -41,10 +43,16 @@ def main() -> None:
 
     store = Path(os.environ["PEER_STORE"])
     device = os.environ.get("PEER_DEVICE", "cpu")
-    models = [build_model(open_model(store, name, device))
-              for name in os.environ["PEER_MODELS"].split(",")]
-    server = ModelServer(http_port=int(os.environ["PEER_HTTP_PORT"]), enable_grpc=False,
-                         workers=1, enable_latency_logging=False)
+    models = [
+        build_model(open_model(store, name, device))
+        for name in os.environ["PEER_MODELS"].split(",")
+    ]
+    server = ModelServer(
+        http_port=int(os.environ["PEER_HTTP_PORT"]),
+        enable_grpc=False,
+        workers=1,
+        enable_latency_logging=False,
+    )
     # As a performance-minded user would: no log line per request.
     for name in ("uvicorn.access", "kserve.trace"):
         logging.getLogger(name).setLevel(logging.WARNING)

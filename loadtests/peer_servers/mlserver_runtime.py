@@ -20,13 +20,14 @@ class OnnxRuntimeModel(MLModel):  # type: ignore[misc]
 
     async def load(self) -> bool:
         version_dir = Path(self.settings.parameters.uri)
-        self.served = open_model(version_dir.parent.parent, version_dir.parent.name,
-                                 os.environ.get("PEER_DEVICE", "cpu"))
+        self.served = open_model(
+            version_dir.parent.parent, version_dir.parent.name, os.environ.get("PEER_DEVICE", "cpu")
+        )
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         feed = {item.name: NumpyCodec.decode_input(item) for item in payload.inputs}
-        outputs = [NumpyCodec.encode_output(name, array)
-                   for name, array in self.served.run(feed).items()]
-        return InferenceResponse(model_name=self.name, model_version=self.version,
-                                 outputs=outputs)
+        outputs = [
+            NumpyCodec.encode_output(name, array) for name, array in self.served.run(feed).items()
+        ]
+        return InferenceResponse(model_name=self.name, model_version=self.version, outputs=outputs)

@@ -1,0 +1,415 @@
+"""`python -m loadtests.bench`: the same ONNX files through every system, one at a time.
+
+For each server (our gateway, TorchServe, PyTriton, KServe, MLServer) it starts the processes on
+127.0.0.1, waits until every model is ready (cold start), and sweeps the concurrency with wrk
+posting one fixed body per model. The raw limit is ONNX Runtime called in-process. Results go to
+a JSON file; `docs/benchmarks.md` and its plots are regenerated from it (see `loadtests.report`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import traceback
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from loadtests import peer_systems, procs, raw, server_metrics, systems, wrk
+from loadtests.catalog import DEFAULT_MODELS, BenchModel, ModelMissing, load_model
+from loadtests.machine import describe
+from loadtests.systems import Context, Deployment, ServerKind, Unavailable
+
+SERVERS: tuple[ServerKind, ...] = (
+    ServerKind(
+        "gateway", ("gateway-v2-json", "gateway-v2-binary", "gateway-predictions"), systems.gateway
+    ),
+    ServerKind("torchserve", ("torchserve", "gateway-torchserve-v2-json"), systems.torchserve),
+    ServerKind("pytriton", ("pytriton-v2-json", "pytriton-v2-binary"), peer_systems.pytriton),
+    ServerKind("kserve", ("kserve-v2-json",), peer_systems.kserve),
+    ServerKind("mlserver", ("mlserver-v2-json",), peer_systems.mlserver),
+    ServerKind(
+        "gateway-torchscript", ("gateway-torchscript-v2-binary",), systems.gateway_torchscript
+    ),
+)
+GPU_ONLY = {"gateway-torchscript"}
+ALL_SYSTEMS = ("raw", *(system for server in SERVERS for system in server.systems))
+GPU_MODELS = ("resnet50",)
+RAW_BATCHES = (1, 2, 4, 8, 16, 32, 64)
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    return [int(item) for item in _csv(text)]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model-store", type=Path, default=REPO / "model_store")
+    parser.add_argument(
+        "--models",
+        type=_csv,
+        default=None,
+        help=f"comma-separated (default: {','.join(DEFAULT_MODELS)}; "
+        f"with --device cuda also {','.join(GPU_MODELS)} when present)",
+    )
+    parser.add_argument(
+        "--systems",
+        type=_csv,
+        default=None,
+        help="comma-separated systems or server names (default: all); "
+        f"systems: {','.join(ALL_SYSTEMS)}",
+    )
+    parser.add_argument("--concurrency", type=_ints, default=[1, 4, 16, 32, 64])
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per point")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=1.0,
+        help="seconds of unrecorded load before each point (0: none)",
+    )
+    parser.add_argument("--raw-batches", type=_ints, default=list(RAW_BATCHES))
+    parser.add_argument(
+        "--raw-seconds", type=float, default=1.5, help="seconds per raw batch and setting"
+    )
+    parser.add_argument(
+        "--raw-rounds",
+        type=int,
+        choices=[1, 2],
+        default=2,
+        help="2: measure the raw limit again after the servers and keep the best",
+    )
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "loadtests" / "results",
+        help="where the results JSON and server logs go",
+    )
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=REPO / "docs",
+        help="regenerate DOCS/benchmarks.md, .json and images/bench_*.png",
+    )
+    parser.add_argument("--no-docs", action="store_true", help="write only the results JSON")
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="start one server at a time and sweep it whole (default: start every server, "
+        "then load one system at a time, interleaved per model and concurrency)",
+    )
+    parser.add_argument(
+        "--no-install",
+        action="store_true",
+        help="skip peers whose venv is missing instead of creating it",
+    )
+    parser.add_argument(
+        "--slo-ms",
+        type=float,
+        default=15.0,
+        help="p99 bound for the 'best throughput within SLO' figure",
+    )
+    args = parser.parse_args(argv)
+    wanted = args.systems or [
+        s
+        for s in ALL_SYSTEMS
+        if args.device == "cuda" or not any(s in k.systems for k in SERVERS if k.name in GPU_ONLY)
+    ]
+    expanded: list[str] = []
+    for item in wanted:
+        server = next((k for k in SERVERS if k.name == item), None)
+        names = list(server.systems) if server else [item]
+        for name in names:
+            if name not in ALL_SYSTEMS:
+                parser.error(f"unknown system {name!r}; choose from {', '.join(ALL_SYSTEMS)}")
+            if name not in expanded:
+                expanded.append(name)
+    args.systems = expanded
+    return args
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def load_models(
+    store: Path, names: Sequence[str], skipped: list[dict[str, Any]]
+) -> list[BenchModel]:
+    models = []
+    for name in names:
+        try:
+            models.append(load_model(store, name))
+        except ModelMissing as error:
+            log(f"skip model {name}: {error}")
+            skipped.append({"model": name, "reason": str(error)})
+    return models
+
+
+def check(request: wrk.Request) -> str | None:
+    """One request before the sweep: None when it answers 200, else what went wrong."""
+    http = urllib.request.Request(
+        request.url, data=request.body, headers=request.headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(http, timeout=60) as response:
+            response.read()
+            return None
+    except urllib.error.HTTPError as error:
+        return f"HTTP {error.code}: {error.read()[:300].decode(errors='replace')}"
+    except (urllib.error.URLError, OSError) as error:
+        return f"request failed: {error}"
+
+
+def measure_point(
+    system: str,
+    model: str,
+    request: wrk.Request,
+    concurrency: int,
+    args: argparse.Namespace,
+    metrics_url: str | None = None,
+) -> dict[str, Any]:
+    """One wrk run; for our gateway also its own split of the time, from /metrics."""
+    if args.warmup > 0:
+        wrk.run(request, concurrency, args.warmup)
+    before = server_metrics.scrape(metrics_url) if metrics_url else None
+    result = wrk.run(request, concurrency, args.duration)
+    point: dict[str, Any] = {
+        "system": system,
+        "model": model,
+        "concurrency": concurrency,
+        "requests": result.requests,
+        "errors": result.errors,
+        "seconds": round(result.seconds, 3),
+        "throughput": round(result.throughput, 2),
+        "latency_ms": {k: round(v, 3) for k, v in result.latency_ms.items()},
+    }
+    server = ""
+    if metrics_url and before is not None:
+        rows = [
+            r
+            for r in server_metrics.split(before, server_metrics.scrape(metrics_url))
+            if r.model == model
+        ]
+        if rows:
+            point["server_ms"] = {
+                key: round(value, 3)
+                for key, value in asdict(rows[0]).items()
+                if isinstance(value, float)
+            }
+            split = point["server_ms"]
+            server = (
+                f"  [server: request {split.get('request_mean_ms', 0):.2f}, "
+                f"queue {split.get('queue_mean_ms', 0):.2f}, "
+                f"compute {split.get('compute_mean_ms', 0):.2f} ms, "
+                f"batch {split.get('mean_batch_size', 0):.1f}]"
+            )
+    log(
+        f"  {system:28s} {model:9s} c={concurrency:<3d} {result.throughput:9.1f} req/s  "
+        f"p50 {result.latency_ms['p50']:8.2f} ms  p99 {result.latency_ms['p99']:8.2f} ms"
+        + (f"  errors {result.errors}" if result.errors else "")
+        + server
+    )
+    return point
+
+
+def run_raw(
+    models: Sequence[BenchModel], args: argparse.Namespace, results: dict[str, Any], round_: int
+) -> None:
+    """Measure the raw limit; a later round adds its points and the best of all is kept."""
+    for model in models:
+        points = [
+            {**p.to_json(), "round": round_}
+            for p in raw.measure(model.version_dir, args.raw_batches, args.raw_seconds, args.device)
+        ]
+        entry = results["raw"].setdefault(model.name, {"batches": []})
+        entry["batches"].extend(points)
+        entry.update(raw.summarize(entry["batches"]))
+        log(
+            f"  raw {model.name} (round {round_}): limit {entry['limit_items_per_s']:.0f} items/s "
+            f"at batch {entry['limit_batch']}, batch-1 p50 {entry['batch1_p50_ms']} ms"
+        )
+
+
+@dataclass
+class Running:
+    kind: ServerKind
+    systems: list[str]
+    deployment: Deployment
+
+
+def start_server(
+    kind: ServerKind,
+    ctx: Context,
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    stack: ExitStack,
+) -> Running | None:
+    """Start one server inside `stack`; None (and a recorded reason) when it cannot run."""
+    wanted = [s for s in kind.systems if s in args.systems]
+    if not wanted:
+        return None
+    log(f"server {kind.name}: starting ({', '.join(wanted)})")
+    try:
+        deployment = stack.enter_context(kind.start(ctx))
+    except Unavailable as error:
+        log(f"skip {kind.name}: {error}")
+        results["skipped"].append({"server": kind.name, "systems": wanted, "reason": str(error)})
+        return None
+    except Exception as error:  # one broken server must not end the whole run
+        log(f"server {kind.name} failed: {error}")
+        traceback.print_exc()
+        reason = f"failed: {type(error).__name__}: {error}"
+        results["skipped"].append({"server": kind.name, "systems": wanted, "reason": reason})
+        return None
+    for info in deployment.servers:
+        log(f"  {info.name}: ready in {info.cold_start_s:.1f} s, RSS {info.rss_ready_mb:.0f} MiB")
+    return Running(kind, wanted, deployment)
+
+
+def sweep(
+    models: Sequence[BenchModel],
+    running: Sequence[Running],
+    args: argparse.Namespace,
+    results: dict[str, Any],
+    *,
+    with_raw: bool,
+) -> None:
+    """Per model and concurrency, load each system in turn (one at a time), so that systems
+    compared at a point are measured minutes apart at most, whatever else the machine does."""
+    for model in models:
+        if with_raw:
+            run_raw([model], args, results, 1)
+        targets = []
+        for run in running:
+            for system in run.systems:
+                request = run.deployment.targets[system][model.name]
+                problem = check(request)
+                if problem is None:
+                    targets.append((system, request, run.deployment.metrics.get(system)))
+                    continue
+                log(f"  {system} / {model.name}: not measured: {problem}")
+                results["failures"].append(
+                    {"system": system, "model": model.name, "error": problem}
+                )
+        for concurrency in args.concurrency:
+            for system, request, metrics_url in targets:
+                results["points"].append(
+                    measure_point(system, model.name, request, concurrency, args, metrics_url)
+                )
+        if with_raw and args.raw_rounds > 1:
+            run_raw([model], args, results, 2)
+
+
+def record_servers(running: Sequence[Running], results: dict[str, Any]) -> None:
+    for run in running:
+        for info in run.deployment.servers:
+            info.rss_loaded_mb = procs.tree_rss_mb(info.pid)
+            results["servers"][info.name] = {
+                **asdict(info),
+                "systems": run.systems,
+                "cold_start_s": round(info.cold_start_s, 2),
+                "rss_ready_mb": round(info.rss_ready_mb, 1),
+                "rss_loaded_mb": round(info.rss_loaded_mb, 1),
+            }
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds the `with` blocks, which stop every server
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    wrk.wrk_path()  # fail early, before anything starts
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    work_dir = args.out / f"bench-{stamp}"
+    work_dir.mkdir(parents=True)
+    names = args.models or [*DEFAULT_MODELS, *(GPU_MODELS if args.device == "cuda" else ())]
+    results: dict[str, Any] = {
+        "machine": describe(args.device),
+        "config": {
+            "models": names,
+            "systems": args.systems,
+            "concurrency": args.concurrency,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "raw_batches": args.raw_batches,
+            "device": args.device,
+            "slo_p99_ms": args.slo_ms,
+            "command": " ".join(
+                ["python -m loadtests.bench", *(sys.argv[1:] if argv is None else argv)]
+            ),
+        },
+        "raw": {},
+        "servers": {},
+        "points": [],
+        "failures": [],
+        "skipped": [],
+        "skipped_models": [],
+    }
+    models = load_models(args.model_store.resolve(), names, results["skipped_models"])
+    if not models:
+        log("no model to benchmark")
+        return 1
+    started = time.monotonic()
+    ctx = Context(
+        store=args.model_store.resolve(),
+        models=models,
+        work_dir=work_dir.resolve(),
+        device=args.device,
+        install=not args.no_install,
+    )
+    with_raw = "raw" in args.systems
+    if args.sequential:  # one server alive at a time; the raw limit before and after them all
+        if with_raw:
+            run_raw(models, args, results, 1)
+        for kind in SERVERS:
+            with ExitStack() as stack:
+                running = [r for r in [start_server(kind, ctx, args, results, stack)] if r]
+                sweep(models, running, args, results, with_raw=False)
+                record_servers(running, results)
+        if with_raw and args.raw_rounds > 1:
+            run_raw(models, args, results, 2)
+    else:  # every server up (idle but one), points interleaved
+        with ExitStack() as stack:
+            running = [
+                r for kind in SERVERS if (r := start_server(kind, ctx, args, results, stack))
+            ]
+            sweep(models, running, args, results, with_raw=with_raw)
+            record_servers(running, results)
+    results["config"]["order"] = "sequential" if args.sequential else "interleaved"
+    results["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["config"]["wall_s"] = round(time.monotonic() - started, 1)
+    out_file = args.out / f"bench-{stamp}.json"
+    out_file.write_text(json.dumps(results, indent=1) + "\n")
+    shutil.copyfile(out_file, args.out / "latest.json")
+    log(f"results: {out_file}")
+    if not args.no_docs:
+        from loadtests.report import write_docs
+
+        for path in write_docs(results, args.docs):
+            log(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

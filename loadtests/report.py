@@ -1,0 +1,592 @@
+"""Turn a benchmark results JSON into `docs/benchmarks.md`, `docs/benchmarks.json` and plots.
+
+`python -m loadtests.report [RESULTS.json] [--docs DIR]` regenerates the documents from a saved
+run (default: `loadtests/results/latest.json`) without measuring again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+THROUGHPUT_PLOT = "images/bench_throughput.png"
+LATENCY_PLOT = "images/bench_latency.png"
+
+
+@dataclass(frozen=True)
+class Goal:
+    title: str
+    kind: str
+    """'ratio_at' (ours ÷ theirs at one concurrency), 'ratio_raw' (best ÷ raw limit),
+    'overhead' (ours p50 at c=1 - raw batch-1 p50)."""
+    pairs: tuple[tuple[str, str], ...]
+    """(our system, their system); 'raw' for the in-process limit."""
+    target: float
+    models: tuple[str, ...] | None = None
+    """None: every model measured."""
+    concurrency: int = 32
+
+
+SYSTEMS = {
+    "gateway-v2-json": "our gateway, embedded ONNX Runtime, Open Inference Protocol V2 JSON",
+    "gateway-v2-binary": "the same gateway, V2 binary tensor extension (binary in and out)",
+    "gateway-predictions": "the same gateway, TorchServe-style `/predictions/{model}` with the "
+    "body a TorchServe user sends (PNG file, text, JSON features)",
+    "gateway-torchserve-v2-json": "our gateway (V2 JSON) with its `torchserve` backend: "
+    "batches forwarded to the TorchServe below",
+    "torchserve": "TorchServe 0.12 directly, the project's handler on the TorchScript export of "
+    "the same model, same body as `gateway-predictions`, token auth on",
+    "pytriton-v2-json": "Triton through NVIDIA PyTriton (dynamic batcher, Python function "
+    "calling ONNX Runtime), V2 JSON",
+    "pytriton-v2-binary": "the same PyTriton, V2 binary tensor extension",
+    "kserve-v2-json": "KServe `ModelServer` with a `kserve.Model` calling ONNX Runtime, V2 JSON",
+    "mlserver-v2-json": "Seldon MLServer with a custom runtime calling ONNX Runtime, adaptive "
+    "batching, V2 JSON",
+    "gateway-torchscript-v2-binary": "GPU only: the gateway's TorchScript backend on CUDA, fp16",
+}
+
+GOALS = (
+    Goal(
+        "Gateway ÷ PyTriton throughput at c=32 (goal ≥ 1.5)",
+        "ratio_at",
+        (("gateway-v2-json", "pytriton-v2-json"), ("gateway-v2-binary", "pytriton-v2-binary")),
+        1.5,
+        ("iris", "digits"),
+    ),
+    Goal(
+        "Gateway ÷ TorchServe direct throughput at c=32, same request body (goal ≥ 2.5)",
+        "ratio_at",
+        (("gateway-predictions", "torchserve"),),
+        2.5,
+    ),
+    Goal(
+        "Gateway best throughput ÷ raw ONNX Runtime limit (goal ≥ 0.90)",
+        "ratio_raw",
+        (("gateway-v2-binary", "raw"), ("gateway-v2-json", "raw")),
+        0.90,
+        ("minilm", "resnet18"),
+    ),
+    Goal(
+        "c=1 p50 overhead: gateway - raw batch-1 ONNX Runtime call (goal ≤ 1.0 ms)",
+        "overhead",
+        (("gateway-v2-binary", "raw"), ("gateway-v2-json", "raw")),
+        1.0,
+    ),
+)
+
+
+def _points(results: dict[str, Any], system: str, model: str) -> list[dict[str, Any]]:
+    found = [p for p in results["points"] if p["system"] == system and p["model"] == model]
+    return sorted(found, key=lambda p: p["concurrency"])
+
+
+def _at(
+    results: dict[str, Any], system: str, model: str, concurrency: int
+) -> dict[str, Any] | None:
+    return next(
+        (p for p in _points(results, system, model) if p["concurrency"] == concurrency), None
+    )
+
+
+def _best(results: dict[str, Any], system: str, model: str) -> dict[str, Any] | None:
+    points = _points(results, system, model)
+    return max(points, key=lambda p: p["throughput"]) if points else None
+
+
+def models_of(results: dict[str, Any]) -> list[str]:
+    seen = [*results.get("raw", {})]
+    for point in results["points"]:
+        if point["model"] not in seen:
+            seen.append(point["model"])
+    order = results["config"].get("models", [])
+    return sorted(seen, key=lambda m: order.index(m) if m in order else len(order))
+
+
+def systems_of(results: dict[str, Any]) -> list[str]:
+    found: list[str] = []
+    for point in results["points"]:
+        if point["system"] not in found:
+            found.append(point["system"])
+    return found
+
+
+def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per goal, model and system pair: the figures, and whether the goal is met."""
+    rows = []
+    for goal in GOALS:
+        for model in goal.models or tuple(models_of(results)):
+            for ours, theirs in goal.pairs:
+                row: dict[str, Any] = {
+                    "goal": goal.title,
+                    "model": model,
+                    "ours": ours,
+                    "theirs": theirs,
+                    "target": goal.target,
+                }
+                raw = results.get("raw", {}).get(model)
+                mine: float | None = None
+                other: float | None = None
+                value: float | None = None
+                if goal.kind == "ratio_at":
+                    a, b = (_at(results, s, model, goal.concurrency) for s in (ours, theirs))
+                    mine, other = (a or {}).get("throughput"), (b or {}).get("throughput")
+                    value = mine / other if mine and other else None
+                    row["unit"] = "req/s"
+                elif goal.kind == "ratio_raw":
+                    best = _best(results, ours, model)
+                    mine = best["throughput"] if best else None
+                    other = raw["limit_items_per_s"] if raw else None
+                    value = mine / other if mine and other else None
+                    row["unit"] = "items/s"
+                else:
+                    point = _at(results, ours, model, 1)
+                    mine = point["latency_ms"]["p50"] if point else None
+                    other = raw["batch1_p50_ms"] if raw else None
+                    value = mine - other if mine is not None and other is not None else None
+                    row["unit"] = "ms"
+                    split = (point or {}).get("server_ms", {})
+                    if "request_mean_ms" in split and "compute_mean_ms" in split:
+                        row["own_ms"] = split["request_mean_ms"] - split["compute_mean_ms"]
+                if mine is None and other is None:
+                    continue
+                row.update(mine=mine, other=other, value=value)
+                if value is None:
+                    row["met"] = None
+                elif goal.kind == "overhead":
+                    row["met"] = value <= goal.target
+                else:
+                    row["met"] = value >= goal.target
+                rows.append(row)
+    return rows
+
+
+def best_within_slo(
+    results: dict[str, Any], system: str, model: str, slo_ms: float
+) -> dict[str, Any] | None:
+    fits = [
+        p
+        for p in _points(results, system, model)
+        if p["latency_ms"]["p99"] <= slo_ms and not p["errors"]
+    ]
+    return max(fits, key=lambda p: p["throughput"]) if fits else None
+
+
+# --- markdown ----------------------------------------------------------------------------------
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def _verdict(met: bool | None) -> str:
+    return "not measured" if met is None else "**met**" if met else "**not met**"
+
+
+def _machine(results: dict[str, Any]) -> list[str]:
+    machine = results["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
+    config = results["config"]
+    lines = [
+        "| | |",
+        "|---|---|",
+        f"| Date | {machine['date']} |",
+        f"| CPU | {machine['cpu']}, {machine['logical_cores']} logical / "
+        f"{machine['physical_cores']} physical cores, {machine['memory_gib']} GiB |",
+        f"| OS | {machine['os']} |",
+        f"| Device | {machine['device']}"
+        + (f" ({machine['gpu']})" if machine.get("gpu") else "")
+        + " |",
+        f"| Versions | {versions} |",
+        f"| Load average (1/5/15 min) | start {machine['load_average_start']}, end "
+        f"{machine.get('load_average_end', '-')} |",
+        f"| Points | {config['duration_s']:g} s each after {config['warmup_s']:g} s warm-up; "
+        f"concurrency {', '.join(map(str, config['concurrency']))}; whole run "
+        f"{_num(config.get('wall_s'), 0)} s |",
+    ]
+    return lines
+
+
+def _goal_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The verdicts; for the c=1 overhead also the gateway's own time (server request time
+    minus compute, from /metrics), which the machine's noise in the compute does not reach."""
+    if not rows:
+        return ["No goal applies to what this run measured."]
+    lines = [
+        "| Goal | Model | Ours | Theirs | Ours | Theirs | Figure | Verdict |",
+        "|---|---|---|---|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        unit = row["unit"]
+        if unit == "ms":
+            figures = (
+                f"{_ms(row['mine'])} ms",
+                f"{_ms(row['other'])} ms",
+                (f"{row['value']:+.2f} ms" if row["value"] is not None else "-")
+                + (f" (own time {row['own_ms']:.2f} ms)" if "own_ms" in row else ""),
+            )
+        else:
+            figures = (
+                f"{_num(row['mine'])} {unit}",
+                f"{_num(row['other'])} {unit}",
+                f"{row['value']:.2f}x" if row["value"] is not None else "-",
+            )
+        theirs = "raw ORT" if row["theirs"] == "raw" else f"`{row['theirs']}`"
+        lines.append(
+            f"| {row['goal']} | {row['model']} | `{row['ours']}` | {theirs} | "
+            f"{figures[0]} | {figures[1]} | {figures[2]} | {_verdict(row['met'])} |"
+        )
+    return lines
+
+
+def _model_table(results: dict[str, Any], model: str) -> list[str]:
+    concurrency = results["config"]["concurrency"]
+    slo = results["config"].get("slo_p99_ms", 15.0)
+    header = (
+        "| System | "
+        + " | ".join(f"c={c}" for c in concurrency)
+        + f" | Best with p99 ≤ {slo:g} ms |"
+    )
+    lines = [header, "|---|" + "---:|" * (len(concurrency) + 1)]
+    for system in systems_of(results):
+        if not _points(results, system, model):
+            continue
+        cells = []
+        for c in concurrency:
+            point = _at(results, system, model, c)
+            if point is None:
+                cells.append("-")
+                continue
+            cell = (
+                f"{_num(point['throughput'])} ({_ms(point['latency_ms']['p50'])} / "
+                f"{_ms(point['latency_ms']['p99'])})"
+            )
+            if point["errors"]:
+                cell += f" ⚠ {point['errors']} errors"
+            cells.append(cell)
+        best = best_within_slo(results, system, model, slo)
+        best_cell = f"{_num(best['throughput'])} at c={best['concurrency']}" if best else "-"
+        lines.append(f"| `{system}` | " + " | ".join(cells) + f" | {best_cell} |")
+    raw = results.get("raw", {}).get(model)
+    if raw:
+        lines.append(
+            f"| raw ORT limit | {_num(raw['limit_items_per_s'])} items/s at batch "
+            f"{raw['limit_batch']}" + " |" * len(concurrency) + " |"
+        )
+    return lines
+
+
+def _raw_table(results: dict[str, Any]) -> list[str]:
+    batches = results["config"]["raw_batches"]
+    lines = [
+        "| Model | " + " | ".join(f"batch {b}" for b in batches) + " |",
+        "|---|" + "---:|" * len(batches),
+    ]
+    for model, raw in results.get("raw", {}).items():
+        # Ascending, so the best point per batch size (over settings and rounds) is kept.
+        by_batch = {p["batch"]: p for p in sorted(raw["batches"], key=lambda p: p["items_per_s"])}
+        cells = [
+            f"{_num(by_batch[b]['items_per_s'])} ({_ms(by_batch[b]['p50_ms'])} ms)"
+            if b in by_batch
+            else "-"
+            for b in batches
+        ]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _split_table(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "| Model | System | c | Client p50 | Client mean | Server mean | Queue mean | "
+        "Compute per batch | Rows per batch |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for point in results["points"]:
+        split = point.get("server_ms")
+        if not split:
+            continue
+        lines.append(
+            f"| {point['model']} | `{point['system']}` | {point['concurrency']} | "
+            f"{_ms(point['latency_ms']['p50'])} | {_ms(point['latency_ms']['mean'])} | "
+            f"{_ms(split.get('request_mean_ms'))} | {_ms(split.get('queue_mean_ms'))} | "
+            f"{_ms(split.get('compute_mean_ms'))} | {_num(split.get('mean_batch_size'), 1)} |"
+        )
+    return lines if len(lines) > 2 else []
+
+
+def _server_table(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "| Server | Cold start (s) | RSS ready (MiB) | RSS after load (MiB) | Settings |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for name, info in results["servers"].items():
+        lines.append(
+            f"| {name} | {info['cold_start_s']:.1f} | {info['rss_ready_mb']:.0f} | "
+            f"{info['rss_loaded_mb']:.0f} | {info['settings']} |"
+        )
+    return lines
+
+
+def render(results: dict[str, Any], rows: list[dict[str, Any]], plots: Sequence[str]) -> str:
+    config = results["config"]
+    out = [
+        "# Benchmarks",
+        "",
+        "<!-- Generated by loadtests/report.py from docs/benchmarks.json; do not edit by hand. -->",
+        "",
+        f"Reproduce: `{config['command']}` (about {_num(config.get('wall_s', 0) / 60, 0)} "
+        "minutes; it writes this page, `docs/benchmarks.json` and the plots). "
+        "Regenerate the page from saved results: `python -m loadtests.report`.",
+        "",
+        "Every system serves the **same ONNX files** with ONNX Runtime on 127.0.0.1 (TorchServe: "
+        "the TorchScript export of the same model), loaded by the same generator (wrk with "
+        "`loadtests/wrk_post.lua`, one fixed request body per model and system, keep-alive "
+        "connections = concurrency), one system at a time. "
+        + (
+            "All servers are started first (cold start measured one by one), then for each "
+            "model and concurrency the systems are loaded one after another, so that the systems "
+            "compared at one point are measured within a minute or two of each other. "
+            if config.get("order") == "interleaved"
+            else "One server runs at a time and is swept whole. "
+        )
+        + "The raw limit is ONNX Runtime called in-process, no server, at batch sizes 1…64 with "
+        "intra-op spinning on and off, before and after each model's points; its best items/s "
+        "is what this machine can compute at all.",
+        "",
+        "## Machine",
+        "",
+        *_machine(results),
+        "",
+        "**Noise.** This is a shared 2-core virtual machine: other engineers' tests ran beside "
+        "this benchmark, and wrk itself takes CPU from the same two cores as the server it "
+        "loads. Expect 10 to 20 % between runs; compare systems within one run, not across runs.",
+        "",
+        "## Goals",
+        "",
+        *_goal_table(rows),
+        "",
+    ]
+    if plots:
+        out += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]
+    out += [
+        "## Systems",
+        "",
+        *(f"- `{name}`: {text}" for name, text in SYSTEMS.items() if name in systems_of(results)),
+        "",
+        "## Throughput and latency",
+        "",
+        "Each cell: requests/s (p50 / p99 latency in ms); every request carries one row "
+        "(one image, one sentence, one feature vector), so requests/s = items/s.",
+        "",
+    ]
+    for model in models_of(results):
+        out += [f"### {model}", "", *_model_table(results, model), ""]
+    if results.get("raw"):
+        out += [
+            "## Raw ONNX Runtime (in-process)",
+            "",
+            "Best items/s per batch size (p50 per call) over intra-op spinning on and off and both "
+            "rounds (before and after the servers); the best figure per model is the limit.",
+            "",
+            *_raw_table(results),
+            "",
+        ]
+    split = _split_table(results)
+    if split:
+        out += [
+            "## Inside the gateway",
+            "",
+            "The gateway's own split of each point, from two scrapes of its `/metrics` "
+            "around the measured run (ms): server mean = request decoded to answer encoded; "
+            "queue = wait for a batch slot; compute = the backend call per batch, thread "
+            "hand-off included. Client minus server time is the HTTP stack and the loopback.",
+            "",
+            *split,
+            "",
+        ]
+    if results["servers"]:
+        out += [
+            "## Cold start and memory",
+            "",
+            "Cold start: process start until every model answers ready. RSS: the server's "
+            "whole process tree, once ready and right after its load sweep.",
+            "",
+            *_server_table(results),
+            "",
+        ]
+    notes = [
+        f"- `{s['server']}` ({', '.join(s['systems'])}): skipped: {s['reason']}"
+        for s in results["skipped"]
+    ]
+    notes += [
+        f"- `{f['system']}` / {f['model']}: not measured: {f['error']}" for f in results["failures"]
+    ]
+    notes += [
+        f"- model {s['model']}: skipped: {s['reason']}" for s in results.get("skipped_models", [])
+    ]
+    if notes:
+        out += ["## Skipped", "", *notes, ""]
+    out += [
+        "## GPU",
+        "",
+        "`python -m loadtests.bench --device cuda` runs the same sweep with ONNX Runtime's "
+        "TensorRT/CUDA providers (raw limit, gateway, peers in `onnxruntime-gpu` venvs), adds "
+        "the gateway's TorchScript backend on CUDA with fp16 autocast "
+        "(`gateway-torchscript-v2-binary`), includes `resnet50` when the store has it, and "
+        "reports the best images/s with p99 ≤ 15 ms in the last column above, with the GPU's "
+        "name under Machine. "
+        + (
+            "This run was on the GPU."
+            if config.get("device") == "cuda"
+            else "**Not run**: this recorded run had no GPU, so the H100 goal (≥ 3,000 images/s of "
+            "ResNet-50 through the gateway) is not measured."
+        ),
+        "",
+    ]
+    return "\n".join(out)
+
+
+# --- plots -------------------------------------------------------------------------------------
+
+
+def plot(results: dict[str, Any], docs: Path) -> list[str]:
+    """Throughput vs concurrency and p99 vs throughput, one panel per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = [m for m in models_of(results) if any(p["model"] == m for p in results["points"])]
+    if not models:
+        return []
+    (docs / "images").mkdir(parents=True, exist_ok=True)
+    systems = systems_of(results)
+    colors = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(systems)}
+    columns = min(2, len(models))
+    rows = math.ceil(len(models) / columns)
+    written = []
+    for name, draw in ((THROUGHPUT_PLOT, _draw_throughput), (LATENCY_PLOT, _draw_latency)):
+        figure, axes = plt.subplots(rows, columns, figsize=(7 * columns, 4.6 * rows), squeeze=False)
+        for index, model in enumerate(models):
+            draw(axes[index // columns][index % columns], results, model, systems, colors)
+        for index in range(len(models), rows * columns):
+            axes[index // columns][index % columns].axis("off")
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        figure.legend(
+            handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False
+        )
+        figure.suptitle(
+            f"{results['machine']['cpu']}, {results['machine']['logical_cores']} "
+            f"cores, {results['machine']['date']}",
+            fontsize=10,
+        )
+        figure.tight_layout(rect=(0, 0.08, 1, 0.96))
+        figure.savefig(docs / name, dpi=110)
+        plt.close(figure)
+        written.append(name)
+    return written
+
+
+def _draw_throughput(
+    axis: Any, results: dict[str, Any], model: str, systems: list[str], colors: dict[str, Any]
+) -> None:
+    for system in systems:
+        points = _points(results, system, model)
+        if points:
+            axis.plot(
+                [p["concurrency"] for p in points],
+                [p["throughput"] for p in points],
+                marker="o",
+                label=system,
+                color=colors[system],
+            )
+    raw = results.get("raw", {}).get(model)
+    highest = max((p["throughput"] for p in results["points"] if p["model"] == model), default=0)
+    if raw and raw["limit_items_per_s"] <= 3 * highest:
+        axis.axhline(
+            raw["limit_items_per_s"],
+            color="black",
+            linestyle="--",
+            linewidth=1,
+            label="raw ORT limit",
+        )
+    elif raw:  # far above every server: say it rather than squash the curves
+        axis.text(
+            0.02,
+            0.96,
+            f"raw ORT limit {raw['limit_items_per_s']:,.0f} items/s (off scale)",
+            transform=axis.transAxes,
+            fontsize=8,
+            va="top",
+        )
+    axis.set_xscale("log", base=2)
+    axis.set_xticks(
+        results["config"]["concurrency"], [str(c) for c in results["config"]["concurrency"]]
+    )
+    axis.set_title(f"{model}: throughput vs concurrency")
+    axis.set_xlabel("concurrent connections")
+    axis.set_ylabel("requests / s")
+    axis.set_ylim(bottom=0)
+    axis.grid(alpha=0.3)
+
+
+def _draw_latency(
+    axis: Any, results: dict[str, Any], model: str, systems: list[str], colors: dict[str, Any]
+) -> None:
+    for system in systems:
+        points = _points(results, system, model)
+        if points:
+            axis.plot(
+                [p["throughput"] for p in points],
+                [p["latency_ms"]["p99"] for p in points],
+                marker="o",
+                label=system,
+                color=colors[system],
+            )
+    axis.set_yscale("log")
+    axis.set_title(f"{model}: p99 latency vs throughput")
+    axis.set_xlabel("requests / s")
+    axis.set_ylabel("p99 latency (ms)")
+    axis.grid(alpha=0.3, which="both")
+
+
+def write_docs(results: dict[str, Any], docs: Path) -> list[Path]:
+    """Write benchmarks.json, benchmarks.md and the plots under `docs`; return the paths."""
+    docs.mkdir(parents=True, exist_ok=True)
+    rows = evaluate(results)
+    results = {**results, "goals": rows}
+    plots = plot(results, docs)
+    (docs / "benchmarks.json").write_text(json.dumps(results, indent=1) + "\n")
+    (docs / "benchmarks.md").write_text(render(results, rows, plots) + "\n")
+    return [docs / "benchmarks.json", docs / "benchmarks.md", *(docs / p for p in plots)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtests.report", description=__doc__)
+    parser.add_argument(
+        "results", type=Path, nargs="?", default=REPO / "loadtests" / "results" / "latest.json"
+    )
+    parser.add_argument("--docs", type=Path, default=REPO / "docs")
+    args = parser.parse_args(argv)
+    results = json.loads(args.results.read_text())
+    for path in write_docs(results, args.docs):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Systems under test: how each server is started, and the request each system gets per model.
+
+A *server* is one set of processes (the gateway, TorchServe, a peer); it may expose several
+*systems* (the gateway's V2 JSON, V2 binary and `/predictions` routes). Every server is a context
+manager yielding a `Deployment`; leaving it stops every process it started.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loadtests import procs
+from loadtests.catalog import BenchModel
+from loadtests.wrk import Request
+
+GPU_PROVIDERS = "TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider"
+
+
+class Unavailable(RuntimeError):
+    """The server cannot run here (not installed, a dependency missing); the reason says why."""
+
+
+@dataclass(frozen=True)
+class Context:
+    store: Path
+    models: Sequence[BenchModel]
+    work_dir: Path
+    """Logs and generated configuration go here."""
+    device: str = "cpu"
+    install: bool = True
+    """Create missing peer venvs (network); when False, missing peers are skipped."""
+    startup_timeout_s: float = 300.0
+
+    @property
+    def model_names(self) -> list[str]:
+        return [model.name for model in self.models]
+
+
+@dataclass
+class ServerInfo:
+    name: str
+    pid: int
+    cold_start_s: float
+    """Process start to every model ready."""
+    settings: str
+    rss_ready_mb: float = 0.0
+    rss_loaded_mb: float = 0.0
+    """Resident memory of the process tree once ready, and right after its load sweep."""
+
+
+@dataclass
+class Deployment:
+    servers: list[ServerInfo] = field(default_factory=list)
+    targets: dict[str, dict[str, Request]] = field(default_factory=dict)
+    """system -> model -> the request wrk posts."""
+    metrics: dict[str, str] = field(default_factory=dict)
+    """system -> base URL of a gateway whose /metrics splits its time (our systems only)."""
+
+
+@dataclass(frozen=True)
+class ServerKind:
+    name: str
+    systems: tuple[str, ...]
+    start: Callable[[Context], AbstractContextManager[Deployment]]
+
+
+def v2_requests(base: str, model: BenchModel, *, binary: bool) -> Request:
+    url = f"{base}/v2/models/{model.name}/infer"
+    if not binary:
+        return Request(url, model.v2_json, {"Content-Type": "application/json"})
+    body, header_length = model.v2_binary
+    return Request(
+        url,
+        body,
+        {
+            "Content-Type": "application/octet-stream",
+            "Inference-Header-Content-Length": str(header_length),
+        },
+    )
+
+
+def predictions_request(base: str, model: BenchModel, token: str | None = None) -> Request:
+    body, content_type = model.native
+    headers = {"Content-Type": content_type}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return Request(f"{base}/predictions/{model.name}", body, headers)
+
+
+def ready_urls(base: str, models: Sequence[BenchModel]) -> list[str]:
+    return [f"{base}/v2/health/ready", *(f"{base}/v2/models/{m.name}/ready" for m in models)]
+
+
+@contextmanager
+def run_gateway(
+    ctx: Context, label: str, extra_args: Sequence[str] = (), env: dict[str, str] | None = None
+) -> Iterator[tuple[str, ServerInfo]]:
+    """`python -m service` on a free port; yields its base URL once every model is ready."""
+    port = procs.free_port()
+    args = [
+        "--model-store",
+        str(ctx.store),
+        "--port",
+        str(port),
+        "--models",
+        ",".join(ctx.model_names),
+        *extra_args,
+    ]
+    if ctx.device == "cuda" and "--backend" not in extra_args:
+        args += ["--providers", GPU_PROVIDERS]
+    started = time.monotonic()
+    process = procs.spawn(
+        [sys.executable, "-m", "service", *args], ctx.work_dir / f"{label}.log", env
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        procs.wait_ready(ready_urls(base, ctx.models), process, ctx.startup_timeout_s)
+        info = ServerInfo(
+            label,
+            process.pid,
+            time.monotonic() - started,
+            " ".join(["python -m service", *extra_args])
+            + " (defaults otherwise: batches up to the manifest's max_batch_size, "
+            "no queue delay, 1 instance per model)",
+        )
+        info.rss_ready_mb = procs.tree_rss_mb(process.pid)
+        yield base, info
+    finally:
+        procs.stop(process)
+
+
+@contextmanager
+def gateway(ctx: Context) -> Iterator[Deployment]:
+    with run_gateway(ctx, "gateway") as (base, info):
+        yield Deployment(
+            servers=[info],
+            targets={
+                "gateway-v2-json": {m.name: v2_requests(base, m, binary=False) for m in ctx.models},
+                "gateway-v2-binary": {
+                    m.name: v2_requests(base, m, binary=True) for m in ctx.models
+                },
+                "gateway-predictions": {m.name: predictions_request(base, m) for m in ctx.models},
+            },
+            metrics=dict.fromkeys(
+                ("gateway-v2-json", "gateway-v2-binary", "gateway-predictions"), base
+            ),
+        )
+
+
+@contextmanager
+def gateway_torchscript(ctx: Context) -> Iterator[Deployment]:
+    """GPU only: the gateway's TorchScript backend on CUDA, fp16 autocast."""
+    if ctx.device != "cuda":
+        raise Unavailable("gateway-torchscript runs only with --device cuda")
+    args = ["--backend", "torchscript", "--device", "cuda"]
+    with run_gateway(ctx, "gateway-torchscript", args, {"GATEWAY_FP16": "true"}) as (base, info):
+        yield Deployment(
+            [info],
+            {
+                "gateway-torchscript-v2-binary": {
+                    m.name: v2_requests(base, m, binary=True) for m in ctx.models
+                }
+            },
+            {"gateway-torchscript-v2-binary": base},
+        )
+
+
+@contextmanager
+def torchserve(ctx: Context) -> Iterator[Deployment]:
+    """TorchServe with the project's handlers, and the gateway's `torchserve` backend over it."""
+    try:
+        from handlers.archive import build_archives
+        from handlers.launcher import DEFAULT_CONFIG, start_torchserve
+    except ImportError as error:
+        raise Unavailable(
+            f"handlers.archive / handlers.launcher not importable yet ({error})"
+        ) from None
+    archives = ctx.work_dir / "torchserve-archives"
+    archives.mkdir(parents=True, exist_ok=True)
+    build_archives(ctx.store, archives, ctx.model_names)
+    # The launcher picks free HTTP ports but leaves gRPC on 7070/7071, which another TorchServe
+    # on this machine may hold: give gRPC free ports too.
+    config = ctx.work_dir / "torchserve.properties"
+    config.write_text(
+        Path(DEFAULT_CONFIG).read_text()
+        + f"\ngrpc_inference_port={procs.free_port()}\ngrpc_management_port={procs.free_port()}\n"
+    )
+    batch_size = max(m.max_batch_size for m in ctx.models)
+    settings = f"1 worker per model, batch_size={batch_size}, max_batch_delay=5 ms"
+    started = time.monotonic()
+    with start_torchserve(
+        archives,
+        ctx.work_dir / "torchserve",
+        ctx.model_names,
+        batch_size=batch_size,
+        max_batch_delay_ms=5,
+        workers=1,
+        config=config,
+    ) as served:
+        base = str(served.inference_url).rstrip("/")
+        token = served.token
+        info = ServerInfo("torchserve", served.process.pid, time.monotonic() - started, settings)
+        info.rss_ready_mb = procs.tree_rss_mb(served.process.pid)
+        env = {"GATEWAY_TORCHSERVE_URL": base}
+        if token:
+            env["GATEWAY_TORCHSERVE_TOKEN"] = str(token)
+        with run_gateway(ctx, "gateway-torchserve", ["--backend", "torchserve"], env) as (
+            gateway_base,
+            gateway_info,
+        ):
+            yield Deployment(
+                servers=[info, gateway_info],
+                targets={
+                    "torchserve": {m.name: predictions_request(base, m, token) for m in ctx.models},
+                    "gateway-torchserve-v2-json": {
+                        m.name: v2_requests(gateway_base, m, binary=False) for m in ctx.models
+                    },
+                },
+                metrics={"gateway-torchserve-v2-json": gateway_base},
+            )
