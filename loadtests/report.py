@@ -221,6 +221,46 @@ def _machine(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def raw_spread(results: dict[str, Any]) -> tuple[float, float] | None:
+    """Median and largest ratio between two rounds of the same raw measurement (model, batch
+    size, spinning): how much the machine alone moved the same in-process call during the run."""
+    ratios = []
+    for entry in results.get("raw", {}).values():
+        rounds: dict[tuple[int, bool], list[float]] = {}
+        for point in entry["batches"]:
+            rounds.setdefault((point["batch"], point["spinning"]), []).append(point["items_per_s"])
+        ratios += [max(v) / min(v) for v in rounds.values() if len(v) > 1 and min(v) > 0]
+    if not ratios:
+        return None
+    ratios.sort()
+    return ratios[len(ratios) // 2], ratios[-1]
+
+
+def _noise(results: dict[str, Any]) -> str:
+    machine = results["machine"]
+    cores = machine.get("logical_cores") or 1
+    loads = [*machine.get("load_average_start", []), *machine.get("load_average_end", [])]
+    text = (
+        f"**Noise.** A shared {cores}-core virtual machine: other engineers' tests ran beside "
+        "this benchmark, and wrk takes CPU from the same cores as the server it loads. "
+    )
+    if loads:
+        text += (
+            f"The load average reached {max(loads):.1f} (above {cores} means processes "
+            "waited for a core). "
+        )
+    spread = raw_spread(results)
+    if spread is not None:
+        text += (
+            "The same in-process ONNX Runtime measurement, repeated after a model's points, "
+            f"moved by {spread[0]:.2f}x in the median and {spread[1]:.1f}x at worst. "
+        )
+    return text + (
+        "Compare systems at the same model and concurrency (measured within minutes of each "
+        "other), not across runs; treat single points as ±20 % at best."
+    )
+
+
 def _goal_table(rows: list[dict[str, Any]]) -> list[str]:
     """The verdicts; for the c=1 overhead also the gateway's own time (server request time
     minus compute, from /metrics), which the machine's noise in the compute does not reach."""
@@ -371,9 +411,7 @@ def render(results: dict[str, Any], rows: list[dict[str, Any]], plots: Sequence[
         "",
         *_machine(results),
         "",
-        "**Noise.** This is a shared 2-core virtual machine: other engineers' tests ran beside "
-        "this benchmark, and wrk itself takes CPU from the same two cores as the server it "
-        "loads. Expect 10 to 20 % between runs; compare systems within one run, not across runs.",
+        _noise(results),
         "",
         "## Goals",
         "",
