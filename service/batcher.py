@@ -109,10 +109,6 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         return self._queued_rows
 
     @property
-    def busy_instances(self) -> int:
-        return self._busy
-
-    @property
     def dispatches_immediately(self) -> bool:
         """Nothing queued and an instance free: a request submitted now runs at once."""
         return not self._queue and self._busy < self.instances and self.max_queue_delay_s == 0

@@ -29,10 +29,6 @@ class DataPlane:
         self._idle.set()
 
     @property
-    def live(self) -> bool:
-        return True
-
-    @property
     def ready(self) -> bool:
         return self.started and not self.draining
 

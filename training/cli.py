@@ -56,31 +56,29 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _positive_int(text: str) -> int:
+def _parsed(text: str, convert: type[int] | type[float], noun: str) -> float:
     try:
-        value = int(text)
+        return convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not {noun}: {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    value = int(_parsed(text, int, "an integer"))
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
     return value
 
 
 def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    value = int(_parsed(text, int, "an integer"))
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative: {text}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _parsed(text, float, "a number")
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive: {text}")
     return value
