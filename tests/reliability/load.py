@@ -97,3 +97,11 @@ async def closed_loop_latency_ms(url: str, body: dict[str, Any], count: int) -> 
             latencies.append((time.perf_counter() - started) * 1000)
     latencies.sort()
     return latencies[len(latencies) // 2]
+
+
+async def closed_loop_capacity(url: str, body: dict[str, Any], *, users: int = 8) -> float:
+    """Requests per second that `users` sequential clients get through together."""
+    per_user = 10
+    started = time.perf_counter()
+    await asyncio.gather(*[closed_loop_latency_ms(url, body, per_user) for _ in range(users)])
+    return users * per_user / (time.perf_counter() - started)
