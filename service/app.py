@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import __version__
 from service.dataplane import DataPlane
@@ -70,7 +72,26 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+class GatewayApp(FastAPI):
+    """FastAPI for the docs, operations routes and fallbacks, behind a lean front for HTTP.
+
+    Profiled under load on the tiny tabular model, the ASGI layers FastAPI puts around every
+    request (its telemetry hook, Starlette's error and exception middleware, each wrapping
+    `send`) cost about a tenth of the server's CPU; `front` reaches the inference routes
+    without them and falls back to the whole FastAPI stack for everything else.
+    """
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.front is not None:
+            scope["app"] = self
+            await self.front(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> GatewayApp:
     settings = settings or Settings()
     metrics = GatewayMetrics()
     if settings.device == "cuda" or any("CUDA" in p or "Tensorrt" in p for p in settings.providers):
@@ -93,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.gather(loading, return_exceptions=True)
             await repository.close()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="Model-serving gateway",
         version=__version__,
         description="Open Inference Protocol v2, TorchServe-compatible and KServe V1 routes "
@@ -123,17 +144,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.exception("unhandled error")
         return json_response({"error": "internal server error"}, 500)
 
-    # Outermost last: the body limit guards everything, the fast path serves inference.
-    app.add_middleware(FastPath, routes=[spec for spec in specs if spec.hot])
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    # Every HTTP request passes the body limit; the fast path serves inference and hands the
+    # rest to FastAPI's own stack (telemetry, error middleware, router).
+    front: ASGIApp = FastPath(
+        partial(FastAPI.__call__, app), routes=[spec for spec in specs if spec.hot]
+    )
+    front = BodyLimitMiddleware(front, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 
-        app.add_middleware(
-            CORSMiddleware,
+        front = CORSMiddleware(
+            front,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["*"],
         )
+    app.front = front
     return app

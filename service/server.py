@@ -62,6 +62,8 @@ def run(settings: Settings) -> None:
         http="httptools",
         lifespan="on",
         access_log=False,
+        # Client addresses are never used (no access log), so skip rewriting them per request.
+        proxy_headers=False,
         log_config=None,
         timeout_graceful_shutdown=max(1, int(settings.drain_seconds)),
         timeout_keep_alive=30,
