@@ -41,7 +41,7 @@ class OnnxRuntimeBackend(LocalBackend):
         providers: list[str] | None = None,
         intra_op_threads: int = 0,
         graph_optimization: str = "all",
-        allow_spinning: bool = False,
+        allow_spinning: bool = True,
     ) -> None:
         super().__init__(manifest, instances)
         self.model_path = model_path
@@ -64,10 +64,11 @@ class OnnxRuntimeBackend(LocalBackend):
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.intra_op_threads
         options.inter_op_num_threads = 1
-        if not self.allow_spinning:
-            # Idle intra-op threads otherwise busy-wait after every run, burning the cores
-            # that HTTP handling needs; the batcher keeps ORT busy when there is load anyway.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Spinning: idle intra-op threads busy-wait briefly for the next parallel section
+        # instead of sleeping (faster per batch; costs CPU that other processes may want).
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", "1" if self.allow_spinning else "0"
+        )
         options.graph_optimization_level = getattr(
             ort.GraphOptimizationLevel, _LEVELS[self.graph_optimization]
         )

@@ -46,3 +46,20 @@ async def test_corrupt_file_is_a_backend_error(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="cannot load"):
         await backend.load()
     await backend.close()
+
+
+@pytest.mark.parametrize(("spinning", "entry"), [(True, "1"), (False, "0")])
+async def test_spinning_setting_reaches_the_session(
+    tmp_path: Path, spinning: bool, entry: str
+) -> None:
+    from service.repository import build_backend
+    from service.settings import Settings
+
+    directory = classifier(tmp_path)
+    settings = Settings(intra_op_spinning=spinning, _env_file=None)  # type: ignore[call-arg]
+    backend = build_backend(Manifest.read(directory), directory, settings)
+    assert isinstance(backend, OnnxRuntimeBackend)
+    await backend.load()
+    options = backend.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == entry
+    await backend.close()
