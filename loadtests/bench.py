@@ -372,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     started = time.monotonic()
     ctx = Context(
-        store=args.model_store.resolve(),
+        store=serving_store(models, work_dir / "store"),
         models=models,
         work_dir=work_dir.resolve(),
         device=args.device,
@@ -409,6 +409,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in write_docs(results, args.docs):
             log(f"wrote {path}")
     return 0
+
+
+def serving_store(models: Sequence[BenchModel], root: Path) -> Path:
+    """A store holding exactly the benchmarked version of each model (links, no copies), so
+    every server loads the same files and the gateway's memory is not inflated by older
+    versions that happen to sit in the user's store."""
+    for model in models:
+        link = root / model.name / model.version_dir.name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists():
+            link.symlink_to(model.version_dir.resolve(), target_is_directory=True)
+    return root.resolve()
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ class Goal:
     title: str
     kind: str
     """'ratio_at' (ours ÷ theirs at one concurrency), 'ratio_raw' (best ÷ raw limit),
-    'overhead' (ours p50 at c=1 - raw batch-1 p50)."""
+    'overhead' (ours p50 at c=1 - raw batch-1 p50), 'cold_start' (seconds to ready) and 'rss'
+    (MiB once ready) of the server that runs `ours`."""
     pairs: tuple[tuple[str, str], ...]
     """(our system, their system); 'raw' for the in-process limit."""
     target: float
@@ -78,6 +79,20 @@ GOALS = (
         "overhead",
         (("gateway-v2-binary", "raw"), ("gateway-v2-json", "raw")),
         1.0,
+    ),
+    Goal(
+        "Gateway cold start to ready, every benchmarked model warmed (goal ≤ 5 s)",
+        "cold_start",
+        (("gateway", ""),),
+        5.0,
+        ("all",),
+    ),
+    Goal(
+        "Gateway RSS once ready, ONNX Runtime only (goal ≤ 400 MiB)",
+        "rss",
+        (("gateway", ""),),
+        400.0,
+        ("all",),
     ),
 )
 
@@ -134,6 +149,20 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
                 mine: float | None = None
                 other: float | None = None
                 value: float | None = None
+                if goal.kind in ("cold_start", "rss"):
+                    server = results.get("servers", {}).get(ours)
+                    if server is None:
+                        continue
+                    key, unit = (
+                        ("cold_start_s", "s")
+                        if goal.kind == "cold_start"
+                        else ("rss_ready_mb", "MiB")
+                    )
+                    value = server[key]
+                    row.update(mine=value, other=None, value=value, unit=unit)
+                    row["met"] = value <= goal.target
+                    rows.append(row)
+                    continue
                 if goal.kind == "ratio_at":
                     a, b = (_at(results, s, model, goal.concurrency) for s in (ours, theirs))
                     mine, other = (a or {}).get("throughput"), (b or {}).get("throughput")
@@ -272,7 +301,13 @@ def _goal_table(rows: list[dict[str, Any]]) -> list[str]:
     ]
     for row in rows:
         unit = row["unit"]
-        if unit == "ms":
+        if unit in ("s", "MiB"):
+            figures = (
+                f"{row['mine']:.1f} {unit}" if unit == "s" else f"{row['mine']:.0f} {unit}",
+                "-",
+                "-",
+            )
+        elif unit == "ms":
             figures = (
                 f"{_ms(row['mine'])} ms",
                 f"{_ms(row['other'])} ms",
@@ -285,7 +320,9 @@ def _goal_table(rows: list[dict[str, Any]]) -> list[str]:
                 f"{_num(row['other'])} {unit}",
                 f"{row['value']:.2f}x" if row["value"] is not None else "-",
             )
-        theirs = "raw ORT" if row["theirs"] == "raw" else f"`{row['theirs']}`"
+        theirs = (
+            "raw ORT" if row["theirs"] == "raw" else f"`{row['theirs']}`" if row["theirs"] else "-"
+        )
         lines.append(
             f"| {row['goal']} | {row['model']} | `{row['ours']}` | {theirs} | "
             f"{figures[0]} | {figures[1]} | {figures[2]} | {_verdict(row['met'])} |"
@@ -395,7 +432,8 @@ def render(results: dict[str, Any], rows: list[dict[str, Any]], plots: Sequence[
         "Every system serves the **same ONNX files** with ONNX Runtime on 127.0.0.1 (TorchServe: "
         "the TorchScript export of the same model), loaded by the same generator (wrk with "
         "`loadtests/wrk_post.lua`, one fixed request body per model and system, keep-alive "
-        "connections = concurrency), one system at a time. "
+        "connections = concurrency), one system at a time; every server loads one version of "
+        "each model (the newest in the store). "
         + (
             "All servers are started first (cold start measured one by one), then for each "
             "model and concurrency the systems are loaded one after another, so that the systems "

@@ -20,6 +20,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def test_tiny_run_writes_results_docs_and_plots(tmp_path: Path) -> None:
     store = tmp_path / "store"
     classifier(store)
+    classifier(store, version=2)
     image_classifier(store)
     # Our gateway always; peers only where their venv is already installed (no network here).
     systems = ["raw", "gateway", *installed_peers()]
@@ -76,6 +77,12 @@ def test_tiny_run_writes_results_docs_and_plots(tmp_path: Path) -> None:
         assert point["concurrency"] == 2
         assert point["requests"] > 0 and point["errors"] == 0, point
         assert set(point["latency_ms"]) >= {"p50", "p99", "mean"}
+    # Every server got one version of each model, the newest.
+    (served,) = out.glob("bench-*/store")
+    assert sorted(p.relative_to(served).as_posix() for p in served.glob("*/*")) == [
+        "img/1",
+        "tab/2",
+    ]
     assert results["servers"]["gateway"]["cold_start_s"] > 0
     assert results["servers"]["gateway"]["rss_loaded_mb"] > 0
     # Every installed peer either produced points or says why not.

@@ -144,6 +144,7 @@ def test_goals_are_stated_met_or_not() -> None:
             _point("gateway-v2-binary", "minilm", 1, 80, 7.0),
             _point("gateway-v2-binary", "minilm", 32, 95, 300.0),
         ],
+        "servers": {"gateway": {"cold_start_s": 2.5, "rss_ready_mb": 420.0}},
     }
     rows = {(r["goal"][:20], r["model"], r["ours"]): r for r in report.evaluate(results)}
     triton = rows[("Gateway ÷ PyTriton t", "iris", "gateway-v2-json")]
@@ -153,6 +154,10 @@ def test_goals_are_stated_met_or_not() -> None:
     overhead = rows[("c=1 p50 overhead: ga", "minilm", "gateway-v2-binary")]
     assert overhead["value"] == pytest.approx(2.0) and overhead["met"] is False
     assert rows[("c=1 p50 overhead: ga", "iris", "gateway-v2-json")]["met"] is True
+    cold = rows[("Gateway cold start t", "all", "gateway")]
+    assert cold["value"] == 2.5 and cold["met"] is True
+    memory = rows[("Gateway RSS once rea", "all", "gateway")]
+    assert memory["value"] == 420.0 and memory["met"] is False
 
 
 def test_steps_ramp_per_scenario_then_stop() -> None:
