@@ -85,6 +85,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=1.0,
         help="seconds of unrecorded load before each point (0: none)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure each point this many times, the systems taking turns, and keep the "
+        "median run (odd numbers; the others' figures are kept as 'repeats')",
+    )
     parser.add_argument("--raw-batches", type=_ints, default=list(RAW_BATCHES))
     parser.add_argument(
         "--raw-seconds", type=float, default=1.5, help="seconds per raw batch and setting"
@@ -143,6 +150,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             if name not in expanded:
                 expanded.append(name)
     args.systems = expanded
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     return args
 
 
@@ -185,9 +194,11 @@ def measure_point(
     concurrency: int,
     args: argparse.Namespace,
     metrics_url: str | None = None,
+    *,
+    warm_up: bool = True,
 ) -> dict[str, Any]:
     """One wrk run; for our gateway also its own split of the time, from /metrics."""
-    if args.warmup > 0:
+    if warm_up and args.warmup > 0:
         wrk.run(request, concurrency, args.warmup)
     before = server_metrics.scrape(metrics_url) if metrics_url else None
     result = wrk.run(request, concurrency, args.duration)
@@ -228,6 +239,16 @@ def measure_point(
         + server
     )
     return point
+
+
+def median_run(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median throughput (the lower one of an even count), whole, so that its
+    latencies and server split belong together; the other runs' throughputs go to 'repeats'."""
+    ordered = sorted(points, key=lambda point: point["throughput"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    if len(points) > 1:
+        chosen["repeats"] = [point["throughput"] for point in points]
+    return chosen
 
 
 def run_raw(
@@ -310,10 +331,21 @@ def sweep(
                     {"system": system, "model": model.name, "error": problem}
                 )
         for concurrency in args.concurrency:
-            for system, request, metrics_url in targets:
-                results["points"].append(
-                    measure_point(system, model.name, request, concurrency, args, metrics_url)
-                )
+            runs: dict[str, list[dict[str, Any]]] = {system: [] for system, _, _ in targets}
+            for repetition in range(args.repeat):
+                for system, request, metrics_url in targets:
+                    runs[system].append(
+                        measure_point(
+                            system,
+                            model.name,
+                            request,
+                            concurrency,
+                            args,
+                            metrics_url,
+                            warm_up=repetition == 0,
+                        )
+                    )
+            results["points"] += [median_run(points) for points in runs.values()]
         if with_raw and args.raw_rounds > 1:
             run_raw([model], args, results, 2)
 
@@ -352,6 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "concurrency": args.concurrency,
             "duration_s": args.duration,
             "warmup_s": args.warmup,
+            "repeat": args.repeat,
             "raw_batches": args.raw_batches,
             "device": args.device,
             "slo_p99_ms": args.slo_ms,

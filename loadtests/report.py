@@ -243,7 +243,13 @@ def _machine(results: dict[str, Any]) -> list[str]:
         f"| Versions | {versions} |",
         f"| Load average (1/5/15 min) | start {machine['load_average_start']}, end "
         f"{machine.get('load_average_end', '-')} |",
-        f"| Points | {config['duration_s']:g} s each after {config['warmup_s']:g} s warm-up; "
+        f"| Points | {config['duration_s']:g} s each after {config['warmup_s']:g} s warm-up"
+        + (
+            f", median of {config['repeat']} runs, the systems taking turns"
+            if config.get("repeat", 1) > 1
+            else ""
+        )
+        + "; "
         f"concurrency {', '.join(map(str, config['concurrency']))}; whole run "
         f"{_num(config.get('wall_s'), 0)} s |",
     ]
@@ -265,6 +271,18 @@ def raw_spread(results: dict[str, Any]) -> tuple[float, float] | None:
     return ratios[len(ratios) // 2], ratios[-1]
 
 
+def repeat_spread(results: dict[str, Any]) -> tuple[float, float] | None:
+    """Median and largest max÷min throughput over the repeated runs of each point."""
+    ratios = sorted(
+        max(point["repeats"]) / min(point["repeats"])
+        for point in results["points"]
+        if len(point.get("repeats", [])) > 1 and min(point["repeats"]) > 0
+    )
+    if not ratios:
+        return None
+    return ratios[len(ratios) // 2], ratios[-1]
+
+
 def _noise(results: dict[str, Any]) -> str:
     machine = results["machine"]
     cores = machine.get("logical_cores") or 1
@@ -283,6 +301,12 @@ def _noise(results: dict[str, Any]) -> str:
         text += (
             "The same in-process ONNX Runtime measurement, repeated after a model's points, "
             f"moved by {spread[0]:.2f}x in the median and {spread[1]:.1f}x at worst. "
+        )
+    repeats = repeat_spread(results)
+    if repeats is not None:
+        text += (
+            "Repeated runs of the same server point differed by "
+            f"{repeats[0]:.2f}x (max ÷ min) in the median and {repeats[1]:.1f}x at worst. "
         )
     return text + (
         "Compare systems at the same model and concurrency (measured within minutes of each "

@@ -39,6 +39,8 @@ def test_tiny_run_writes_results_docs_and_plots(tmp_path: Path) -> None:
         "2",
         "--duration",
         "1",
+        "--repeat",
+        "2",
         "--warmup",
         "0",
         "--raw-batches",
@@ -77,6 +79,8 @@ def test_tiny_run_writes_results_docs_and_plots(tmp_path: Path) -> None:
         assert point["concurrency"] == 2
         assert point["requests"] > 0 and point["errors"] == 0, point
         assert set(point["latency_ms"]) >= {"p50", "p99", "mean"}
+        # Two runs per point; the one kept is the slower (the lower median of two).
+        assert len(point["repeats"]) == 2 and point["throughput"] == min(point["repeats"])
     # Every server got one version of each model, the newest.
     (served,) = out.glob("bench-*/store")
     assert sorted(p.relative_to(served).as_posix() for p in served.glob("*/*")) == [

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from loadtests import payloads, report, server_metrics, wrk
+from loadtests import bench, payloads, report, server_metrics, wrk
 from loadtests.catalog import load_model
 from loadtests.shape import Steps
 from service.codecs import v2
@@ -169,3 +169,17 @@ def test_steps_ramp_per_scenario_then_stop() -> None:
     assert steps.at(20.0) is None
     with pytest.raises(ValueError, match="user counts"):
         Steps.parse("", 10, 2)
+
+
+def test_repeated_runs_keep_the_median_run_whole() -> None:
+    runs = [
+        _point("gateway-v2-json", "iris", 32, throughput, p50)
+        for throughput, p50 in ((900, 9.0), (1200, 7.0), (1000, 8.0))
+    ]
+    kept = bench.median_run(runs)
+    assert kept["throughput"] == 1000 and kept["latency_ms"]["p50"] == 8.0
+    assert kept["repeats"] == [900, 1200, 1000]
+    assert "repeats" not in bench.median_run(runs[:1])
+    others = [{**kept, "repeats": [100, 110, 105]}, {**kept, "repeats": [100, 120]}]
+    spread = report.repeat_spread({"points": [kept, *others, runs[0]]})
+    assert spread == (pytest.approx(1.2), pytest.approx(1200 / 900))
