@@ -40,8 +40,9 @@ SYSTEMS = {
     "gateway-v2-binary": "the same gateway, V2 binary tensor extension (binary in and out)",
     "gateway-predictions": "the same gateway, TorchServe-style `/predictions/{model}` with the "
     "body a TorchServe user sends (PNG file, text, JSON features)",
-    "gateway-torchserve-v2-json": "our gateway (V2 JSON) with its `torchserve` backend: "
-    "batches forwarded to the TorchServe below",
+    "gateway-torchserve-v2-json": "our gateway (V2 JSON) with its `torchserve` backend: each "
+    "batch one pre-batched request to a second TorchServe (`torchserve-behind-gateway`, "
+    "batch_size 1, as `BACKEND=torchserve make run` deploys it)",
     "torchserve": "TorchServe 0.12 directly, the project's handler on the TorchScript export of "
     "the same model, same body as `gateway-predictions`, token auth on",
     "pytriton-v2-json": "Triton through NVIDIA PyTriton (dynamic batcher, Python function "
@@ -66,6 +67,12 @@ GOALS = (
         "ratio_at",
         (("gateway-predictions", "torchserve"),),
         2.5,
+    ),
+    Goal(
+        "Gateway in front of TorchServe ÷ TorchServe direct throughput at c=32 (goal ≥ 1.0)",
+        "ratio_at",
+        (("gateway-torchserve-v2-json", "torchserve"),),
+        1.0,
     ),
     Goal(
         "Gateway best throughput ÷ raw ONNX Runtime limit (goal ≥ 0.90)",

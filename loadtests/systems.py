@@ -10,9 +10,10 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from loadtests import procs
 from loadtests.catalog import BenchModel
@@ -174,8 +175,8 @@ def gateway_torchscript(ctx: Context) -> Iterator[Deployment]:
 def torchserve(ctx: Context) -> Iterator[Deployment]:
     """TorchServe with the project's handlers, and the gateway's `torchserve` backend over it."""
     try:
+        import handlers.launcher  # noqa: F401
         from handlers.archive import build_archives
-        from handlers.launcher import DEFAULT_CONFIG, start_torchserve
     except ImportError as error:
         raise Unavailable(
             f"handlers.archive / handlers.launcher not importable yet ({error})"
@@ -183,43 +184,75 @@ def torchserve(ctx: Context) -> Iterator[Deployment]:
     archives = ctx.work_dir / "torchserve-archives"
     archives.mkdir(parents=True, exist_ok=True)
     build_archives(ctx.store, archives, ctx.model_names)
+    batch_size = max(m.max_batch_size for m in ctx.models)
+    direct_settings = f"1 worker per model, batch_size={batch_size}, max_batch_delay=5 ms"
+    with ExitStack() as stack:
+        # TorchServe users get TorchServe's own batcher. Behind the gateway, TorchServe runs as
+        # `BACKEND=torchserve make run` deploys it: batch_size 1, since each request it gets is
+        # a whole gateway batch (its batcher would only add max_batch_delay to every batch).
+        direct, direct_info = _start_torchserve(
+            ctx, stack, archives, "torchserve", direct_settings, batch_size=batch_size
+        )
+        behind, behind_info = _start_torchserve(
+            ctx,
+            stack,
+            archives,
+            "torchserve-behind-gateway",
+            "1 worker per model, batch_size=1 (the gateway in front batches)",
+            batch_size=1,
+        )
+        env = {"GATEWAY_TORCHSERVE_URL": str(behind.inference_url).rstrip("/")}
+        if behind.token:
+            env["GATEWAY_TORCHSERVE_TOKEN"] = str(behind.token)
+        gateway_base, gateway_info = stack.enter_context(
+            run_gateway(ctx, "gateway-torchserve", ["--backend", "torchserve"], env)
+        )
+        base = str(direct.inference_url).rstrip("/")
+        yield Deployment(
+            servers=[direct_info, behind_info, gateway_info],
+            targets={
+                "torchserve": {
+                    m.name: predictions_request(base, m, direct.token) for m in ctx.models
+                },
+                "gateway-torchserve-v2-json": {
+                    m.name: v2_requests(gateway_base, m, binary=False) for m in ctx.models
+                },
+            },
+            metrics={"gateway-torchserve-v2-json": gateway_base},
+        )
+
+
+def _start_torchserve(
+    ctx: Context,
+    stack: ExitStack,
+    archives: Path,
+    name: str,
+    settings: str,
+    *,
+    batch_size: int,
+) -> tuple[Any, ServerInfo]:
+    """One TorchServe on free ports inside `stack`, with its cold start and RSS once ready."""
+    from handlers.launcher import DEFAULT_CONFIG, start_torchserve
+
     # The launcher picks free HTTP ports but leaves gRPC on 7070/7071, which another TorchServe
     # on this machine may hold: give gRPC free ports too.
-    config = ctx.work_dir / "torchserve.properties"
+    config = ctx.work_dir / f"{name}.properties"
     config.write_text(
         Path(DEFAULT_CONFIG).read_text()
         + f"\ngrpc_inference_port={procs.free_port()}\ngrpc_management_port={procs.free_port()}\n"
     )
-    batch_size = max(m.max_batch_size for m in ctx.models)
-    settings = f"1 worker per model, batch_size={batch_size}, max_batch_delay=5 ms"
     started = time.monotonic()
-    with start_torchserve(
-        archives,
-        ctx.work_dir / "torchserve",
-        ctx.model_names,
-        batch_size=batch_size,
-        max_batch_delay_ms=5,
-        workers=1,
-        config=config,
-    ) as served:
-        base = str(served.inference_url).rstrip("/")
-        token = served.token
-        info = ServerInfo("torchserve", served.process.pid, time.monotonic() - started, settings)
-        info.rss_ready_mb = procs.tree_rss_mb(served.process.pid)
-        env = {"GATEWAY_TORCHSERVE_URL": base}
-        if token:
-            env["GATEWAY_TORCHSERVE_TOKEN"] = str(token)
-        with run_gateway(ctx, "gateway-torchserve", ["--backend", "torchserve"], env) as (
-            gateway_base,
-            gateway_info,
-        ):
-            yield Deployment(
-                servers=[info, gateway_info],
-                targets={
-                    "torchserve": {m.name: predictions_request(base, m, token) for m in ctx.models},
-                    "gateway-torchserve-v2-json": {
-                        m.name: v2_requests(gateway_base, m, binary=False) for m in ctx.models
-                    },
-                },
-                metrics={"gateway-torchserve-v2-json": gateway_base},
-            )
+    served = stack.enter_context(
+        start_torchserve(
+            archives,
+            ctx.work_dir / name,
+            ctx.model_names,
+            batch_size=batch_size,
+            max_batch_delay_ms=5,
+            workers=1,
+            config=config,
+        )
+    )
+    info = ServerInfo(name, served.process.pid, time.monotonic() - started, settings)
+    info.rss_ready_mb = procs.tree_rss_mb(served.process.pid)
+    return served, info

@@ -141,6 +141,8 @@ def test_goals_are_stated_met_or_not() -> None:
             _point("gateway-v2-json", "iris", 1, 900, 0.8),
             _point("gateway-v2-json", "iris", 32, 3000, 9.0),
             _point("pytriton-v2-json", "iris", 32, 1500, 20.0),
+            _point("gateway-torchserve-v2-json", "iris", 32, 1200, 25.0),
+            _point("torchserve", "iris", 32, 1600, 15.0),
             _point("gateway-v2-binary", "minilm", 1, 80, 7.0),
             _point("gateway-v2-binary", "minilm", 32, 95, 300.0),
         ],
@@ -154,6 +156,8 @@ def test_goals_are_stated_met_or_not() -> None:
     overhead = rows[("c=1 p50 overhead: ga", "minilm", "gateway-v2-binary")]
     assert overhead["value"] == pytest.approx(2.0) and overhead["met"] is False
     assert rows[("c=1 p50 overhead: ga", "iris", "gateway-v2-json")]["met"] is True
+    front = rows[("Gateway in front of ", "iris", "gateway-torchserve-v2-json")]
+    assert front["value"] == pytest.approx(0.75) and front["met"] is False
     cold = rows[("Gateway cold start t", "all", "gateway")]
     assert cold["value"] == 2.5 and cold["met"] is True
     memory = rows[("Gateway RSS once rea", "all", "gateway")]
