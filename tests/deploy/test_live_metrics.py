@@ -12,7 +12,7 @@ import math
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,27 @@ def prometheus_config(root: Path, target: str) -> Path:
     return path
 
 
+def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Prometheus: no {what} within {timeout_s:.0f} s")
+        time.sleep(0.2)
+
+
+def total_requests(exposition: str) -> float:
+    return sum(
+        float(line.split()[-1])
+        for line in exposition.splitlines()
+        if line.startswith("gateway_requests_total{")
+    )
+
+
+def scraped_requests(stack: Stack) -> float:
+    result = stack.query("sum(gateway_requests_total)")
+    return float(result[0]["value"][1]) if result else 0.0
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("observability")
@@ -136,8 +157,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         url = f"http://127.0.0.1:{port}"
         try:
             wait_until_ready(url, prometheus, timeout_s=60, path="/-/ready")
+            stack = Stack(server.url, url, "")
+            # rate() needs a scrape before the traffic and one after it: wait for both.
+            wait_for(lambda: bool(stack.query('up{job="gateway"}')), "a first scrape")
             traffic(server.url)
-            time.sleep(2.5)  # two more scrapes after the last request
+            answered = total_requests(httpx.get(server.url + "/metrics").text)
+            wait_for(
+                lambda: scraped_requests(stack) >= answered, "a scrape that saw all the traffic"
+            )
             exposition = httpx.get(server.url + "/metrics").text
             yield Stack(server.url, url, exposition)
         except BaseException:
