@@ -94,3 +94,15 @@ def gateway(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def sample_total(exposition: str, sample: str, **labels: str) -> float:
+    """Sum of the Prometheus samples named `sample` whose labels include `labels`."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        found.value
+        for family in text_string_to_metric_families(exposition)
+        for found in family.samples
+        if found.name == sample and all(found.labels.get(k) == v for k, v in labels.items())
+    )

@@ -33,7 +33,7 @@ from tests.deploy.tools import (
     metric_names,
     tool,
 )
-from tests.servers import free_port, gateway, wait_until_ready
+from tests.servers import free_port, gateway, sample_total, wait_until_ready
 from tests.tiny_models import full_store
 
 pytestmark = pytest.mark.integration
@@ -124,14 +124,6 @@ def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30.0) 
         time.sleep(0.2)
 
 
-def total_requests(exposition: str) -> float:
-    return sum(
-        float(line.split()[-1])
-        for line in exposition.splitlines()
-        if line.startswith("gateway_requests_total{")
-    )
-
-
 def scraped_requests(stack: Stack) -> float:
     result = stack.query("sum(gateway_requests_total)")
     return float(result[0]["value"][1]) if result else 0.0
@@ -161,7 +153,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             # rate() needs a scrape before the traffic and one after it: wait for both.
             wait_for(lambda: bool(stack.query('up{job="gateway"}')), "a first scrape")
             traffic(server.url)
-            answered = total_requests(httpx.get(server.url + "/metrics").text)
+            answered = sample_total(
+                httpx.get(server.url + "/metrics").text, "gateway_requests_total"
+            )
             wait_for(
                 lambda: scraped_requests(stack) >= answered, "a scrape that saw all the traffic"
             )

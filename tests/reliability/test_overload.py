@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 
 from tests.reliability.load import closed_loop_capacity, closed_loop_latency_ms, open_loop
-from tests.servers import gateway
+from tests.servers import gateway, sample_total
 from tests.tiny_models import slow_model
 
 pytestmark = pytest.mark.integration
@@ -36,11 +36,7 @@ async def rows_computed(server_url: str, model: str) -> float:
         session.get(f"{server_url}/metrics") as response,
     ):
         metrics = await response.text()
-    return sum(
-        float(line.split()[-1])
-        for line in metrics.splitlines()
-        if line.startswith(f'gateway_batch_size_sum{{model="{model}"')
-    )
+    return sample_total(metrics, "gateway_batch_size_sum", model=model)
 
 
 async def test_ten_times_capacity_for_thirty_seconds(tmp_path: Path) -> None:
