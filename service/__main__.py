@@ -1,41 +1,40 @@
-"""`python -m service`: start the gateway. Flags override `GATEWAY_*` settings."""
+"""`python -m service`: start the gateway. Every setting is a flag, derived from `Settings`."""
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-from typing import Any
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+from pydantic_settings import CliApp
 
 from service.logs import configure
-from service.server import run
 from service.settings import Settings
 
 
-def parse_args(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
-    parser.add_argument("--host", help="bind address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="port (default 8000)")
-    parser.add_argument("--model-store", type=Path, help="model store directory")
-    parser.add_argument("--models", help="comma-separated model names to serve (default: all)")
-    parser.add_argument("--backend", choices=["onnxruntime", "torchscript", "pt2", "torchserve"])
-    parser.add_argument("--device", choices=["cpu", "cuda"])
-    parser.add_argument("--providers", help="comma-separated ONNX Runtime execution providers")
-    parser.add_argument("--instances", type=int, help="concurrent batches per model")
-    parser.add_argument("--max-batch-size", type=int)
-    parser.add_argument("--max-queue-size", type=int)
-    parser.add_argument("--max-queue-delay-ms", type=float)
-    parser.add_argument("--intra-op-threads", type=int)
-    parser.add_argument("--log-level")
-    args = vars(parser.parse_args(argv))
-    for key in ("models", "providers"):
-        if args.get(key):
-            args[key] = [item.strip() for item in args[key].split(",") if item.strip()]
-    return {key: value for key, value in args.items() if value is not None}
+def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
+    """Settings from these flags over `GATEWAY_*` and `.env`; `None` reads `sys.argv[1:]`.
+
+    `--help` and unknown flags exit as argparse does; invalid values raise ValidationError."""
+    return CliApp.run(Settings, cli_args=None if argv is None else list(argv))
 
 
-def main(argv: list[str] | None = None) -> None:
-    settings = Settings(**parse_args(argv))
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        settings = settings_from_args(argv)
+    except ValidationError as error:
+        # Like argparse's own usage errors: one line and exit status 2, no traceback. The value
+        # may come from a flag, GATEWAY_* or .env, so name the setting.
+        problems = "; ".join(
+            f"{'.'.join(map(str, item['loc']))}: {item['msg']} (got {item['input']!r})"
+            for item in error.errors()
+        )
+        print(f"python -m service: error: {problems}", file=sys.stderr)
+        raise SystemExit(2) from None
     configure(settings.log_level)
+    # Imported here so that `--help` and bad flags answer without loading the app stack.
+    from service.server import run
+
     run(settings)
 
 

@@ -12,24 +12,45 @@ BackendName = Literal["onnxruntime", "torchscript", "pt2", "torchserve"]
 
 
 class Settings(BaseSettings):
+    """Gateway settings. Precedence: flags, then `GATEWAY_*` environment variables, then `.env`."""
+
+    # No `cli_parse_args` here: `Settings()` never reads sys.argv (tests and embedders construct
+    # it in-process); only `python -m service` passes its arguments (service/__main__.py).
     model_config = SettingsConfigDict(
-        env_prefix="GATEWAY_", env_file=".env", extra="ignore", env_ignore_empty=True
+        env_prefix="GATEWAY_",
+        env_file=".env",
+        extra="ignore",
+        env_ignore_empty=True,
+        # The docstring under each field is its description, hence its `--help` text.
+        use_attribute_docstrings=True,
+        cli_prog_name="python -m service",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_hide_none_type=True,
+        cli_show_env_vars=True,
     )
 
     host: str = "127.0.0.1"
     """Bind address. Loopback by default; the container sets 0.0.0.0."""
     port: int = Field(default=8000, ge=0, le=65535)
-    """TCP port for every protocol, the docs and /metrics."""
+    """TCP port for the HTTP protocols, the docs and /metrics."""
+    grpc_port: int = Field(default=8001, ge=0, le=65535)
+    """Port of the Open Inference Protocol gRPC service (Triton's convention), bound to `host`."""
+    grpc_enabled: bool = True
+    """Serve gRPC beside HTTP."""
+    grpc_max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    """Largest gRPC message received or sent; larger ones get RESOURCE_EXHAUSTED."""
     model_store: Path = Path("model_store")
     """Directory holding `<model>/<version>/model.json` trees."""
     models: list[str] | None = None
-    """Serve only these model names (default: every model found)."""
+    """Serve only these model names (default: every model found); `a,b` or a JSON list."""
     backend: BackendName | None = None
     """Backend for every model; None uses `onnxruntime`."""
     device: Literal["cpu", "cuda"] = "cpu"
     """Device for the torch backends; for ONNX Runtime the providers decide."""
-    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
-    """ONNX Runtime execution providers in order of preference; missing ones are skipped."""
+    providers: list[str] = ["CPUExecutionProvider"]
+    """ONNX Runtime execution providers in order of preference, `A,B` or a JSON list; missing
+    ones are skipped."""
     intra_op_threads: int = Field(default=0, ge=0)
     """ONNX Runtime / torch intra-op threads per model instance (0: runtime default)."""
     intra_op_spinning: bool = True
@@ -66,9 +87,10 @@ class Settings(BaseSettings):
     """Labels returned by /predictions for classifiers."""
     drain_seconds: float = Field(default=20.0, ge=0)
     """Grace period on SIGTERM for queued and in-flight requests."""
-    cors_origins: list[str] = Field(default_factory=list)
+    cors_origins: list[str] = []
     """Allowed CORS origins; CORS stays off while empty."""
     log_level: str = "info"
+    """Log level of the gateway's JSON logs (debug, info, warning, error)."""
     log_requests: bool = False
     """One JSON log line per request (off by default: costly at high rates)."""
     torchserve_url: str = "http://127.0.0.1:8080"
