@@ -2,7 +2,7 @@
 #
 # Images for the model-serving project, one Dockerfile, three targets:
 #
-#   gateway     the ONNX Runtime gateway (`python -m service`); no torch.
+#   gateway     the ONNX Runtime gateway (`python -m service`); no torch. HTTP on 8000, gRPC on 8001.
 #   torchserve  TorchServe + torch + Java 17 + our handlers; archives are built from the
 #               model store when the container starts.
 #   train       the full training toolchain (`python -m training all --model-store /models`).
@@ -88,10 +88,13 @@ ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     MODEL_STORE=/models \
     GATEWAY_HOST=0.0.0.0 \
-    GATEWAY_PORT=8000
+    GATEWAY_PORT=8000 \
+    GATEWAY_GRPC_PORT=8001
 WORKDIR /home/app
 USER 10001:10001
-EXPOSE 8000
+# 8000: HTTP (V2 REST, /predictions, V1, /metrics); 8001: Open Inference Protocol over gRPC,
+# with grpc.health.v1 and server reflection.
+EXPOSE 8000 8001
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "/opt/app/healthcheck.py"]
 ENTRYPOINT ["/usr/bin/tini", "--", "/opt/app/docker-entrypoint.sh"]

@@ -103,16 +103,38 @@ def test_gateway_settings_ports_and_shutdown() -> None:
         drain = float(environment["GATEWAY_DRAIN_SECONDS"])
         grace = service["stop_grace_period"]
         assert grace.endswith("s") and float(grace[:-1]) > drain
-        (port,) = service["ports"]
-        host_ip, _, container_port = port.removesuffix("/tcp").split(":")
-        assert (
-            host_ip == "127.0.0.1" and int(container_port) == Settings.model_fields["port"].default
-        )
+        # HTTP and gRPC, each published once, on loopback, to the port the server binds (the
+        # image's GATEWAY_PORT / GATEWAY_GRPC_PORT unless the service overrides them).
+        bound = {
+            int(environment.get(setting) or Settings.model_fields[field].default)
+            for setting, field in (("GATEWAY_PORT", "port"), ("GATEWAY_GRPC_PORT", "grpc_port"))
+        }
+        published = [published_port(port) for port in service["ports"]]
+        assert {host_ip for host_ip, _, _ in published} == {"127.0.0.1"}, name
+        assert sorted(container for _, _, container in published) == sorted(bound), name
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
         assert "models:/models:ro" in service["volumes"]
     assert services["gateway-gpu"]["environment"]["GATEWAY_PROVIDERS"].startswith(
         '["CUDAExecutionProvider"'
     )
+
+
+def published_port(port: str) -> tuple[str, int, int]:
+    """(host address, host port, container port) of a short-syntax `ports` entry."""
+    host_ip, host_port, container_port = port.removesuffix("/tcp").rsplit(":", 2)
+    return host_ip, int(host_port), int(container_port)
+
+
+def test_published_host_ports_do_not_collide() -> None:
+    """Every profile at once: no two services publish the same host port."""
+    services = compose_config("gpu", "train")["services"]
+    host_ports = [
+        published_port(port)[:2]
+        for service in services.values()
+        for port in service.get("ports", [])
+    ]
+    assert len(host_ports) == len(set(host_ports)), sorted(host_ports)
+    assert ("127.0.0.1", Settings.model_fields["grpc_port"].default) in host_ports
 
 
 def test_model_store_can_be_a_host_directory() -> None:

@@ -157,13 +157,35 @@ def test_every_target_runs_as_non_root_with_tini(
         assert f"    {command[0]})" in script, f"{target}: role {command[0]} not in the script"
 
 
+def environment(stage: Stage) -> dict[str, str]:
+    """The variables a stage's ENV instructions set (key=value form)."""
+    variables = {}
+    for instruction in stage.all("ENV"):
+        for word in shlex.split(instruction):
+            key, separator, value = word.partition("=")
+            assert separator, f"ENV {instruction}: use the key=value form"
+            variables[key] = value
+    return variables
+
+
+def test_environment_parsing() -> None:
+    _, stages = parse('FROM a AS s\nENV A=1 \\\n    B=\'["x","y"]\'\nENV C=3\n')
+    assert environment(stages["s"]) == {"A": "1", "B": '["x","y"]', "C": "3"}
+
+
 def test_healthchecks_and_ports(dockerfile: tuple[dict[str, str], dict[str, Stage]]) -> None:
     args, stages = dockerfile
     gateway = chain(stages, "gateway", {**args, "RUNTIME": "cpu"})[0]
-    assert gateway.all("EXPOSE") == [str(Settings.model_fields["port"].default)]
+    http_port = Settings.model_fields["port"].default
+    grpc_port = Settings.model_fields["grpc_port"].default
+    (expose,) = gateway.all("EXPOSE")
+    assert sorted(map(int, expose.split())) == sorted({http_port, grpc_port})
     assert "/opt/app/healthcheck.py" in (gateway.last("HEALTHCHECK") or "")
-    env = " ".join(gateway.all("ENV"))
-    assert "GATEWAY_HOST=0.0.0.0" in env and "MODEL_STORE=/models" in env
+    env = environment(gateway)
+    assert env["GATEWAY_HOST"] == "0.0.0.0" and env["MODEL_STORE"] == "/models"
+    # The ports the image exposes are the ones the server binds.
+    assert int(env["GATEWAY_PORT"]) == http_port
+    assert int(env["GATEWAY_GRPC_PORT"]) == grpc_port
     torchserve = stages["torchserve"]
     assert set(torchserve.all("EXPOSE")[0].split()) == {"8080", "8081", "8082"}
     assert "8080/ping" in (torchserve.last("HEALTHCHECK") or "")

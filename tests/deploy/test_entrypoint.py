@@ -54,6 +54,8 @@ def container(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Pa
         "MODEL_STORE": str(store),
         "GATEWAY_HOST": "127.0.0.1",  # tests stay on loopback; the image defaults to 0.0.0.0
         "GATEWAY_PORT": str(port),
+        # A free port for gRPC too: the image's 8001 may be taken on a shared machine.
+        "GATEWAY_GRPC_PORT": str(free_port()),
         "GATEWAY_DRAIN_SECONDS": "5",
         "OMP_NUM_THREADS": "1",
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from tests.deploy.tools import (
     ADAPTER_VALUES,
     ALERTS,
     INFERENCE_SERVICE,
+    INFERENCE_SERVICE_GRPC,
     K8S,
     OVERLAYS,
     config_map_data,
@@ -52,6 +54,9 @@ EXPECTED_KINDS = {
     "PrometheusRule",
 }
 V2_HEALTH = {"/v2/health/live", "/v2/health/ready"}
+PROBE_HANDLERS = {"httpGet", "grpc", "tcpSocket", "exec"}
+# Service appProtocol per gateway port: IANA `http` for HTTP/1.1, Kubernetes' h2c for gRPC.
+APP_PROTOCOLS = {"http": "http", "grpc": "kubernetes.io/h2c"}
 
 
 def settings_fields() -> set[str]:
@@ -90,6 +95,15 @@ def test_validation_is_strict_and_offline() -> None:
     deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = "30"
     with pytest.raises(kv.ValidationError):
         kv.validate(deployment, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def test_validation_rejects_a_named_grpc_probe_port() -> None:
+    """A gRPC probe takes a port number only (GRPCAction.port is int32), unlike httpGet."""
+    deployment = copy.deepcopy(named("cpu", "Deployment", "gateway"))
+    containers(deployment)[0]["readinessProbe"] = {"grpc": {"port": "grpc"}}
+    for version in KUBERNETES_VERSIONS:
+        with pytest.raises(kv.ValidationError):
+            kv.validate(deployment, version, strict=True)
 
 
 def validate_definition(data: Any, definition: str, version: str = KUBERNETES_VERSIONS[-1]) -> None:
@@ -165,20 +179,61 @@ def test_config_map_holds_real_gateway_settings(
         monkeypatch.setenv(key, value)
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.port == 8000 and str(settings.model_store) == "/models"
+    # The readiness probe is a gRPC one: gRPC must be served, on the port the probe asks.
+    assert settings.grpc_enabled is True and settings.grpc_port == 8001
     ref = gateway["envFrom"][0]["configMapRef"]["name"]
     assert ref in {doc["metadata"]["name"] for doc in objects(overlay, "ConfigMap")}
 
 
+def probe_handler(probe: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The one action of a probe (httpGet, grpc, tcpSocket or exec) and its settings."""
+    (kind,) = set(probe) & PROBE_HANDLERS
+    handler: dict[str, Any] = probe[kind]
+    return kind, handler
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_gateway_probes_use_the_v2_health_routes(overlay: str) -> None:
+def test_gateway_ports_are_the_configured_ones(overlay: str) -> None:
+    gateway = containers(named(overlay, "Deployment", "gateway"))[0]
+    data = config_map_data(overlay)
+    ports = {port["name"]: port["containerPort"] for port in gateway["ports"]}
+    assert ports == {"http": int(data["GATEWAY_PORT"]), "grpc": int(data["GATEWAY_GRPC_PORT"])}
+    assert {port["protocol"] for port in gateway["ports"]} == {"TCP"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_gateway_probes(overlay: str) -> None:
+    """Startup and liveness on the HTTP V2 health routes; readiness by the gRPC health service
+    on the gRPC port (Kubernetes' built-in gRPC probe, overall server health)."""
     gateway = containers(named(overlay, "Deployment", "gateway"))[0]
     ports = {port["name"]: port["containerPort"] for port in gateway["ports"]}
-    assert ports == {"http": int(config_map_data(overlay)["GATEWAY_PORT"])}
-    assert gateway["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert gateway["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
-    assert gateway["startupProbe"]["httpGet"]["path"] in V2_HEALTH
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert gateway[probe]["httpGet"]["port"] in ports
+    kind, readiness = probe_handler(gateway["readinessProbe"])
+    assert kind == "grpc"
+    assert readiness["port"] == ports["grpc"], "the gRPC probe must target the gRPC port"
+    assert readiness.get("service", "") == "", "overall health: what the gateway keeps in step"
+    for probe, paths in (("startupProbe", V2_HEALTH), ("livenessProbe", {"/v2/health/live"})):
+        kind, handler = probe_handler(gateway[probe])
+        assert kind == "httpGet", probe
+        assert handler["path"] in paths, probe
+        assert handler["port"] in {"http", ports["http"]}, probe
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_gateway_service_ports_and_app_protocols(overlay: str) -> None:
+    service = named(overlay, "Service", "gateway")
+    gateway = containers(named(overlay, "Deployment", "gateway"))[0]
+    container_ports = {port["name"]: port["containerPort"] for port in gateway["ports"]}
+    ports = {port["name"]: port for port in service["spec"]["ports"]}
+    assert set(ports) == set(APP_PROTOCOLS) == set(container_ports)
+    for name, port in ports.items():
+        assert port["appProtocol"] == APP_PROTOCOLS[name], name
+        assert port["targetPort"] == name, name
+        # Clients use the same port numbers in and outside the cluster.
+        assert port["port"] == container_ports[name], name
+    (monitor,) = [
+        m for m in objects(overlay, "ServiceMonitor") if m["metadata"]["name"] == "gateway"
+    ]
+    assert {endpoint["port"] for endpoint in monitor["spec"]["endpoints"]} == {"http"}
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -293,6 +348,58 @@ def test_only_the_gateway_reaches_torchserve(overlay: str) -> None:
         assert set(source) == {"namespaceSelector"}  # Prometheus, in its namespace
 
 
+def rules_without_grpc(policies: list[dict[str, Any]], deployment: dict[str, Any]) -> list[str]:
+    """Ingress rules of the policies selecting these pods that let HTTP in but not gRPC."""
+    named_ports = {
+        port["name"]: port["containerPort"] for c in containers(deployment) for port in c["ports"]
+    }
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    found = []
+    for policy in policies:
+        spec = policy["spec"]
+        if not selects(spec["podSelector"].get("matchLabels", {}), labels):
+            continue
+        if "Ingress" not in spec.get("policyTypes", ["Ingress"]):
+            continue
+        for index, rule in enumerate(spec.get("ingress", [])):
+            if not rule.get("ports"):
+                continue  # no ports listed: every port is allowed
+            allowed = set()
+            for port in rule["ports"]:
+                if isinstance(port["port"], str):
+                    allowed.add(port["port"])
+                    continue
+                end = port.get("endPort", port["port"])
+                allowed |= {n for n, number in named_ports.items() if port["port"] <= number <= end}
+            if "http" in allowed and "grpc" not in allowed:
+                found.append(f"{policy['metadata']['name']} ingress[{index}]")
+    return found
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_let_grpc_in_wherever_http_is(overlay: str) -> None:
+    gateway = named(overlay, "Deployment", "gateway")
+    assert not rules_without_grpc(objects(overlay, "NetworkPolicy"), gateway)
+
+
+def test_network_policy_check_is_not_vacuous() -> None:
+    gateway = named("cpu", "Deployment", "gateway")
+    selector = gateway["spec"]["template"]["metadata"]["labels"]
+
+    def policy(*ports: dict[str, Any]) -> dict[str, Any]:
+        rule = {"from": [{"podSelector": {}}], "ports": list(ports)}
+        return {
+            "metadata": {"name": "p"},
+            "spec": {"podSelector": {"matchLabels": selector}, "ingress": [rule]},
+        }
+
+    assert rules_without_grpc([policy({"port": "http"})], gateway) == ["p ingress[0]"]
+    assert rules_without_grpc([policy({"port": 8000})], gateway) == ["p ingress[0]"]
+    assert not rules_without_grpc([policy({"port": "http"}, {"port": "grpc"})], gateway)
+    assert not rules_without_grpc([policy({"port": 8000, "endPort": 8001})], gateway)
+    assert not rules_without_grpc([policy({"port": "metrics"})], gateway)
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_service_monitors(overlay: str) -> None:
     services = objects(overlay, "Service")
@@ -357,24 +464,35 @@ def test_images_are_set_by_the_overlay(overlay: str) -> None:
 # ---- KServe ----
 
 
-def test_inference_service() -> None:
-    service = load_yaml(INFERENCE_SERVICE)
+INFERENCE_SERVICES = (INFERENCE_SERVICE, INFERENCE_SERVICE_GRPC)
+
+
+def predictor_container(service: dict[str, Any]) -> dict[str, Any]:
+    (container,) = service["spec"]["predictor"]["containers"]
+    result: dict[str, Any] = container
+    return result
+
+
+@pytest.mark.parametrize("path", INFERENCE_SERVICES, ids=lambda path: path.name)
+def test_inference_service(path: Path) -> None:
+    service = load_yaml(path)
     assert service["apiVersion"] == "serving.kserve.io/v1beta1"
     assert service["kind"] == "InferenceService"
     assert service["metadata"]["name"]
+    # The gateway's metrics live on its HTTP port, whichever port KServe routes.
+    annotations = service["metadata"]["annotations"]
+    assert int(annotations["prometheus.kserve.io/port"]) == Settings.model_fields["port"].default
     predictor = dict(service["spec"]["predictor"])
     # ComponentExtensionSpec fields; the rest of the predictor is a PodSpec.
     for key in ("minReplicas", "maxReplicas", "scaleMetric", "scaleTarget"):
         predictor.pop(key)
     validate_definition(predictor, "podspec-v1")
-    (container,) = predictor["containers"]
+    container = predictor_container(service)
     assert container["name"] == "kserve-container"
     assert container["args"] == ["gateway"]
     (port,) = container["ports"]  # Knative: one port, named http1 or h2c
-    assert port["name"] in {"http1", "h2c"} and port["containerPort"] == 8000
+    assert port["name"] in {"http1", "h2c"}
     assert "lifecycle" not in container  # Knative refuses lifecycle hooks
-    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     env = {item["name"]: item for item in container["env"]}
     assert env["STORAGE_URI"]["value"].startswith("pvc://")
     assert env["GATEWAY_MODEL_STORE"]["value"] == "/mnt/models"
@@ -382,3 +500,52 @@ def test_inference_service() -> None:
     assert {name for name in env if name.startswith("GATEWAY_")} <= settings_fields()
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert predictor["securityContext"]["runAsNonRoot"] is True
+
+
+def test_inference_service_http() -> None:
+    container = predictor_container(load_yaml(INFERENCE_SERVICE))
+    (port,) = container["ports"]
+    assert port["name"] == "http1"
+    assert port["containerPort"] == Settings.model_fields["port"].default
+    for probe, path in (
+        ("readinessProbe", "/v2/health/ready"),
+        ("livenessProbe", "/v2/health/live"),
+    ):
+        kind, handler = probe_handler(container[probe])
+        assert (kind, handler["path"], handler["port"]) == ("httpGet", path, port["containerPort"])
+
+
+def test_inference_service_grpc() -> None:
+    """KServe's gRPC convention: the one port is named h2c. Knative's queue-proxy speaks HTTP/2
+    to it, so no probe may be an HTTP/1.1 httpGet."""
+    container = predictor_container(load_yaml(INFERENCE_SERVICE_GRPC))
+    (port,) = container["ports"]
+    assert port["name"] == "h2c"
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert port["containerPort"] == int(env["GATEWAY_GRPC_PORT"])
+    assert port["containerPort"] == Settings.model_fields["grpc_port"].default
+    kind, readiness = probe_handler(container["readinessProbe"])
+    assert kind == "grpc" and readiness["port"] == port["containerPort"]
+    assert readiness.get("service", "") == ""
+    kind, liveness = probe_handler(container["livenessProbe"])
+    assert kind in {"grpc", "tcpSocket"} and liveness["port"] == port["containerPort"]
+
+
+def test_inference_service_variants_agree() -> None:
+    """The gRPC variant is the HTTP one with its port, probes and gRPC port setting swapped."""
+
+    def common(path: Path) -> dict[str, Any]:
+        service = copy.deepcopy(load_yaml(path))
+        del service["metadata"]["name"]
+        container = predictor_container(service)
+        for key in ("ports", "readinessProbe", "livenessProbe"):
+            del container[key]
+        container["env"] = [
+            item for item in container["env"] if item["name"] != "GATEWAY_GRPC_PORT"
+        ]
+        result: dict[str, Any] = service
+        return result
+
+    assert common(INFERENCE_SERVICE) == common(INFERENCE_SERVICE_GRPC)
+    names = {load_yaml(path)["metadata"]["name"] for path in INFERENCE_SERVICES}
+    assert len(names) == len(INFERENCE_SERVICES), "each variant needs its own name"

@@ -28,6 +28,8 @@ DASHBOARD = DEPLOY / "grafana" / "dashboards" / "model-serving.json"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 ADAPTER_VALUES = K8S / "prometheus-adapter" / "values.yaml"
 INFERENCE_SERVICE = DEPLOY / "kserve" / "inferenceservice.yaml"
+# The same predictor exposing its gRPC port: Knative routes one port per InferenceService.
+INFERENCE_SERVICE_GRPC = DEPLOY / "kserve" / "inferenceservice-grpc.yaml"
 
 # Exported by the gateway only where NVML finds a GPU (service/metrics.py, _GpuCollector), so a
 # CPU machine cannot see them live; test_dashboard checks them against the source instead.
