@@ -1,18 +1,33 @@
-"""The data plane: model lookup, readiness, deadlines, timing and metrics — no HTTP here."""
+"""The data plane: one request's way through the server, the same for every protocol.
+
+`DataPlane.serve` takes a protocol-neutral `InferenceRequest` and an encoder, and owns every
+step between them: authorization, one model lookup, the body decode (off the event loop when
+the processor says it is CPU-heavy), one deadline policy, the batcher, leaving the queue when
+the client goes away, metric labels and the request log. No HTTP or gRPC type appears here.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-import numpy as np
-
-from service.errors import InvalidInput, ShuttingDown
+from service.auth import check_token
+from service.batcher import BatchTrace, current_trace
+from service.errors import ClientDisconnected, NotFound, ServingError, ShuttingDown
 from service.feeds import Feed
+from service.inference import InferenceRequest, InferenceResult, WireT
 from service.metrics import GatewayMetrics
-from service.repository import ModelRepository, ModelVersion
+from service.repository import LoadedModel, ModelRepository
 from service.settings import Settings
+
+ResponseT = TypeVar("ResponseT")
+request_log = logging.getLogger("service.requests")
+
+CLIENT_GONE = 499
+"""Status recorded for a request whose client went away (nginx's convention)."""
 
 
 class DataPlane:
@@ -36,38 +51,139 @@ class DataPlane:
     def active_requests(self) -> int:
         return self._active
 
-    def model(self, name: str, version: str | None = None) -> ModelVersion:
-        if self.draining:
-            raise ShuttingDown("server is shutting down")
-        return self.repository.ready(name, version)
+    # -- policies ----------------------------------------------------------------------------
 
-    def deadline(self, timeout_ms: float | None) -> float | None:
-        """Absolute deadline (monotonic clock) from the request's and the server's timeouts."""
-        limits = [t for t in (timeout_ms, self.settings.default_timeout_ms) if t is not None]
+    def authorize_inference(self, token: str | None) -> None:
+        check_token(token, self.settings.inference_token, self.settings.management_token)
+
+    def authorize_management(self, token: str | None) -> None:
+        if self.settings.management_token is None:
+            raise NotFound(
+                "the repository API is disabled (set GATEWAY_MANAGEMENT_TOKEN to enable it)"
+            )
+        check_token(token, self.settings.management_token, self.settings.inference_token)
+
+    def deadline(self, *timeouts_ms: float | None) -> float | None:
+        """Absolute deadline (monotonic clock): the shortest of the protocol's timeouts and the
+        server default."""
+        limits = [t for t in (*timeouts_ms, self.settings.default_timeout_ms) if t is not None]
         if not limits:
             return None
         return time.monotonic() + min(limits) / 1000.0
 
-    def begin(self) -> None:
+    # -- one request -------------------------------------------------------------------------
+
+    async def serve(
+        self,
+        request: InferenceRequest[WireT],
+        encode: Callable[[InferenceResult[WireT]], ResponseT],
+    ) -> ResponseT:
+        """Run `request` and return `encode(result)`. Raises `ServingError` (after counting it)
+        for the adapter to turn into its protocol's error."""
+        started = time.perf_counter()
+        code = 500
+        labels: tuple[str, str] | None = None
+        trace = BatchTrace() if self.settings.log_requests else None
+        if trace is not None:
+            current_trace.set(trace)
         self._active += 1
         self._idle.clear()
-
-    def end(self) -> None:
-        self._active -= 1
-        if self._active == 0:
-            self._idle.set()
-
-    async def infer(
-        self, model: ModelVersion, feed: Feed, *, deadline: float | None = None
-    ) -> Mapping[str, np.ndarray]:
-        """Queue `feed` on the model's batcher and return its outputs."""
-        assert model.batcher is not None
-        inflight = model.inflight_gauge
-        inflight.inc()
         try:
-            return await model.batcher.submit(feed, deadline=deadline)
+            self.authorize_inference(request.credentials)
+            if self.draining:
+                raise ShuttingDown("server is shutting down")
+            entry = self.repository.get(request.model, request.version)
+            labels = (entry.name, entry.version)
+            model = entry.serving()
+            body = await request.decode(model.processor)
+            processor = model.processor
+            if processor.decodes_heavily(body.inputs):
+                feed = await asyncio.to_thread(processor.feed, body.inputs)
+            else:
+                feed = processor.feed(body.inputs)
+            deadline = self.deadline(request.timeout_ms, body.timeout_ms)
+            outputs = await self._infer(model, feed, deadline, request.disconnected)
+            response = encode(InferenceResult(model, outputs, body))
+            code = 200
+            return response
+        except ServingError as error:
+            code = error.status_code
+            raise
+        except asyncio.CancelledError:
+            code = CLIENT_GONE
+            raise
         finally:
-            inflight.dec()
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+            seconds = time.perf_counter() - started
+            # Only known models and versions become labels, so clients cannot grow the set.
+            if labels is not None:
+                self.metrics.observe_request(*labels, request.protocol, code, seconds)
+            if trace is not None:
+                self._log(request, labels, code, seconds, trace)
+
+    async def _infer(
+        self,
+        model: LoadedModel,
+        feed: Feed,
+        deadline: float | None,
+        disconnected: Callable[[], Awaitable[None]] | None,
+    ) -> Feed:
+        """Queue `feed` on the model's batcher; leave the queue if the client goes away.
+
+        A request that will be dispatched at once has nothing to leave, so it skips the watcher.
+        """
+        model.inflight.inc()
+        try:
+            if disconnected is None or model.batcher.dispatches_immediately:
+                return await model.batcher.submit(feed, deadline=deadline)
+            handler = asyncio.current_task()
+            assert handler is not None
+            gone = False
+
+            async def watch() -> None:
+                nonlocal gone
+                await disconnected()
+                gone = True
+                handler.cancel()
+
+            watcher = asyncio.get_running_loop().create_task(watch())
+            try:
+                return await model.batcher.submit(feed, deadline=deadline)
+            except asyncio.CancelledError:
+                if not gone:
+                    raise
+                handler.uncancel()
+                raise ClientDisconnected("client disconnected") from None
+            finally:
+                watcher.cancel()
+        finally:
+            model.inflight.dec()
+
+    def _log(
+        self,
+        request: InferenceRequest[WireT],
+        labels: tuple[str, str] | None,
+        code: int,
+        seconds: float,
+        trace: BatchTrace,
+    ) -> None:
+        request_log.info(
+            "request",
+            extra={
+                "model": request.model,
+                "version": labels[1] if labels else None,
+                "protocol": request.protocol,
+                "status": code,
+                "ms": round(seconds * 1000, 3),
+                "queue_ms": round(trace.queue_s * 1000, 3),
+                "compute_ms": round(trace.compute_s * 1000, 3),
+                "batch_rows": trace.batch_rows,
+            },
+        )
+
+    # -- drain ---------------------------------------------------------------------------------
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no inference request is being handled; False on timeout."""
@@ -77,16 +193,3 @@ class DataPlane:
         except TimeoutError:
             return False
         return True
-
-
-def timeout_from_header(value: str | None) -> float | None:
-    """`X-Request-Timeout-Ms` header -> milliseconds."""
-    if value is None:
-        return None
-    try:
-        timeout = float(value)
-    except ValueError:
-        raise InvalidInput("X-Request-Timeout-Ms must be a number of milliseconds") from None
-    if not timeout > 0:
-        raise InvalidInput("X-Request-Timeout-Ms must be positive")
-    return timeout

@@ -1,6 +1,8 @@
-"""One error hierarchy for the whole request path; each error carries its HTTP status.
+"""One error hierarchy for the whole request path; each error carries its HTTP status and
+the name of its gRPC status code.
 
-Transport code turns every `ServingError` into `{"error": message}` with `status_code`.
+HTTP code turns every `ServingError` into `{"error": message}` with `status_code`; gRPC code
+aborts with `grpc.StatusCode[grpc_status]` and the message (`service.grpc.errors`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ class ServingError(Exception):
     """Base error: a message safe to show to clients and an HTTP status."""
 
     status_code = 500
+    grpc_status = "INTERNAL"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -24,10 +27,12 @@ class InvalidInput(ServingError):
     """The request is malformed or does not fit the model."""
 
     status_code = 400
+    grpc_status = "INVALID_ARGUMENT"
 
 
 class Unauthorized(ServingError):
     status_code = 401
+    grpc_status = "UNAUTHENTICATED"
 
     @property
     def headers(self) -> dict[str, str]:
@@ -36,24 +41,29 @@ class Unauthorized(ServingError):
 
 class Forbidden(ServingError):
     status_code = 403
+    grpc_status = "PERMISSION_DENIED"
 
 
 class NotFound(ServingError):
     status_code = 404
+    grpc_status = "NOT_FOUND"
 
 
 class PayloadTooLarge(ServingError):
     status_code = 413
+    grpc_status = "RESOURCE_EXHAUSTED"
 
 
 class UnsupportedMediaType(ServingError):
     status_code = 415
+    grpc_status = "INVALID_ARGUMENT"
 
 
 class Unavailable(ServingError):
     """Not ready, shutting down, overloaded or backend down: retry later."""
 
     status_code = 503
+    grpc_status = "UNAVAILABLE"
 
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
         super().__init__(message)
@@ -82,15 +92,18 @@ class BackendUnavailable(Unavailable):
 
 class DeadlineExceeded(ServingError):
     status_code = 504
+    grpc_status = "DEADLINE_EXCEEDED"
 
 
 class BackendError(ServingError):
     """The backend failed while computing a batch."""
 
     status_code = 500
+    grpc_status = "INTERNAL"
 
 
 class ClientDisconnected(ServingError):
     """The client went away while its request waited; nothing will read the answer."""
 
     status_code = 499
+    grpc_status = "CANCELLED"

@@ -36,22 +36,54 @@ class State(StrEnum):
     UNLOADING = "UNLOADING"
 
 
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A version that loaded and warmed up: everything a request needs, nothing optional."""
+
+    name: str
+    version: str
+    manifest: Manifest
+    processor: Processor
+    backend: Backend
+    batcher: DynamicBatcher[Feed, Feed] = field(repr=False)
+    inflight: Gauge = field(repr=False)
+
+
 @dataclass(eq=False)
 class ModelVersion:
+    """One version directory and its lifecycle; `loaded` is set once it has loaded."""
+
     name: str
     version: str
     path: Path
     state: State = State.LOADING
     reason: str = ""
-    manifest: Manifest | None = None
-    processor: Processor | None = None
-    backend: Backend | None = None
-    batcher: DynamicBatcher[Feed, Feed] | None = field(default=None, repr=False)
-    inflight_gauge: Gauge = field(init=False, repr=False)
+    loaded: LoadedModel | None = None
 
     @property
     def ready(self) -> bool:
         return self.state is State.READY
+
+    def serving(self) -> LoadedModel:
+        """The loaded model, or `ModelNotReady` saying why this version cannot serve."""
+        if self.state is not State.READY or self.loaded is None:
+            detail = f": {self.reason}" if self.reason else ""
+            raise ModelNotReady(
+                f"model {self.name!r} version {self.version} is {self.state}{detail}"
+            )
+        return self.loaded
+
+
+@dataclass(frozen=True, slots=True)
+class IndexEntry:
+    name: str
+    version: str
+    state: str
+    reason: str
+
+    @classmethod
+    def of(cls, model: ModelVersion) -> IndexEntry:
+        return cls(model.name, model.version, model.state.value, model.reason)
 
 
 def build_backend(manifest: Manifest, path: Path, settings: Settings) -> Backend:
@@ -129,15 +161,22 @@ class ModelRepository:
             raise NotFound(f"model {name!r} has no version {version!r}")
         return found
 
-    def ready(self, name: str, version: str | None = None) -> ModelVersion:
-        model = self.get(name, version)
-        if not model.ready:
-            detail = f": {model.reason}" if model.reason else ""
-            raise ModelNotReady(f"model {name!r} version {model.version} is {model.state}{detail}")
-        return model
+    def ready(self, name: str, version: str | None = None) -> LoadedModel:
+        return self.get(name, version).serving()
 
     def all_versions(self) -> list[ModelVersion]:
         return [v for versions in self._models.values() for v in versions.values()]
+
+    def index(self) -> list[IndexEntry]:
+        """Every loaded version, then every model on disk that is not loaded (`UNLOADED`)."""
+        entries = [IndexEntry.of(model) for model in self.all_versions()]
+        entries += [
+            IndexEntry(name, version, "UNLOADED", "")
+            for name, versions in self.discover().items()
+            if name not in self._models
+            for version in versions
+        ]
+        return entries
 
     # -- loading --------------------------------------------------------------------------------
 
@@ -213,13 +252,13 @@ class ModelRepository:
         while True:
             await asyncio.sleep(interval)
             for model in self.all_versions():
-                if model.backend is None or model.batcher is None:
+                if model.loaded is None:
                     continue
                 probed = model.state is State.UNAVAILABLE and model.reason == BACKEND_DOWN
                 if model.state is not State.READY and not probed:
                     continue
                 try:
-                    healthy = await model.backend.healthy()
+                    healthy = await model.loaded.backend.healthy()
                 except Exception:
                     log.exception("health probe of %s v%s failed", model.name, model.version)
                     healthy = False
@@ -234,29 +273,35 @@ class ModelRepository:
     async def _retire(self, model: ModelVersion) -> None:
         model.state = State.UNLOADING
         self.metrics.model_ready.labels(model.name, model.version).set(0)
-        if model.batcher is not None:
-            await model.batcher.close()
-        if model.backend is not None:
-            await model.backend.close()
+        if model.loaded is not None:
+            await model.loaded.batcher.close()
+            await model.loaded.backend.close()
 
     async def _load_version(self, name: str, version: str) -> ModelVersion:
         path = self.root / name / version
         model = ModelVersion(name=name, version=version, path=path)
-        model.inflight_gauge = self.metrics.inflight.labels(name, version)
         gauge = self.metrics.model_ready.labels(name, version)
         gauge.set(0)
+        backend: Backend | None = None
         try:
             manifest = Manifest.read(path)
             if manifest.name != name or str(manifest.version) != version:
                 raise InvalidInput(
                     f"manifest says {manifest.name} v{manifest.version}, found at {name}/{version}"
                 )
-            model.manifest = manifest
-            model.processor = processor_for(manifest, path, self.limits)
-            model.backend = build_backend(manifest, path, self.settings)
-            await model.backend.load()
-            model.batcher = self._batcher_for(model)
-            await self._warm_up(model)
+            processor = processor_for(manifest, path, self.limits)
+            backend = build_backend(manifest, path, self.settings)
+            await backend.load()
+            loaded = LoadedModel(
+                name=name,
+                version=version,
+                manifest=manifest,
+                processor=processor,
+                backend=backend,
+                batcher=self._batcher_for(name, version, manifest, backend),
+                inflight=self.metrics.inflight.labels(name, version),
+            )
+            await self._warm_up(loaded)
         except ValidationError as error:
             model.state, model.reason = State.UNAVAILABLE, f"invalid manifest: {_describe(error)}"
         except ValueError as error:
@@ -266,19 +311,20 @@ class ModelRepository:
         except Exception as error:
             model.state, model.reason = State.UNAVAILABLE, f"{type(error).__name__}: {error}"
         else:
+            model.loaded = loaded
             model.state = State.READY
             gauge.set(1)
-            log.info("model %s v%s ready (%s)", name, version, model.backend.description)
+            log.info("model %s v%s ready (%s)", name, version, backend.description)
         if model.state is not State.READY:
             log.error("model %s v%s failed to load: %s", name, version, model.reason)
-            if model.backend is not None:
-                await model.backend.close()
+            if backend is not None:
+                await backend.close()
         return model
 
-    def _batcher_for(self, model: ModelVersion) -> DynamicBatcher[Feed, Feed]:
-        assert model.manifest is not None and model.backend is not None
-        backend = model.backend
-        max_batch = self.settings.max_batch_size or model.manifest.batching.max_batch_size
+    def _batcher_for(
+        self, name: str, version: str, manifest: Manifest, backend: Backend
+    ) -> DynamicBatcher[Feed, Feed]:
+        max_batch = self.settings.max_batch_size or manifest.batching.max_batch_size
 
         async def run_batch(feeds: list[Feed]) -> list[Feed]:
             batch, rows = merge(feeds)
@@ -291,13 +337,11 @@ class ModelRepository:
             max_queue_delay_s=self.settings.max_queue_delay_ms / 1000.0,
             instances=self.settings.instances,
             rows_of=rows_of,
-            observer=self.metrics.observer(model.name, model.version),
+            observer=self.metrics.observer(name, version),
         )
 
-    async def _warm_up(self, model: ModelVersion) -> None:
+    async def _warm_up(self, model: LoadedModel) -> None:
         """Run batch 1 and the max batch once, so the first real request is not slow."""
-        assert model.manifest is not None and model.backend is not None
-        assert model.batcher is not None
         for rows in sorted({1, model.batcher.max_batch_size}):
             outputs = await model.backend.infer(warmup_feed(model.manifest, rows))
             expected = {spec.name for spec in model.manifest.outputs}

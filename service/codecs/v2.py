@@ -48,13 +48,14 @@ class InferRequest:
         return bool(self.parameters.get("binary_data_output", False))
 
     @property
-    def timeout_us(self) -> float | None:
+    def timeout_ms(self) -> float | None:
+        """The `timeout` parameter (microseconds, as tritonclient sends it) in milliseconds."""
         value = self.parameters.get("timeout")
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise InvalidInput("parameter 'timeout' must be a positive number of microseconds")
-        return float(value)
+        return float(value) / 1000.0
 
 
 def _loads(raw: bytes | memoryview) -> Any:
@@ -64,7 +65,8 @@ def _loads(raw: bytes | memoryview) -> Any:
         raise InvalidInput(f"request body is not valid JSON: {error}") from None
 
 
-def _shape(value: Any, name: str) -> list[int]:
+def check_shape(value: Any, name: str) -> list[int]:
+    """A declared shape, checked (and its element count bounded) before anything is allocated."""
     if not isinstance(value, list) or not all(
         isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in value
     ):
@@ -107,7 +109,8 @@ def _json_tensor(name: str, datatype: str, shape: list[int], data: Any) -> np.nd
     return array.reshape(shape)
 
 
-def _binary_tensor(name: str, datatype: str, shape: list[int], raw: memoryview) -> np.ndarray:
+def raw_tensor(name: str, datatype: str, shape: list[int], raw: memoryview) -> np.ndarray:
+    """A tensor from its raw little-endian bytes (REST binary extension, gRPC raw contents)."""
     count = element_count(shape)
     if datatype == "BYTES":
         array = np.empty(count, dtype=object)
@@ -153,7 +156,7 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
         if name in seen:
             raise InvalidInput(f"input {name!r} appears twice")
         seen.add(name)
-        shape = _shape(raw.get("shape"), name)
+        shape = check_shape(raw.get("shape"), name)
         parameters = raw.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise InvalidInput(f"input {name!r}: parameters must be an object")
@@ -163,7 +166,7 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
                 raise InvalidInput(f"input {name!r}: binary_data_size must be a byte count")
             if offset + size > len(blobs):
                 raise InvalidInput(f"input {name!r}: binary data is truncated")
-            data = _binary_tensor(name, datatype, shape, blobs[offset : offset + size])
+            data = raw_tensor(name, datatype, shape, blobs[offset : offset + size])
             offset += size
         elif "data" in raw:
             data = _json_tensor(name, datatype, shape, raw["data"])
@@ -197,6 +200,25 @@ def _requested_outputs(raw: Any) -> list[RequestedOutput] | None:
     return requested
 
 
+def chosen_outputs(
+    request: InferRequest, outputs: Mapping[str, np.ndarray]
+) -> list[RequestedOutput]:
+    """The outputs to answer with: those requested (all of them known), else every output."""
+    if request.outputs is None:
+        return [RequestedOutput(name, request.binary_output_default) for name in outputs]
+    unknown = [item.name for item in request.outputs if item.name not in outputs]
+    if unknown:
+        raise InvalidInput(f"unknown outputs requested: {unknown}; model has {list(outputs)}")
+    return request.outputs
+
+
+def raw_bytes(array: np.ndarray) -> bytes:
+    """A tensor's raw little-endian bytes (BYTES elements length-prefixed)."""
+    if array.dtype == object:
+        return encode_bytes_elements(list(array.reshape(-1)))
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
 def encode_response(
     *,
     model_name: str,
@@ -205,13 +227,7 @@ def encode_response(
     outputs: Mapping[str, np.ndarray],
 ) -> tuple[bytes, int | None]:
     """Serialize a V2 response. Returns the body and the JSON header length when binary."""
-    if request.outputs is None:
-        chosen = [RequestedOutput(name, request.binary_output_default) for name in outputs]
-    else:
-        unknown = [item.name for item in request.outputs if item.name not in outputs]
-        if unknown:
-            raise InvalidInput(f"unknown outputs requested: {unknown}; model has {list(outputs)}")
-        chosen = request.outputs
+    chosen = chosen_outputs(request, outputs)
     tensors: list[dict[str, Any]] = []
     blobs: list[bytes] = []
     for item in chosen:
@@ -223,11 +239,7 @@ def encode_response(
             "shape": list(array.shape),
         }
         if item.binary:
-            blob = (
-                encode_bytes_elements(list(array.reshape(-1)))
-                if datatype == "BYTES"
-                else np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
-            )
+            blob = raw_bytes(array)
             tensor["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:

@@ -1,28 +1,22 @@
-"""Transport helpers shared by every protocol: errors as JSON, auth, metrics, disconnects."""
+"""HTTP pieces every route shares: JSON and error responses, credentials, the request deadline
+header, client disconnects, and handing a decoded request to the data plane."""
 
 from __future__ import annotations
 
-import asyncio
-import hmac
-import logging
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
-from pydantic import SecretStr
 
-from service.batcher import BatchTrace, current_trace
+from service.auth import bearer_token
 from service.dataplane import DataPlane
-from service.errors import ClientDisconnected, Forbidden, ServingError, Unauthorized
-from service.feeds import Feed
-from service.repository import ModelVersion
+from service.errors import InvalidInput, ServingError
+from service.inference import Decoder, InferenceRequest, InferenceResult, WireT
 
 JSON = "application/json"
-request_log = logging.getLogger("service.requests")
+TIMEOUT_HEADER = "x-request-timeout-ms"
 
 
 def json_response(
@@ -41,121 +35,52 @@ def dataplane_of(request: Request) -> DataPlane:
     return plane
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if header is None:
-        return None
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else None
-
-
-def _matches(token: str, secret: SecretStr | None) -> bool:
-    return secret is not None and hmac.compare_digest(
-        token.encode(), secret.get_secret_value().encode()
-    )
-
-
-def authorize(request: Request, required: SecretStr | None, other: SecretStr | None) -> None:
-    """401 without a valid token, 403 with the token of the other kind. Open when unset."""
-    if required is None:
-        return
-    token = _bearer(request)
-    if token is None:
-        raise Unauthorized("missing bearer token")
-    if _matches(token, required):
-        return
-    if _matches(token, other):
-        raise Forbidden("this token is not valid for this route")
-    raise Unauthorized("invalid bearer token")
+def credentials(request: Request) -> str | None:
+    return bearer_token(request.headers.get("authorization"))
 
 
 def authorize_inference(request: Request) -> None:
-    settings = dataplane_of(request).settings
-    authorize(request, settings.inference_token, settings.management_token)
+    dataplane_of(request).authorize_inference(credentials(request))
 
 
-async def infer_unless_disconnected(
-    request: Request, model: ModelVersion, feed: Feed, deadline: float | None
-) -> Mapping[str, np.ndarray]:
-    """Run inference; if the client goes away while it waits, leave the queue (499).
-
-    A request that will be dispatched at once has nothing to leave, so it skips the watcher.
-    """
-    plane = dataplane_of(request)
-    assert model.batcher is not None
-    if model.batcher.dispatches_immediately:
-        return await plane.infer(model, feed, deadline=deadline)
-    handler = asyncio.current_task()
-    assert handler is not None
-    gone = False
-
-    async def watch() -> None:
-        nonlocal gone
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-        gone = True
-        handler.cancel()
-
-    watcher = asyncio.get_running_loop().create_task(watch())
+def header_timeout_ms(request: Request) -> float | None:
+    """`X-Request-Timeout-Ms` -> milliseconds."""
+    value = request.headers.get(TIMEOUT_HEADER)
+    if value is None:
+        return None
     try:
-        return await plane.infer(model, feed, deadline=deadline)
-    except asyncio.CancelledError:
-        if not gone:
-            raise
-        handler.uncancel()
-        raise ClientDisconnected("client disconnected") from None
-    finally:
-        watcher.cancel()
+        timeout = float(value)
+    except ValueError:
+        raise InvalidInput("X-Request-Timeout-Ms must be a number of milliseconds") from None
+    if not timeout > 0:
+        raise InvalidInput("X-Request-Timeout-Ms must be positive")
+    return timeout
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns once the client has gone (call only after the body has been read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def serve(
     request: Request,
     protocol: str,
-    model_name: str,
-    version: str | None,
-    handle: Callable[[DataPlane], Awaitable[Response]],
+    decode: Decoder[WireT],
+    encode: Callable[[InferenceResult[WireT]], Response],
 ) -> Response:
-    """Run one inference route: auth, in-flight accounting, errors as JSON, metrics."""
+    """Hand one HTTP inference request to the data plane; its errors become `{"error": ...}`."""
     plane = dataplane_of(request)
-    started = time.perf_counter()
-    code = 500
-    trace = BatchTrace() if plane.settings.log_requests else None
-    if trace is not None:
-        current_trace.set(trace)
-    plane.begin()
     try:
-        authorize_inference(request)
-        response = await handle(plane)
-        code = response.status_code
-        return response
+        inference = InferenceRequest(
+            protocol=protocol,
+            model=request.path_params["model_name"],
+            version=request.path_params.get("version"),
+            decode=decode,
+            credentials=credentials(request),
+            timeout_ms=header_timeout_ms(request),
+            disconnected=lambda: _disconnected(request),
+        )
+        return await plane.serve(inference, encode)
     except ServingError as error:
-        code = error.status_code
         return error_response(error)
-    finally:
-        plane.end()
-        seconds = time.perf_counter() - started
-        label_version = _label_version(plane, model_name, version)
-        if label_version is not None:
-            plane.metrics.observe_request(model_name, label_version, protocol, code, seconds)
-        if trace is not None:
-            request_log.info(
-                "request",
-                extra={
-                    "model": model_name,
-                    "version": label_version,
-                    "protocol": protocol,
-                    "status": code,
-                    "ms": round(seconds * 1000, 3),
-                    "queue_ms": round(trace.queue_s * 1000, 3),
-                    "compute_ms": round(trace.compute_s * 1000, 3),
-                    "batch_rows": trace.batch_rows,
-                },
-            )
-
-
-def _label_version(plane: DataPlane, model_name: str, version: str | None) -> str | None:
-    """Only known models and versions become labels, so clients cannot grow the label set."""
-    try:
-        return plane.repository.get(model_name, version).version
-    except ServingError:
-        return None

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.errors import NotFound
 from service.metrics import CONTENT_TYPE
-from service.repository import ModelVersion
-from service.routes.common import authorize, authorize_inference, dataplane_of, json_response
+from service.repository import IndexEntry, ModelVersion
+from service.routes.common import authorize_inference, credentials, dataplane_of, json_response
 
 
 def _protected_probe(request: Request) -> None:
@@ -17,19 +18,11 @@ def _protected_probe(request: Request) -> None:
 
 
 def _authorize_management(request: Request) -> None:
-    settings = dataplane_of(request).settings
-    if settings.management_token is None:
-        raise NotFound("the repository API is disabled (set GATEWAY_MANAGEMENT_TOKEN to enable it)")
-    authorize(request, settings.management_token, settings.inference_token)
+    dataplane_of(request).authorize_management(credentials(request))
 
 
 def _index_entry(model: ModelVersion) -> dict[str, str]:
-    return {
-        "name": model.name,
-        "version": model.version,
-        "state": model.state.value,
-        "reason": model.reason,
-    }
+    return dataclasses.asdict(IndexEntry.of(model))
 
 
 def build_router() -> APIRouter:
@@ -77,17 +70,8 @@ def build_router() -> APIRouter:
     @router.post("/v2/repository/index", tags=["Model repository"], summary="List models")
     async def index(request: Request) -> Response:
         _authorize_management(request)
-        repository = dataplane_of(request).repository
-        entries = [_index_entry(model) for model in repository.all_versions()]
-        on_disk = repository.discover()
-        loaded = set(repository.names())
-        entries += [
-            {"name": name, "version": version, "state": "UNLOADED", "reason": ""}
-            for name, versions in on_disk.items()
-            if name not in loaded
-            for version in versions
-        ]
-        return json_response(entries)
+        entries = dataplane_of(request).repository.index()
+        return json_response([dataclasses.asdict(entry) for entry in entries])
 
     @router.post(
         "/v2/repository/models/{model_name}/load",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import orjson
@@ -10,17 +9,10 @@ from fastapi import Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
-from service.dataplane import DataPlane, timeout_from_header
 from service.errors import InvalidInput
-from service.feeds import Feed, merge
-from service.processing import Processor
-from service.routes.common import (
-    authorize_inference,
-    dataplane_of,
-    infer_unless_disconnected,
-    json_response,
-    serve,
-)
+from service.inference import DecodedBody, InferenceResult
+from service.processing import InstanceInputs, PayloadInputs, Processor
+from service.routes.common import authorize_inference, dataplane_of, json_response, serve
 from service.routes.table import RouteSpec
 
 PREDICTIONS_BODY: dict[str, Any] = {
@@ -84,55 +76,43 @@ async def _uploads(request: Request) -> list[bytes]:
     return parts
 
 
-async def _feed_from_request(request: Request, processor: Processor) -> tuple[Feed, bool]:
-    """What TorchServe users send -> (feed, whether to answer with a list)."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "multipart/form-data":
-        parts = await _uploads(request)
-        feeds = await asyncio.to_thread(lambda: [processor.feed_from_payload(p) for p in parts])
-        merged, _rows = merge(feeds)
-        return merged, len(parts) > 1
-    body = await request.body()
-    if not body:
-        raise InvalidInput("request body is empty")
-    if content_type == "application/json" or (not content_type and body[:1] in (b"{", b"[")):
-        return processor.feed_from_json(_parse_json(body))
-    return await asyncio.to_thread(processor.feed_from_payload, body), False
-
-
-def _deadline(request: Request, plane: DataPlane) -> float | None:
-    return plane.deadline(timeout_from_header(request.headers.get("x-request-timeout-ms")))
-
-
 async def predictions(request: Request) -> Response:
-    model_name = request.path_params["model_name"]
-    version = request.path_params.get("version")
+    """What TorchServe users send; the answer is a list when they sent several rows."""
 
-    async def handle(plane: DataPlane) -> Response:
-        model = plane.model(model_name, version)
-        assert model.processor is not None
-        feed, many = await _feed_from_request(request, model.processor)
-        outputs = await infer_unless_disconnected(request, model, feed, _deadline(request, plane))
-        answers = model.processor.predictions(outputs, top_k=plane.settings.top_k)
-        return json_response(answers if many else answers[0])
+    async def decode(processor: Processor) -> DecodedBody[bool]:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type == "multipart/form-data":
+            parts = await _uploads(request)
+            return DecodedBody(PayloadInputs(parts), len(parts) > 1)
+        body = await request.body()
+        if not body:
+            raise InvalidInput("request body is empty")
+        if content_type == "application/json" or (not content_type and body[:1] in (b"{", b"[")):
+            instances, many = processor.instances_from_json(_parse_json(body))
+            return DecodedBody(InstanceInputs(instances), many)
+        return DecodedBody(PayloadInputs([body]), False)
 
-    return await serve(request, "torchserve", model_name, version, handle)
+    def encode(result: InferenceResult[bool]) -> Response:
+        top_k = dataplane_of(request).settings.top_k
+        answers = result.model.processor.predictions(result.outputs, top_k=top_k)
+        return json_response(answers if result.body.wire else answers[0])
+
+    return await serve(request, "torchserve", decode, encode)
 
 
 async def v1_predict(request: Request) -> Response:
-    model_name = request.path_params["model_name"]
-
-    async def handle(plane: DataPlane) -> Response:
-        model = plane.model(model_name)
-        assert model.processor is not None
+    async def decode(_processor: Processor) -> DecodedBody[None]:
         body = _parse_json(await request.body())
         if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
             raise InvalidInput('body must be {"instances": [...]}')
-        feed = await asyncio.to_thread(model.processor.feed_from_instances, body["instances"])
-        outputs = await infer_unless_disconnected(request, model, feed, _deadline(request, plane))
-        return json_response({"predictions": model.processor.instance_outputs(outputs)})
+        return DecodedBody(InstanceInputs(body["instances"]), None)
 
-    return await serve(request, "v1", model_name, None, handle)
+    def encode(result: InferenceResult[None]) -> Response:
+        return json_response(
+            {"predictions": result.model.processor.instance_outputs(result.outputs)}
+        )
+
+    return await serve(request, "v1", decode, encode)
 
 
 async def v1_model(request: Request) -> Response:

@@ -2,34 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import zlib
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
 
-from service import __version__
+from service import metadata
 from service.codecs import v2
-from service.dataplane import DataPlane, timeout_from_header
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from service.processing import ImageProcessor
-from service.repository import ModelVersion
-from service.routes.common import (
-    authorize_inference,
-    dataplane_of,
-    infer_unless_disconnected,
-    json_response,
-    serve,
-)
+from service.inference import DecodedBody, InferenceResult
+from service.processing import Processor, TensorInputs
+from service.routes.common import authorize_inference, dataplane_of, json_response, serve
 from service.routes.table import RouteSpec
-
-PLATFORMS = {
-    "onnxruntime": "onnxruntime_onnx",
-    "torchscript": "pytorch_libtorch",
-    "pt2": "pytorch_aoti",
-    "torchserve": "torchserve",
-}
 
 INFER_BODY: dict[str, Any] = {
     "requestBody": {
@@ -93,41 +78,9 @@ def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
     return data
 
 
-def _metadata(model: ModelVersion, versions: list[str]) -> dict[str, Any]:
-    manifest = model.manifest
-    if manifest is None or model.processor is None:
-        return {
-            "name": model.name,
-            "versions": versions,
-            "platform": "",
-            "inputs": [],
-            "outputs": [],
-        }
-    backend = model.backend.name if model.backend is not None else "onnxruntime"
-    return {
-        "name": model.name,
-        "versions": versions,
-        "platform": PLATFORMS.get(backend, backend),
-        "inputs": [spec.model_dump() for spec in model.processor.input_specs],
-        "outputs": [spec.model_dump() for spec in manifest.outputs],
-        "parameters": {
-            "task": manifest.task.value,
-            "max_batch_size": model.batcher.max_batch_size if model.batcher else None,
-            "labels": manifest.labels,
-            "state": model.state.value,
-        },
-    }
-
-
 async def server_metadata(request: Request) -> Response:
     authorize_inference(request)
-    return json_response(
-        {
-            "name": "model-serving-gateway",
-            "version": __version__,
-            "extensions": ["binary_tensor_data", "model_repository", "parameters"],
-        }
-    )
+    return json_response(metadata.server_metadata())
 
 
 async def model_metadata(request: Request) -> Response:
@@ -136,7 +89,7 @@ async def model_metadata(request: Request) -> Response:
     repository = dataplane_of(request).repository
     model = repository.get(name, version)
     versions = sorted(repository.versions(name), key=int)
-    return json_response(_metadata(model, versions))
+    return json_response(metadata.model_metadata(model, versions))
 
 
 async def model_ready(request: Request) -> Response:
@@ -147,35 +100,21 @@ async def model_ready(request: Request) -> Response:
 
 
 async def infer(request: Request) -> Response:
-    model_name, version = _model_params(request)
-
-    async def handle(plane: DataPlane) -> Response:
+    async def decode(_processor: Processor) -> DecodedBody[v2.InferRequest]:
         body = _decompress(
             await request.body(),
             request.headers.get("content-encoding"),
-            plane.settings.max_body_bytes,
+            dataplane_of(request).settings.max_body_bytes,
         )
         decoded = v2.decode_request(body, request.headers.get(v2.HEADER_LENGTH))
-        model = plane.model(model_name, version)
-        processor = model.processor
-        assert processor is not None
-        if isinstance(processor, ImageProcessor) and decoded.inputs[0].datatype == "BYTES":
-            feed = await asyncio.to_thread(processor.feed_from_tensors, decoded.inputs)
-        else:
-            feed = processor.feed_from_tensors(decoded.inputs)
-        timeout_us = decoded.timeout_us
-        timeouts = [
-            t
-            for t in (
-                timeout_us / 1000.0 if timeout_us else None,
-                timeout_from_header(request.headers.get("x-request-timeout-ms")),
-            )
-            if t
-        ]
-        deadline = plane.deadline(min(timeouts) if timeouts else None)
-        outputs = await infer_unless_disconnected(request, model, feed, deadline)
+        return DecodedBody(TensorInputs(decoded.inputs), decoded, decoded.timeout_ms)
+
+    def encode(result: InferenceResult[v2.InferRequest]) -> Response:
         payload, header_length = v2.encode_response(
-            model_name=model.name, model_version=model.version, request=decoded, outputs=outputs
+            model_name=result.model.name,
+            model_version=result.model.version,
+            request=result.body.wire,
+            outputs=result.outputs,
         )
         if header_length is None:
             return Response(payload, media_type="application/json")
@@ -185,7 +124,7 @@ async def infer(request: Request) -> Response:
             headers={"Inference-Header-Content-Length": str(header_length)},
         )
 
-    return await serve(request, "v2", model_name, version, handle)
+    return await serve(request, "v2", decode, encode)
 
 
 def _model_params(request: Request) -> tuple[str, str | None]:

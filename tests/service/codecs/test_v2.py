@@ -201,7 +201,7 @@ def framed(header: bytes, tail: bytes) -> tuple[bytes, str]:
 )
 def test_malformed_requests(body: bytes, header_length: str | None, message: str | None) -> None:
     def decode_and_read_timeout() -> None:
-        _ = v2.decode_request(body, header_length).timeout_us
+        _ = v2.decode_request(body, header_length).timeout_ms
 
     with pytest.raises(InvalidInput, match=message):
         decode_and_read_timeout()

@@ -1,0 +1,52 @@
+"""One mapping from the gateway's errors to gRPC status codes, applied to every method."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Concatenate, ParamSpec, TypeVar
+
+import grpc
+
+from service.errors import ServingError
+
+log = logging.getLogger(__name__)
+
+SelfT = TypeVar("SelfT")
+RequestT = TypeVar("RequestT")
+ResponseT = TypeVar("ResponseT")
+P = ParamSpec("P")
+
+
+def status_of(error: ServingError) -> grpc.StatusCode:
+    return grpc.StatusCode[error.grpc_status]
+
+
+def translate_errors(
+    method: Callable[
+        Concatenate[SelfT, RequestT, grpc.aio.ServicerContext, P], Awaitable[ResponseT]
+    ],
+) -> Callable[Concatenate[SelfT, RequestT, grpc.aio.ServicerContext, P], Awaitable[ResponseT]]:
+    """Abort with the error's status and message; anything unexpected is INTERNAL."""
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: SelfT,
+        request: RequestT,
+        context: grpc.aio.ServicerContext,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> ResponseT:
+        try:
+            return await method(self, request, context, *args, **kwargs)
+        except ServingError as error:
+            await context.abort(status_of(error), error.message)
+        except (grpc.aio.AbortError, grpc.aio.UsageError):
+            raise
+        except Exception:
+            log.exception("unhandled error in %s", method.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
+        raise AssertionError("context.abort returned")  # pragma: no cover
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,108 @@
+"""The gRPC server: `grpc.aio` on its own port, beside uvicorn in the same event loop.
+
+It serves `inference.GRPCInferenceService`, `grpc.health.v1.Health` (what Kubernetes' gRPC
+probes call; SERVING exactly while the HTTP readiness route answers 200) and server reflection
+(so `grpcurl` needs no `.proto`). Message size limits come from the settings: a larger message
+is refused with RESOURCE_EXHAUSTED by gRPC itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from service.dataplane import DataPlane
+from service.grpc.servicer import InferenceServicer
+
+log = logging.getLogger(__name__)
+
+INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+WATCH_INTERVAL_S = 0.5
+"""How often a Watch stream re-reads readiness (readiness has no change events)."""
+
+
+class ReadinessHealth(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
+    """Health derived from the data plane's readiness, for "" and the inference service."""
+
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+
+    def _status(self, service: str) -> int:
+        if service not in ("", INFERENCE_SERVICE):
+            return -1
+        ready = self.plane.ready
+        status: int = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ready
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        return status
+
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        status = self._status(request.service)
+        if status < 0:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        return health_pb2.HealthCheckResponse(status=status)
+
+    async def Watch(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        last = None
+        while True:
+            status = self._status(request.service)
+            if status < 0:
+                status = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+            if status != last:
+                last = status
+                yield health_pb2.HealthCheckResponse(status=status)
+            await asyncio.sleep(WATCH_INTERVAL_S)
+
+
+class GrpcServer:
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+        self.port: int | None = None
+        self._server: grpc.aio.Server | None = None
+
+    async def start(self) -> int:
+        """Bind `host:grpc_port` and start serving; returns the bound port."""
+        settings = self.plane.settings
+        limit = settings.grpc_max_message_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                # One process owns the port: a second gateway on it must fail, not share it.
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.plane), server)
+        health_pb2_grpc.add_HealthServicer_to_server(ReadinessHealth(self.plane), server)
+        reflection.enable_server_reflection(
+            (INFERENCE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), server
+        )
+        address = f"{settings.host}:{settings.grpc_port}"
+        try:
+            self.port = server.add_insecure_port(address)
+        except RuntimeError as error:
+            raise OSError(f"cannot bind gRPC on {address}: {error}") from None
+        await server.start()
+        self._server = server
+        log.info("gRPC listening on %s:%d", settings.host, self.port)
+        return self.port
+
+    async def stop(self, grace_s: float) -> None:
+        """Refuse new calls (UNAVAILABLE) and give running ones `grace_s` to finish."""
+        if self._server is not None:
+            await self._server.stop(grace_s)
+            self._server = None

@@ -1,0 +1,219 @@
+"""`inference.GRPCInferenceService`: converts messages and calls the shared data plane.
+
+Every method only decodes, calls the data plane or the repository, and encodes; errors become
+status codes in one place (`service.grpc.errors`). Methods of Triton's superset that this
+gateway does not implement (shared memory, statistics, trace and log settings, model config)
+answer UNIMPLEMENTED from the generated base class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from service import metadata
+from service.auth import bearer_token
+from service.codecs import v2
+from service.dataplane import DataPlane
+from service.errors import InvalidInput, ServingError
+from service.grpc import converters
+from service.grpc.errors import translate_errors
+from service.inference import DecodedBody, InferenceRequest, InferenceResult
+from service.processing import Processor, TensorInputs
+
+PROTOCOL = "grpc"
+log = logging.getLogger(__name__)
+
+
+def _credentials(context: grpc.aio.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return bearer_token(value if isinstance(value, str) else value.decode())
+    return None
+
+
+def _timeout_ms(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else max(remaining, 0.0) * 1000.0
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
+
+    # -- health and metadata -------------------------------------------------------------------
+
+    def _probe(self, context: grpc.aio.ServicerContext) -> None:
+        if self.plane.settings.protect_health_and_metrics:
+            self.plane.authorize_inference(_credentials(context))
+
+    @translate_errors
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
+        self._probe(context)
+        return pb.ServerLiveResponse(live=True)
+
+    @translate_errors
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
+        self._probe(context)
+        return pb.ServerReadyResponse(ready=self.plane.ready)
+
+    @translate_errors
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
+        self.plane.authorize_inference(_credentials(context))
+        model = self.plane.repository.get(request.name, request.version or None)
+        return pb.ModelReadyResponse(ready=model.ready)
+
+    @translate_errors
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
+        self.plane.authorize_inference(_credentials(context))
+        return pb.ServerMetadataResponse(**metadata.server_metadata())
+
+    @translate_errors
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
+        self.plane.authorize_inference(_credentials(context))
+        repository = self.plane.repository
+        model = repository.get(request.name, request.version or None)
+        versions = sorted(repository.versions(request.name), key=int)
+        return converters.model_metadata(metadata.model_metadata(model, versions))
+
+    # -- inference -----------------------------------------------------------------------------
+
+    async def _infer(
+        self, message: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
+        async def decode(_processor: Processor) -> DecodedBody[v2.InferRequest]:
+            decoded = converters.infer_request(message)
+            return DecodedBody(TensorInputs(decoded.inputs), decoded, decoded.timeout_ms)
+
+        def encode(result: InferenceResult[v2.InferRequest]) -> pb.ModelInferResponse:
+            return converters.infer_response(
+                model_name=result.model.name,
+                model_version=result.model.version,
+                request=result.body.wire,
+                outputs=result.outputs,
+            )
+
+        request = InferenceRequest(
+            protocol=PROTOCOL,
+            model=message.model_name,
+            version=message.model_version or None,
+            decode=decode,
+            credentials=_credentials(context),
+            timeout_ms=_timeout_ms(context),
+        )
+        return await self.plane.serve(request, encode)
+
+    @translate_errors
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
+        return await self._infer(request, context)
+
+    async def ModelStreamInfer(
+        self,
+        requests: AsyncIterator[pb.ModelInferRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Requests on one stream are served concurrently (so they batch together); each answer
+        carries its request's id, and an error answers only its own request."""
+        answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        running: set[asyncio.Task[None]] = set()
+
+        async def answer(message: pb.ModelInferRequest) -> None:
+            try:
+                response = await self._infer(message, context)
+            except Exception as error:
+                reason = error.message if isinstance(error, ServingError) else None
+                if reason is None:
+                    log.exception("unhandled error in ModelStreamInfer")
+                failed = pb.ModelInferResponse(
+                    model_name=message.model_name,
+                    model_version=message.model_version,
+                    id=message.id,
+                )
+                await answers.put(
+                    pb.ModelStreamInferResponse(
+                        error_message=reason or "internal server error", infer_response=failed
+                    )
+                )
+            else:
+                await answers.put(pb.ModelStreamInferResponse(infer_response=response))
+
+        async def read() -> None:
+            async for message in requests:
+                task = asyncio.create_task(answer(message))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            while running:
+                await asyncio.gather(*running, return_exceptions=True)
+            await answers.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (item := await answers.get()) is not None:
+                yield item
+            await reader
+        finally:
+            for task in (reader, *running):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(reader, *running, return_exceptions=True)
+
+    # -- repository (management token) ---------------------------------------------------------
+
+    @translate_errors
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryIndexResponse:
+        self.plane.authorize_management(_credentials(context))
+        entries = self.plane.repository.index()
+        if request.ready:
+            entries = [entry for entry in entries if entry.state == "READY"]
+        return pb.RepositoryIndexResponse(
+            models=[
+                pb.RepositoryIndexResponse.ModelIndex(
+                    name=entry.name, version=entry.version, state=entry.state, reason=entry.reason
+                )
+                for entry in entries
+            ]
+        )
+
+    @translate_errors
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelLoadResponse:
+        self.plane.authorize_management(_credentials(context))
+        if request.parameters:
+            raise InvalidInput(
+                f"load parameters are not supported ({sorted(request.parameters)}); "
+                "models load from the model store as they are"
+            )
+        models = await self.plane.repository.load(request.model_name)
+        failed = [model for model in models if not model.ready]
+        if failed:
+            raise InvalidInput("; ".join(f"v{m.version}: {m.reason}" for m in failed))
+        return pb.RepositoryModelLoadResponse()
+
+    @translate_errors
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryModelUnloadResponse:
+        self.plane.authorize_management(_credentials(context))
+        await self.plane.repository.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
