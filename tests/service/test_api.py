@@ -318,3 +318,52 @@ async def test_metrics_after_traffic(client: httpx.AsyncClient) -> None:
     assert 'gateway_model_ready{model="img",version="1"} 1.0' in text
     assert "gateway_queue_duration_seconds_bucket" in text
     assert "gateway_compute_duration_seconds_bucket" in text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/models/no-such-model/infer",
+        "/v2/models/tab/versions/9/infer",
+        "/predictions/no-such-model",
+        "/v1/models/no-such-model:predict",
+    ],
+)
+@pytest.mark.parametrize("body", [b"{}", b"", b"not json at all"])
+async def test_unknown_model_is_404_whatever_the_body(
+    client: httpx.AsyncClient, path: str, body: bytes
+) -> None:
+    response = await client.post(path, content=body)
+    assert response.status_code == 404, response.text
+    assert set(response.json()) == {"error"}
+
+
+async def test_uploads_are_decoded_off_the_event_loop_and_tensors_on_it(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The offload policy is the processor's: encoded images go to a thread, pixels do not."""
+    import threading
+
+    from service.processing import ImageProcessor
+
+    threads: list[str] = []
+    original = ImageProcessor.feed
+
+    def feed(self: ImageProcessor, inputs: object) -> object:
+        threads.append(threading.current_thread().name)
+        return original(self, inputs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ImageProcessor, "feed", feed)
+    pixels = np.random.default_rng(3).integers(0, 255, size=(8, 8), dtype=np.uint8)
+    upload = await client.post("/predictions/img", content=png(pixels))
+    assert upload.status_code == 200, upload.text
+    tensor = {
+        "inputs": [
+            {"name": "images", "datatype": "UINT8", "shape": [1, 1, 8, 8], "data": pixels.tolist()}
+        ]
+    }
+    direct = await client.post("/v2/models/img/infer", json=tensor)
+    assert direct.status_code == 200, direct.text
+    main = threading.main_thread().name
+    assert threads[0] != main
+    assert threads[1] == main
