@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 MODEL_STORE ?= model_store
 HOST ?= 127.0.0.1
 PORT ?= 8000
+GRPC_PORT ?= 8001
 BACKEND ?= onnxruntime
 # Extras installed into .venv (see pyproject.toml). `gpu` replaces `cpu`, never both.
 EXTRAS ?= cpu,train,torchserve,dev
@@ -29,9 +30,9 @@ train: setup
 run: train
 ifeq ($(BACKEND),torchserve)
 	$(MAKE) archives
-	$(PY) -m handlers.stack --model-store $(MODEL_STORE) --host $(HOST) --port $(PORT)
+	$(PY) -m handlers.stack --model-store $(MODEL_STORE) --host $(HOST) --port $(PORT) --grpc-port $(GRPC_PORT)
 else
-	$(PY) -m service --model-store $(MODEL_STORE) --host $(HOST) --port $(PORT)
+	$(PY) -m service --model-store $(MODEL_STORE) --host $(HOST) --port $(PORT) --grpc-port $(GRPC_PORT)
 endif
 
 archives: setup

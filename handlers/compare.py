@@ -102,7 +102,12 @@ def gateway(store: Path, model: str, env: dict[str, str], log: Path) -> Iterator
     port = free_port()
     command = [sys.executable, "-m", "service", "--model-store", str(store), "--port", str(port)]
     command += ["--models", model]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", **env}
+    environment = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "GATEWAY_GRPC_PORT": str(free_port()),
+        **env,
+    }
     with log.open("wb") as sink:
         process = subprocess.Popen(command, env=environment, stdout=sink, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

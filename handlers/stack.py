@@ -42,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model-store", type=Path, default=Path("model_store"))
     parser.add_argument("--host", default="127.0.0.1", help="gateway bind address")
     parser.add_argument("--port", type=int, default=8000, help="gateway port")
+    parser.add_argument("--grpc-port", type=int, default=8001, help="gateway gRPC port")
     parser.add_argument("--mode", choices=["batched", "forward"], default="batched")
     parser.add_argument("--torchserve-port", type=int, default=8080)
     parser.add_argument("--workers", type=int, default=1, help="TorchServe workers per model")
@@ -84,6 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.host,
             "--port",
             str(args.port),
+            "--grpc-port",
+            str(args.grpc_port),
             "--models",
             ",".join(models),
         ]

@@ -27,6 +27,11 @@ class GatewayProcess:
     process: subprocess.Popen[bytes]
     port: int
     log: Path
+    grpc_port: int = 0
+
+    @property
+    def grpc_address(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
 
     @property
     def url(self) -> str:
@@ -63,8 +68,9 @@ def gateway(
     env: dict[str, str] | None = None,
     timeout_s: float = 60,
 ) -> Iterator[GatewayProcess]:
-    """Start `python -m service` on a free port; stop it (SIGTERM, then SIGKILL) afterwards."""
-    port = free_port()
+    """Start `python -m service` on free HTTP and gRPC ports; stop it (SIGTERM, then SIGKILL)
+    afterwards."""
+    port, grpc_port = free_port(), free_port()
     log = log_dir / f"gateway-{port}.log"
     command = [
         sys.executable,
@@ -76,10 +82,15 @@ def gateway(
         str(port),
         *args,
     ]
-    environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    environment = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "GATEWAY_GRPC_PORT": str(grpc_port),
+        **(env or {}),
+    }
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=environment)
-    server = GatewayProcess(process, port, log)
+    server = GatewayProcess(process, port, log, grpc_port)
     try:
         wait_until_ready(server.url, process, timeout_s)
         yield server

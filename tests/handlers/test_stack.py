@@ -48,6 +48,8 @@ def test_stack_serves_through_the_gateway_and_stops_cleanly(tmp_path: Path) -> N
         str(store),
         "--port",
         str(port),
+        "--grpc-port",
+        str(free_port()),
         "--torchserve-port",
         str(torchserve_port),
         "--work-dir",
