@@ -6,7 +6,8 @@ work, keeps answering until new requests stop arriving (at most `drain_seconds` 
 the listener without resetting connections the kernel already established, and gives those a
 short grace to be answered; then uvicorn stops. A second signal stops at once.
 
-Other servers of the process (gRPC) join the same drain with `DrainingServer.add_listener`.
+The gRPC server (`service.grpc.server`) runs in the same event loop and joins the same drain
+as a second listener.
 """
 
 from __future__ import annotations
@@ -150,7 +151,19 @@ class DrainingServer(uvicorn.Server):
 
     async def serve(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
         self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)  # type: ignore[arg-type]
+        grpc_server = None
+        if self.plane.settings.grpc_enabled:
+            from service.grpc.server import GrpcServer
+
+            # Listening before the models load, as HTTP does: health answers NOT_SERVING.
+            grpc_server = GrpcServer(self.plane)
+            await grpc_server.start()
+            self.add_listener(grpc_server)
+        try:
+            await super().serve(sockets)  # type: ignore[arg-type]
+        finally:
+            if grpc_server is not None:
+                await grpc_server.stop(0)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._drain_task is not None or self._loop is None:

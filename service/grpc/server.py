@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -68,17 +69,42 @@ class ReadinessHealth(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
             await asyncio.sleep(WATCH_INTERVAL_S)
 
 
+class _Activity(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Notes when the newest call arrived, for the drain's "have requests stopped?" check."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        self.last = time.monotonic()
+        return await continuation(handler_call_details)
+
+
 class GrpcServer:
+    """The gRPC server, and the drain's view of it (`service.drain.Listener`).
+
+    While the gateway drains, calls are still answered (UNAVAILABLE from the data plane, health
+    NOT_SERVING) until the drain closes the listeners; `stop_accepting` then refuses new calls
+    and lets running ones finish, and `wait_finished` waits for that.
+    """
+
     def __init__(self, plane: DataPlane) -> None:
         self.plane = plane
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
+        self._activity = _Activity()
+        self._stopping: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         """Bind `host:grpc_port` and start serving; returns the bound port."""
         settings = self.plane.settings
         limit = settings.grpc_max_message_bytes
         server = grpc.aio.server(
+            interceptors=[self._activity],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -106,3 +132,22 @@ class GrpcServer:
         if self._server is not None:
             await self._server.stop(grace_s)
             self._server = None
+
+    # -- service.drain.Listener -----------------------------------------------------------------
+
+    def begin_drain(self) -> None:
+        """Nothing to flip: health and every call read the data plane's readiness."""
+
+    def last_activity(self) -> float:
+        return self._activity.last
+
+    async def stop_accepting(self) -> None:
+        if self._server is not None and self._stopping is None:
+            grace = max(self.plane.settings.drain_seconds, 1.0)
+            self._stopping = asyncio.create_task(self._server.stop(grace))
+
+    async def wait_finished(self, timeout_s: float) -> bool:
+        if self._stopping is None:
+            return True
+        done, _pending = await asyncio.wait({self._stopping}, timeout=timeout_s)
+        return bool(done)

@@ -1,0 +1,66 @@
+"""The gRPC server in a real gateway process: SIGTERM drains it like HTTP, and the README's
+grpcurl example works through server reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc.aio as grpcaio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tritonclient.utils import InferenceServerException
+
+from tests.servers import gateway, sample_total
+from tests.tiny_models import slow_model
+
+pytestmark = pytest.mark.integration
+
+
+def slow_input() -> list[grpcaio.InferInput]:
+    item = grpcaio.InferInput("features", [1, 1024], "FP32")
+    item.set_data_from_numpy(np.full((1, 1024), 0.5, np.float32))
+    return [item]
+
+
+async def test_sigterm_drains_grpc(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    slow_model(store)
+    with gateway(store, tmp_path, env={"GATEWAY_DRAIN_SECONDS": "30"}) as server:
+        client = grpcaio.InferenceServerClient(server.grpc_address)
+        channel = grpc.aio.insecure_channel(server.grpc_address)
+        health = health_pb2_grpc.HealthStub(channel)
+        try:
+            ready = await health.Check(health_pb2.HealthCheckRequest(service=""))
+            assert ready.status == health_pb2.HealthCheckResponse.SERVING
+            sent = [asyncio.create_task(client.infer("slow", slow_input())) for _ in range(48)]
+            deadline = time.monotonic() + 20
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                while time.monotonic() < deadline:
+                    metrics = (await http.get("/metrics")).text
+                    if sample_total(metrics, "gateway_inflight_requests") >= 32:
+                        break
+                    await asyncio.sleep(0.01)
+            server.process.send_signal(signal.SIGTERM)
+            flipped = time.monotonic()
+            while True:
+                status = await health.Check(health_pb2.HealthCheckRequest(service=""))
+                if status.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                    break
+                assert time.monotonic() - flipped < 1.0, "gRPC health did not flip within 1 s"
+                await asyncio.sleep(0.005)
+            assert not await client.is_server_ready()
+            with pytest.raises(InferenceServerException) as late:
+                await client.infer("slow", slow_input())
+            assert str(late.value.status()) == "StatusCode.UNAVAILABLE"
+            answers = await asyncio.gather(*sent)
+            assert all(a.as_numpy("prediction").shape == (1, 1) for a in answers)
+        finally:
+            await client.close()
+            await channel.close()
+        assert server.process.wait(timeout=30) == 0
