@@ -110,7 +110,7 @@ class GrpcServer:
                 ("grpc.max_send_message_length", limit),
                 # One process owns the port: a second gateway on it must fail, not share it.
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.plane), server)
         health_pb2_grpc.add_HealthServicer_to_server(ReadinessHealth(self.plane), server)
