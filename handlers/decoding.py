@@ -18,10 +18,18 @@ from service.backends.tensor_payload import CONTENT_TYPE as TENSORS_CONTENT_TYPE
 from service.backends.tensor_payload import decode_feed, encode_feed
 from service.datatypes import v2_datatype
 from service.errors import InvalidInput, ServingError
-from service.feeds import Feed, merge
-from service.processing import Processor, Tensor
+from service.feeds import Feed
+from service.processing import (
+    JSON_MEDIA_TYPE,
+    InstanceInputs,
+    PayloadInputs,
+    Processor,
+    Tensor,
+    media_type,
+)
 
-JSON_CONTENT_TYPE = "application/json"
+JSON_CONTENT_TYPE = JSON_MEDIA_TYPE
+__all__ = ["Decoded", "decode_request", "encode_answer", "error_body", "media_type"]
 
 AnswerKind = Literal["tensors", "one", "many"]
 """`tensors`: raw outputs as `.npz`; `one`: one prediction; `many`: a list of predictions."""
@@ -33,11 +41,6 @@ class Decoded:
     answer: AnswerKind
 
 
-def media_type(content_type: str) -> str:
-    """`Text/Plain; charset=utf-8` -> `text/plain`."""
-    return content_type.split(";", 1)[0].strip().lower()
-
-
 def decode_request(
     processor: Processor, parameters: Mapping[str, Any], content_types: Mapping[str, str]
 ) -> Decoded:
@@ -46,25 +49,23 @@ def decode_request(
         raise InvalidInput("request body is empty")
     if len(parameters) > 1:
         # A multipart form with several parts: one row per part, answered with a list.
-        feeds = [processor.feed_from_payload(_as_bytes(value)) for value in parameters.values()]
-        merged, _rows = merge(feeds)
-        return Decoded(merged, "many")
+        parts = PayloadInputs([_as_bytes(value) for value in parameters.values()])
+        return Decoded(processor.feed(parts), "many")
     ((name, value),) = parameters.items()
-    content_type = media_type(content_types.get(name, ""))
-    if content_type == TENSORS_CONTENT_TYPE:
+    content_type = content_types.get(name, "")
+    kind = media_type(content_type)
+    if kind == TENSORS_CONTENT_TYPE:
         return Decoded(feed_from_tensor_payload(processor, _as_bytes(value)), "tensors")
+    # TorchServe hands JSON already parsed and text as `str`; the rest is the body's bytes, read
+    # exactly as the gateway's `/predictions` route reads it.
     if isinstance(value, bytes | bytearray | memoryview):
-        raw = bytes(value)
-        if not raw:
-            raise InvalidInput("request body is empty")
-        if content_type == JSON_CONTENT_TYPE or (not content_type and raw[:1] in (b"{", b"[")):
-            return _from_json(processor, _parse_json(raw))
-        return Decoded(processor.feed_from_payload(raw), "one")
-    if isinstance(value, str) and content_type != JSON_CONTENT_TYPE:
-        if not value:
-            raise InvalidInput("request body is empty")
-        return Decoded(processor.feed_from_payload(value.encode("utf-8")), "one")
-    return _from_json(processor, value)
+        inputs, many = processor.inputs_from_body(bytes(value), content_type)
+    elif isinstance(value, str) and kind != JSON_MEDIA_TYPE:
+        inputs, many = processor.inputs_from_body(value.encode("utf-8"), "text/plain")
+    else:
+        instances, many = processor.instances_from_json(value)
+        inputs = InstanceInputs(instances)
+    return Decoded(processor.feed(inputs), "many" if many else "one")
 
 
 def feed_from_tensor_payload(processor: Processor, payload: bytes) -> Feed:
@@ -91,18 +92,6 @@ def error_body(error: ServingError) -> bytes:
     """TorchServe's own error envelope, so clients parse handler and server errors alike."""
     envelope = {"code": error.status_code, "type": type(error).__name__, "message": error.message}
     return json.dumps(envelope).encode("utf-8")
-
-
-def _from_json(processor: Processor, body: Any) -> Decoded:
-    feed, many = processor.feed_from_json(body)
-    return Decoded(feed, "many" if many else "one")
-
-
-def _parse_json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InvalidInput(f"request body is not valid JSON: {error}") from None
 
 
 def _as_bytes(value: Any) -> bytes:

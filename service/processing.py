@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,21 @@ class Tensor:
     datatype: str
     shape: list[int]
     data: np.ndarray
+
+
+JSON_MEDIA_TYPE = "application/json"
+
+
+def media_type(content_type: str) -> str:
+    """`Text/Plain; charset=utf-8` -> `text/plain`."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidInput(f"request body is not valid JSON: {error}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +159,20 @@ class Processor(ABC):
         """A TorchServe-style JSON body -> (feed, whether the body was a batch of instances)."""
         instances, many = self.instances_from_json(body)
         return self.feed_from_instances(instances), many
+
+    def inputs_from_body(self, body: bytes, content_type: str) -> tuple[ModelInputs, bool]:
+        """One TorchServe-style request body -> (inputs, whether to answer with a list).
+
+        JSON (declared, or undeclared and starting like JSON) holds instances; anything else is
+        one upload. The gateway's `/predictions` route and the TorchServe handler both call this.
+        """
+        if not body:
+            raise InvalidInput("request body is empty")
+        kind = media_type(content_type)
+        if kind == JSON_MEDIA_TYPE or (not kind and body[:1] in (b"{", b"[")):
+            instances, many = self.instances_from_json(parse_json(body))
+            return InstanceInputs(instances), many
+        return PayloadInputs([body]), False
 
     def is_batch(self, body: Any) -> bool:
         """Whether a JSON body is a list of instances rather than one instance."""

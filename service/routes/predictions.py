@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from fastapi import Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
 from service.errors import InvalidInput
 from service.inference import DecodedBody, InferenceResult
-from service.processing import InstanceInputs, PayloadInputs, Processor
+from service.processing import InstanceInputs, PayloadInputs, Processor, media_type, parse_json
 from service.routes.common import authorize_inference, dataplane_of, json_response, serve
 from service.routes.table import RouteSpec
 
@@ -49,13 +48,6 @@ V1_BODY: dict[str, Any] = {
 }
 
 
-def _parse_json(body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise InvalidInput(f"request body is not valid JSON: {error}") from None
-
-
 async def _uploads(request: Request) -> list[bytes]:
     """Files (or plain fields) of a multipart form, in order."""
     try:
@@ -80,17 +72,12 @@ async def predictions(request: Request) -> Response:
     """What TorchServe users send; the answer is a list when they sent several rows."""
 
     async def decode(processor: Processor) -> DecodedBody[bool]:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type == "multipart/form-data":
+        content_type = request.headers.get("content-type", "")
+        if media_type(content_type) == "multipart/form-data":
             parts = await _uploads(request)
             return DecodedBody(PayloadInputs(parts), len(parts) > 1)
-        body = await request.body()
-        if not body:
-            raise InvalidInput("request body is empty")
-        if content_type == "application/json" or (not content_type and body[:1] in (b"{", b"[")):
-            instances, many = processor.instances_from_json(_parse_json(body))
-            return DecodedBody(InstanceInputs(instances), many)
-        return DecodedBody(PayloadInputs([body]), False)
+        inputs, many = processor.inputs_from_body(await request.body(), content_type)
+        return DecodedBody(inputs, many)
 
     def encode(result: InferenceResult[bool]) -> Response:
         top_k = dataplane_of(request).settings.top_k
@@ -102,7 +89,7 @@ async def predictions(request: Request) -> Response:
 
 async def v1_predict(request: Request) -> Response:
     async def decode(_processor: Processor) -> DecodedBody[None]:
-        body = _parse_json(await request.body())
+        body = parse_json(await request.body())
         if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
             raise InvalidInput('body must be {"instances": [...]}')
         return DecodedBody(InstanceInputs(body["instances"]), None)
