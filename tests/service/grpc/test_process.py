@@ -64,3 +64,40 @@ async def test_sigterm_drains_grpc(tmp_path: Path) -> None:
             await client.close()
             await channel.close()
         assert server.process.wait(timeout=30) == 0
+
+
+async def test_cancelled_calls_leave_the_queue_uncomputed(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    slow_model(store)
+    with gateway(store, tmp_path) as server:
+        client = grpcaio.InferenceServerClient(server.grpc_address)
+        try:
+            kept = [asyncio.create_task(client.infer("slow", slow_input())) for _ in range(16)]
+            abandoned = [asyncio.create_task(client.infer("slow", slow_input())) for _ in range(32)]
+            async with httpx.AsyncClient(base_url=server.url) as http:
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:
+                    metrics = (await http.get("/metrics")).text
+                    if sample_total(metrics, "gateway_queue_depth", model="slow") >= 24:
+                        break
+                    await asyncio.sleep(0.005)
+                for task in abandoned:
+                    task.cancel()
+                outcomes = await asyncio.gather(*abandoned, return_exceptions=True)
+                assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)
+                answers = await asyncio.gather(*kept)
+                assert all(a.as_numpy("prediction").shape == (1, 1) for a in answers)
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline:
+                    metrics = (await http.get("/metrics")).text
+                    if sample_total(metrics, "gateway_queue_depth", model="slow") == 0:
+                        break
+                    await asyncio.sleep(0.01)
+        finally:
+            await client.close()
+    labels = {"model": "slow", "version": "1", "protocol": "grpc"}
+    cancelled = sample_total(metrics, "gateway_requests_total", code="499", **labels)
+    computed = sample_total(metrics, "gateway_batch_size_count", model="slow")
+    assert cancelled >= 16  # the queue held at least 24, so most abandoned calls were queued
+    assert computed <= 16 + 32 - cancelled + 2  # one being computed may finish anyway
+    assert sample_total(metrics, "gateway_queue_depth", model="slow") == 0

@@ -296,7 +296,7 @@ async def test_message_limit_is_resource_exhausted(tmp_path: Path) -> None:
         assert await served.grpc.is_server_ready()
 
 
-async def test_deadline_and_cancel_leave_the_queue(tmp_path: Path) -> None:
+async def test_deadlines_answer_deadline_exceeded(tmp_path: Path) -> None:
     store = tmp_path / "store"
     slow_model(store)
     async for served in serve(grpc_settings(store)):
@@ -311,14 +311,9 @@ async def test_deadline_and_cancel_leave_the_queue(tmp_path: Path) -> None:
         with pytest.raises(InferenceServerException) as error:
             await served.grpc.infer("slow", [tensor("features", x, "FP32")], timeout=1000)
         assert status(error) == "StatusCode.DEADLINE_EXCEEDED"
-        cancelled = asyncio.create_task(served.grpc.infer("slow", [tensor("features", x, "FP32")]))
-        await asyncio.sleep(0)
-        cancelled.cancel()
         results = await asyncio.gather(*busy)
         assert all(r.as_numpy("prediction").shape == (1, 1) for r in results)
         exposition = (await served.http.get("/metrics")).text
         labels = {"model": "slow", "version": "1", "protocol": "grpc"}
         assert sample_total(exposition, "gateway_requests_total", code="200", **labels) == 20
         assert sample_total(exposition, "gateway_requests_total", code="504", **labels) >= 1
-        depth = sample_total(exposition, "gateway_queue_depth", model="slow", version="1")
-        assert depth == 0
