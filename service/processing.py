@@ -155,11 +155,6 @@ class Processor(ABC):
             return list(body), True
         return [body], False
 
-    def feed_from_json(self, body: Any) -> tuple[Feed, bool]:
-        """A TorchServe-style JSON body -> (feed, whether the body was a batch of instances)."""
-        instances, many = self.instances_from_json(body)
-        return self.feed_from_instances(instances), many
-
     def inputs_from_body(self, body: bytes, content_type: str) -> tuple[ModelInputs, bool]:
         """One TorchServe-style request body -> (inputs, whether to answer with a list).
 

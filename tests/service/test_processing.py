@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 from PIL import Image
 
@@ -81,12 +82,17 @@ def test_text_is_truncated_to_max_tokens(stored: Path) -> None:
 
 def test_tabular_json_forms(stored: Path) -> None:
     processor = load(stored, "tab")
-    single, many = processor.feed_from_json({"f0": 1, "f1": 2, "f2": 3, "f3": 4})
+
+    def read(body: object) -> tuple[dict[str, np.ndarray], bool]:
+        inputs, many = processor.inputs_from_body(orjson.dumps(body), "application/json")
+        return processor.feed(inputs), many
+
+    single, many = read({"f0": 1, "f1": 2, "f2": 3, "f3": 4})
     assert not many
     assert single["features"].tolist() == [[1, 2, 3, 4]]
-    batch, many = processor.feed_from_json({"instances": [[1, 2, 3, 4], [5, 6, 7, 8]]})
+    batch, many = read({"instances": [[1, 2, 3, 4], [5, 6, 7, 8]]})
     assert many
     assert batch["features"].shape == (2, 4)
     for bad in ([1, 2], {"f0": 1}, ["a", "b", "c", "d"], [True, 1, 2, 3]):
         with pytest.raises(InvalidInput):
-            processor.feed_from_json(bad)
+            read(bad)

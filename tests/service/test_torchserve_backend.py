@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 from aiohttp import web
 from PIL import Image
@@ -290,8 +291,10 @@ async def test_every_task_matches_in_process_onnx_runtime(
             if model == "img":
                 body = {"b64": image}
             reference = torchserve.reference(model)
-            feed, many = reference.processor.feed_from_json(body)
-            expected = reference.predictions(feed)
+            inputs, many = reference.processor.inputs_from_body(
+                orjson.dumps(body), "application/json"
+            )
+            expected = reference.predictions(reference.processor.feed(inputs))
             # Concurrent copies, so the gateway forms batches on the way to TorchServe.
             responses = await asyncio.gather(
                 *(client.post(f"/predictions/{model}", json=body) for _ in range(6))
