@@ -46,14 +46,16 @@ test: setup system-deps
 
 # Load test a running gateway (`make run` elsewhere): bounded, headless; CSV + HTML under
 # loadtests/results/, then the gateway's queue/compute/batch split beside Locust's percentiles.
+# Either protocol: LOADTEST_TAGS=grpc (ModelInfer on LOADTEST_GRPC_HOST) or any REST tags, or both.
 LOADTEST_HOST ?= http://$(HOST):$(PORT)
+LOADTEST_GRPC_HOST ?= $(HOST):$(GRPC_PORT)
 LOADTEST_TAGS ?= v2json,v2binary,upload,text
 LOADTEST_STEPS ?= 1,4,16,32
 LOADTEST_STEP_SECONDS ?= 10
 
 loadtest: setup
-	$(PY) -m loadtests.locust_run --host $(LOADTEST_HOST) --tags $(LOADTEST_TAGS) \
-		--steps $(LOADTEST_STEPS) --step-seconds $(LOADTEST_STEP_SECONDS)
+	$(PY) -m loadtests.locust_run --host $(LOADTEST_HOST) --grpc-host $(LOADTEST_GRPC_HOST) \
+		--tags $(LOADTEST_TAGS) --steps $(LOADTEST_STEPS) --step-seconds $(LOADTEST_STEP_SECONDS)
 
 # The side-by-side benchmark; rewrites docs/benchmarks.md, docs/benchmarks.json and the plots.
 bench: setup system-deps

@@ -24,17 +24,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtests import peer_systems, procs, raw, server_metrics, systems, wrk
+from loadtests import grpc_load, peer_systems, procs, raw, server_metrics, systems, wrk
 from loadtests.catalog import DEFAULT_MODELS, BenchModel, ModelMissing, load_model
+from loadtests.grpc_load import GrpcRequest
 from loadtests.machine import describe
-from loadtests.systems import Context, Deployment, ServerKind, Unavailable
+from loadtests.systems import Context, Deployment, ServerKind, Target, Unavailable
 
 SERVERS: tuple[ServerKind, ...] = (
-    ServerKind(
-        "gateway", ("gateway-v2-json", "gateway-v2-binary", "gateway-predictions"), systems.gateway
-    ),
+    ServerKind("gateway", systems.GATEWAY_SYSTEMS, systems.gateway),
     ServerKind("torchserve", ("torchserve", "gateway-torchserve-v2-json"), systems.torchserve),
-    ServerKind("pytriton", ("pytriton-v2-json", "pytriton-v2-binary"), peer_systems.pytriton),
+    ServerKind(
+        "pytriton",
+        ("pytriton-v2-json", "pytriton-v2-binary", "pytriton-v2-grpc"),
+        peer_systems.pytriton,
+    ),
     ServerKind("kserve", ("kserve-v2-json",), peer_systems.kserve),
     ServerKind("mlserver", ("mlserver-v2-json",), peer_systems.mlserver),
     ServerKind(
@@ -102,6 +105,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=[1, 2],
         default=2,
         help="2: measure the raw limit again after the servers and keep the best",
+    )
+    parser.add_argument(
+        "--grpc-generator",
+        choices=grpc_load.ENGINES,
+        default="auto",
+        help="load generator for the gRPC systems: cpp (grpc_gen, built on first use; needs "
+        "g++ and libgrpc++-dev), python (grpc.aio worker processes), auto (cpp if it builds)",
     )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument(
@@ -172,8 +182,11 @@ def load_models(
     return models
 
 
-def check(request: wrk.Request) -> str | None:
-    """One request before the sweep: None when it answers 200, else what went wrong."""
+def check(request: Target) -> str | None:
+    """One request before the sweep: None when it answers 200 (gRPC: OK with outputs), else
+    what went wrong."""
+    if isinstance(request, GrpcRequest):
+        return grpc_load.check(request)
     http = urllib.request.Request(
         request.url, data=request.body, headers=request.headers, method="POST"
     )
@@ -190,18 +203,25 @@ def check(request: wrk.Request) -> str | None:
 def measure_point(
     system: str,
     model: str,
-    request: wrk.Request,
+    request: Target,
     concurrency: int,
     args: argparse.Namespace,
     metrics_url: str | None = None,
     *,
     warm_up: bool = True,
 ) -> dict[str, Any]:
-    """One wrk run; for our gateway also its own split of the time, from /metrics."""
+    """One wrk (or gRPC generator) run; for our gateway also its own split of the time, from
+    /metrics."""
+
+    def load(seconds: float) -> wrk.WrkResult:
+        if isinstance(request, GrpcRequest):
+            return grpc_load.run(request, concurrency, seconds, engine=args.grpc_generator)
+        return wrk.run(request, concurrency, seconds)
+
     if warm_up and args.warmup > 0:
-        wrk.run(request, concurrency, args.warmup)
+        load(args.warmup)
     before = server_metrics.scrape(metrics_url) if metrics_url else None
-    result = wrk.run(request, concurrency, args.duration)
+    result = load(args.duration)
     point: dict[str, Any] = {
         "system": system,
         "model": model,
@@ -212,6 +232,11 @@ def measure_point(
         "throughput": round(result.throughput, 2),
         "latency_ms": {k: round(v, 3) for k, v in result.latency_ms.items()},
     }
+    if isinstance(result, grpc_load.GrpcResult):
+        point["generator"] = result.generator
+        point["client_cpu_us_per_call"] = round(result.client_cpu_us_per_call, 1)
+        if result.error_codes:
+            point["error_codes"] = result.error_codes
     server = ""
     if metrics_url and before is not None:
         rows = [
@@ -371,6 +396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     wrk.wrk_path()  # fail early, before anything starts
+    if any(name.endswith("-grpc") for name in args.systems):
+        args.grpc_generator = grpc_load.pick_engine(args.grpc_generator)  # build it now
+        log(f"gRPC load generator: {args.grpc_generator}")
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     work_dir = args.out / f"bench-{stamp}"
@@ -388,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "raw_batches": args.raw_batches,
             "device": args.device,
             "slo_p99_ms": args.slo_ms,
+            "grpc_generator": args.grpc_generator,
             "command": " ".join(
                 ["python -m loadtests.bench", *(sys.argv[1:] if argv is None else argv)]
             ),
@@ -411,6 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         device=args.device,
         install=not args.no_install,
     )
+    if any(name.endswith("-grpc") for name in args.systems):
+        results["grpc_generator"] = measure_generator(args, work_dir)
     with_raw = "raw" in args.systems
     if args.sequential:  # one server alive at a time; the raw limit before and after them all
         if with_raw:
@@ -429,6 +460,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
             sweep(models, running, args, results, with_raw=with_raw)
             record_servers(running, results)
+    if args.docs.joinpath("benchmarks.json").exists():  # the REST figures before this run
+        from loadtests.report import baseline_of
+
+        previous = json.loads(args.docs.joinpath("benchmarks.json").read_text())
+        results["baseline"] = baseline_of(previous)
     results["config"]["order"] = "sequential" if args.sequential else "interleaved"
     results["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     results["config"]["wall_s"] = round(time.monotonic() - started, 1)
@@ -442,6 +478,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in write_docs(results, args.docs):
             log(f"wrote {path}")
     return 0
+
+
+def measure_generator(args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
+    """The gRPC generator's ceiling here: against a do-nothing C++ server, at each benchmarked
+    concurrency's ends (c=1 and the highest), with the CPU it spends per call."""
+    from loadtests import grpc_ceiling
+
+    engine = args.grpc_generator
+    server = "cpp" if engine == "cpp" else "python"
+    concurrencies = sorted({1, max(args.concurrency)})
+    # The Python generator too, for comparison, when the C++ one is the one in use.
+    engines = [engine, "python"] if engine == "cpp" else [engine]
+    with grpc_ceiling.echo_server(server, work_dir) as target:
+        rows = grpc_ceiling.measure(
+            GrpcRequest(target, grpc_ceiling.ECHO_REQUEST),
+            concurrencies,
+            [grpc_load.default_processes(max(concurrencies))],
+            engines,
+            max(1.0, min(args.duration, 3.0)),
+            f"echo-{server}",
+        )
+    for row in rows:
+        log(
+            f"  gRPC generator {row['generator']} vs echo-{server} c={row['concurrency']}: "
+            f"{row['throughput']:.0f} req/s, p50 {row['p50_ms']:.2f} ms, "
+            f"{row['client_cpu_us_per_call']:.0f} µs CPU per call"
+        )
+    return {"engine": engine, "server": f"echo-{server}", "points": rows}
 
 
 def serving_store(models: Sequence[BenchModel], root: Path) -> Path:

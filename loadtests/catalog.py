@@ -6,7 +6,14 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from loadtests.payloads import Feed, native_payload, sample_feed, v2_binary, v2_json
+from loadtests.payloads import (
+    Feed,
+    native_payload,
+    sample_feed,
+    v2_binary,
+    v2_grpc,
+    v2_json,
+)
 from service.manifest import MANIFEST_FILE, Manifest
 
 DEFAULT_MODELS = ("iris", "digits", "minilm", "resnet18")
@@ -42,6 +49,11 @@ class BenchModel:
     @cached_property
     def v2_binary(self) -> tuple[bytes, int]:
         return v2_binary(self.feed, self.output_names)
+
+    @cached_property
+    def v2_grpc(self) -> bytes:
+        """The serialized gRPC ModelInferRequest (raw_input_contents), same tensors."""
+        return v2_grpc(self.name, self.feed, self.output_names)
 
     @cached_property
     def native(self) -> tuple[bytes, str]:

@@ -19,7 +19,7 @@ from loadtests.server_metrics import ModelSplit
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 REPO = Path(__file__).resolve().parent.parent
-TAGS = ("v2json", "v2binary", "upload", "text", "torchserve")
+TAGS = ("v2json", "v2binary", "upload", "text", "grpc", "torchserve")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -29,6 +29,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--tags",
         default="v2json,v2binary,upload,text",
         help=f"comma-separated scenarios: {','.join(TAGS)}",
+    )
+    parser.add_argument(
+        "--grpc-host",
+        default=os.environ.get("LOADTEST_GRPC_HOST"),
+        help="the gateway's gRPC host:port for the `grpc` scenario "
+        "(default: the --host's name on port 8001)",
     )
     parser.add_argument("--steps", default="1,4,16,32", help="users per scenario, step by step")
     parser.add_argument("--step-seconds", type=float, default=10.0)
@@ -117,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
         "LOADTEST_STEP_SECONDS": str(args.step_seconds),
         "LOADTEST_RAMP_SECONDS": str(args.ramp_seconds),
     }
+    if args.grpc_host:
+        env["LOADTEST_GRPC_HOST"] = args.grpc_host
     command = [
         sys.executable,
         "-m",

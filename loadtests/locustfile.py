@@ -5,14 +5,17 @@
 
 Tags (one user class each): `v2json` (V2 JSON, tabular), `v2binary` (V2 binary extension,
 image tensor), `upload` (PNG/JPEG files made from scikit-learn's digits to `/predictions`),
-`text` (sentences of varied length, as text/plain and as a V2 BYTES tensor), `torchserve`
+`text` (sentences of varied length, as text/plain and as a V2 BYTES tensor), `grpc`
+(ModelInfer over the Open Inference Protocol's gRPC service at LOADTEST_GRPC_HOST, default the
+`--host`'s name on port 8001; raw_input_contents, as tritonclient.grpc sends), `torchserve`
 (TorchServe's own `/predictions`, needs TORCHSERVE_URL and, with token auth, TORCHSERVE_TOKEN).
 
 The `StepLoadShape` below drives the users: steps of LOADTEST_STEPS users per selected scenario
 (default 1,4,16,32), each held LOADTEST_STEP_SECONDS (default 10), reached over
 LOADTEST_RAMP_SECONDS (default 2).
 Models: LOADTEST_TABULAR_MODEL (iris), LOADTEST_IMAGE_MODEL (resnet18), LOADTEST_UPLOAD_MODEL
-(digits), LOADTEST_TEXT_MODEL (minilm), LOADTEST_TORCHSERVE_MODEL (digits).
+(digits), LOADTEST_TEXT_MODEL (minilm), LOADTEST_GRPC_MODEL (iris), LOADTEST_TORCHSERVE_MODEL
+(digits).
 Payloads are built from the server's model metadata on first use, not at import.
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from functools import cache
 from typing import Any, ClassVar
 
@@ -28,6 +32,7 @@ from locust import LoadTestShape, User, constant, tag, task
 from locust.contrib.fasthttp import FastHttpSession, FastHttpUser, ResponseContextManager
 
 from loadtests import payloads
+from loadtests.grpc_load import target_for
 from loadtests.shape import Steps
 from service.manifest import TensorSpec
 
@@ -196,6 +201,89 @@ class TextUser(_GatewayUser):
         )
 
 
+@cache
+def _grpc_for_gevent() -> None:
+    """Make grpc cooperate with Locust's gevent loop; once, before the first channel (doing it
+    at import would change grpc for every importer of this module)."""
+    from grpc.experimental import gevent as grpc_gevent
+
+    grpc_gevent.init_gevent()  # type: ignore[no-untyped-call]
+
+
+class GrpcUser(User):
+    """ModelInfer through the generated stub (`tritonclient.grpc.service_pb2_grpc`), the same
+    raw_input_contents request the bench sends; every call fires Locust's request event."""
+
+    wait_time = constant(0)
+    model = _env("LOADTEST_GRPC_MODEL", "iris")
+    timeout_s = 30.0
+
+    def on_start(self) -> None:
+        import grpc
+        from tritonclient.grpc import service_pb2 as pb
+        from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+        _grpc_for_gevent()
+        self.channel = grpc.insecure_channel(
+            target_for(self.host, os.environ.get("LOADTEST_GRPC_HOST"))
+        )
+        self.stub = pb_grpc.GRPCInferenceServiceStub(self.channel)
+        meta = self._call(
+            "grpc ModelMetadata [model]",
+            lambda: self.stub.ModelMetadata(
+                pb.ModelMetadataRequest(name=self.model), timeout=self.timeout_s
+            ),
+        )
+        if meta is None:
+            raise RuntimeError(f"model {self.model!r} not available over gRPC")
+        specs = [
+            TensorSpec(name=item.name, datatype=item.datatype, shape=list(item.shape))
+            for item in meta.inputs
+        ]
+        feed = payloads.tensor_feed(specs)
+        body = payloads.v2_grpc(self.model, feed, [item.name for item in meta.outputs])
+        self.request = pb.ModelInferRequest.FromString(body)
+
+    def on_stop(self) -> None:
+        if channel := getattr(self, "channel", None):
+            channel.close()
+
+    def _call(self, name: str, call: Any) -> Any:
+        """Run one call and report it to Locust as a `grpc` request; None when it failed."""
+        import grpc
+
+        started = time.perf_counter()
+        answer: Any = None
+        problem: Exception | None = None
+        try:
+            answer = call()
+        except grpc.RpcError as error:
+            problem = RuntimeError(f"gRPC {error.code().name}: {error.details()}")  # type: ignore[attr-defined]
+        if (
+            answer is not None
+            and name.startswith("grpc ModelInfer ")
+            and not (answer.outputs and len(answer.raw_output_contents) == len(answer.outputs))
+        ):
+            problem, answer = RuntimeError("answer without raw outputs"), None
+        self.environment.events.request.fire(
+            request_type="grpc",
+            name=name,
+            response_time=(time.perf_counter() - started) * 1000.0,
+            response_length=answer.ByteSize() if answer is not None else 0,
+            exception=problem,
+            context={},
+        )
+        return answer
+
+    @tag("grpc")
+    @task
+    def infer(self) -> None:
+        self._call(
+            "grpc ModelInfer [model]",
+            lambda: self.stub.ModelInfer(self.request, timeout=self.timeout_s),
+        )
+
+
 class TorchServeUser(FastHttpUser):
     """TorchServe's own inference API, bypassing the gateway (absolute URLs)."""
 
@@ -222,7 +310,27 @@ class TorchServeUser(FastHttpUser):
         )
 
 
-SCENARIOS: tuple[type[User], ...] = (V2JsonUser, V2BinaryUser, UploadUser, TextUser, TorchServeUser)
+SCENARIOS: tuple[type[User], ...] = (
+    V2JsonUser,
+    V2BinaryUser,
+    UploadUser,
+    TextUser,
+    GrpcUser,
+    TorchServeUser,
+)
+
+
+def _asked_tags(runner: Any) -> set[str] | None:
+    options = getattr(getattr(runner, "environment", None), "parsed_options", None)
+    tags = getattr(options, "tags", None)
+    return set(tags) if tags else None
+
+
+def _tagged(cls: type[User], tags: set[str] | None) -> bool:
+    """The class has a task left once Locust's tag filter (`--tags`) is applied."""
+    if tags is None:
+        return bool(cls.tasks)
+    return any(getattr(task, "locust_tag_set", set()) & tags for task in cls.tasks)
 
 
 class StepLoadShape(LoadTestShape):
@@ -234,12 +342,14 @@ class StepLoadShape(LoadTestShape):
             _env("LOADTEST_STEP_SECONDS", "10"),
             _env("LOADTEST_RAMP_SECONDS", "2"),
         )
-        # Tag filtering empties the task lists of the scenarios not asked for; TorchServe is
-        # only loaded when its URL is known.
+        # Only the scenarios whose tags were asked for (Locust filters the task lists only after
+        # the first tick, so the tags are read here); TorchServe only when its URL is known.
+        tags = _asked_tags(self.runner)
         active = [
             cls
             for cls in SCENARIOS
-            if cls.tasks and (cls is not TorchServeUser or os.environ.get("TORCHSERVE_URL"))
+            if _tagged(cls, tags)
+            and (cls is not TorchServeUser or os.environ.get("TORCHSERVE_URL"))
         ]
         now = steps.at(self.get_run_time(), len(active))  # type: ignore[no-untyped-call]
         return None if now is None else (*now, active)

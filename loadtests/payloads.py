@@ -242,6 +242,27 @@ def v2_binary(feed: Feed, outputs: Sequence[str]) -> tuple[bytes, int]:
     return header + b"".join(blobs), len(header)
 
 
+def v2_grpc(model: str, feed: Feed, outputs: Sequence[str]) -> bytes:
+    """A serialized gRPC ModelInferRequest carrying the same tensors as `v2_binary`: every
+    input as `raw_input_contents` (what tritonclient.grpc sends), the outputs named."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name=model)
+    for name, array in feed.items():
+        datatype = v2_datatype(array)
+        tensor = request.inputs.add()
+        tensor.name, tensor.datatype = name, datatype
+        tensor.shape.extend(array.shape)
+        if datatype == "BYTES":
+            blob = encode_bytes_elements([bytes(item) for item in array.reshape(-1)])
+        else:
+            blob = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+        request.raw_input_contents.append(blob)
+    for name in outputs:
+        request.outputs.add().name = name
+    return bytes(request.SerializeToString())
+
+
 def native_payload(
     manifest: Manifest, version_dir: Path, seed: int = SEED, text: str = BENCH_SENTENCE
 ) -> tuple[bytes, str]:

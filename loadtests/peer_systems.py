@@ -11,7 +11,15 @@ from pathlib import Path
 
 from loadtests import procs
 from loadtests.peers import PeerUnavailable, ensure_peer, python_lib_dir
-from loadtests.systems import Context, Deployment, ServerInfo, Unavailable, ready_urls, v2_requests
+from loadtests.systems import (
+    Context,
+    Deployment,
+    ServerInfo,
+    Unavailable,
+    grpc_request,
+    ready_urls,
+    v2_requests,
+)
 
 SCRIPTS = Path(__file__).resolve().parent / "peer_servers"
 
@@ -88,6 +96,10 @@ def pytriton(ctx: Context) -> Iterator[Deployment]:
                 },
                 "pytriton-v2-binary": {
                     m.name: v2_requests(base, m, binary=True) for m in ctx.models
+                },
+                # Triton's own gRPC front end (C++), same ModelInferRequest as the gateway's.
+                "pytriton-v2-grpc": {
+                    m.name: grpc_request(f"127.0.0.1:{grpc}", m) for m in ctx.models
                 },
             },
         )

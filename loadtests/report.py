@@ -26,7 +26,8 @@ class Goal:
     kind: str
     """'ratio_at' (ours ÷ theirs at one concurrency), 'ratio_raw' (best ÷ raw limit),
     'overhead' (ours p50 at c=1 - raw batch-1 p50), 'cold_start' (seconds to ready) and 'rss'
-    (MiB once ready) of the server that runs `ours`."""
+    (MiB once ready) of the server that runs `ours`, 'baseline' (ours ÷ the same system in the
+    previously recorded run, at `concurrency`)."""
     pairs: tuple[tuple[str, str], ...]
     """(our system, their system); 'raw' for the in-process limit."""
     target: float
@@ -48,17 +49,30 @@ SYSTEMS = {
     "pytriton-v2-json": "Triton through NVIDIA PyTriton (dynamic batcher, Python function "
     "calling ONNX Runtime), V2 JSON",
     "pytriton-v2-binary": "the same PyTriton, V2 binary tensor extension",
+    "gateway-v2-grpc": "the same gateway over gRPC (`inference.GRPCInferenceService/ModelInfer`, "
+    "the V2 binary tensors as `raw_input_contents`), loaded by the gRPC generator",
+    "pytriton-v2-grpc": "the same PyTriton through Triton's gRPC endpoint, the same "
+    "ModelInferRequest",
     "kserve-v2-json": "KServe `ModelServer` with a `kserve.Model` calling ONNX Runtime, V2 JSON",
     "mlserver-v2-json": "Seldon MLServer with a custom runtime calling ONNX Runtime, adaptive "
     "batching, V2 JSON",
     "gateway-torchscript-v2-binary": "GPU only: the gateway's TorchScript backend on CUDA, fp16",
 }
 
+REST_SYSTEMS = ("gateway-v2-json", "gateway-v2-binary", "gateway-predictions")
+BASELINE_TARGET = 0.90
+"""'No worse than before' with room for this machine's run-to-run spread of a point (the
+recorded run's repeats differ by 1.2x in the median): a drop past 10 % counts as worse."""
+
 GOALS = (
     Goal(
         "Gateway ÷ PyTriton throughput at c=32 (goal ≥ 1.5)",
         "ratio_at",
-        (("gateway-v2-json", "pytriton-v2-json"), ("gateway-v2-binary", "pytriton-v2-binary")),
+        (
+            ("gateway-v2-json", "pytriton-v2-json"),
+            ("gateway-v2-binary", "pytriton-v2-binary"),
+            ("gateway-v2-grpc", "pytriton-v2-grpc"),
+        ),
         1.5,
         ("iris", "digits"),
     ),
@@ -88,6 +102,20 @@ GOALS = (
         1.0,
     ),
     Goal(
+        "c=1 p50 overhead over gRPC: gateway - raw batch-1 ONNX Runtime call (goal ≤ 1.0 ms)",
+        "overhead",
+        (("gateway-v2-grpc", "raw"),),
+        1.0,
+        ("iris", "digits"),
+    ),
+    Goal(
+        "REST throughput at c=32 ÷ the same system in the previous recorded run "
+        f"(goal ≥ {BASELINE_TARGET:.2f}: no worse, within the noise)",
+        "baseline",
+        tuple((system, "previous run") for system in REST_SYSTEMS),
+        BASELINE_TARGET,
+    ),
+    Goal(
         "Gateway cold start to ready, every benchmarked model warmed (goal ≤ 5 s)",
         "cold_start",
         (("gateway", ""),),
@@ -115,6 +143,34 @@ def _at(
     return next(
         (p for p in _points(results, system, model) if p["concurrency"] == concurrency), None
     )
+
+
+def _baseline_at(
+    results: dict[str, Any], system: str, model: str, concurrency: int
+) -> dict[str, Any] | None:
+    """The same point in the previously recorded run (`baseline`, copied in by the bench)."""
+    points = results.get("baseline", {}).get("points", [])
+    return next(
+        (
+            p
+            for p in points
+            if (p["system"], p["model"], p["concurrency"]) == (system, model, concurrency)
+        ),
+        None,
+    )
+
+
+def baseline_of(previous: dict[str, Any]) -> dict[str, Any]:
+    """What a new run keeps of the previous recorded run to compare the REST figures with."""
+    keep = ("system", "model", "concurrency", "throughput", "latency_ms")
+    return {
+        "date": previous.get("machine", {}).get("date", "?"),
+        "points": [
+            {key: point[key] for key in keep if key in point}
+            for point in previous.get("points", [])
+            if point.get("system") in REST_SYSTEMS
+        ],
+    }
 
 
 def _best(results: dict[str, Any], system: str, model: str) -> dict[str, Any] | None:
@@ -170,7 +226,18 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
                     row["met"] = value <= goal.target
                     rows.append(row)
                     continue
-                if goal.kind == "ratio_at":
+                if goal.kind == "baseline":
+                    if not results.get("baseline"):
+                        continue
+                    a = _at(results, ours, model, goal.concurrency)
+                    b = _baseline_at(results, ours, model, goal.concurrency)
+                    mine, other = (a or {}).get("throughput"), (b or {}).get("throughput")
+                    value = mine / other if mine and other else None
+                    row["unit"] = "req/s"
+                    row["theirs"] = "previous run" + (
+                        f" ({results['baseline']['date']})" if results.get("baseline") else ""
+                    )
+                elif goal.kind == "ratio_at":
                     a, b = (_at(results, s, model, goal.concurrency) for s in (ours, theirs))
                     mine, other = (a or {}).get("throughput"), (b or {}).get("throughput")
                     value = mine / other if mine and other else None
@@ -296,7 +363,8 @@ def _noise(results: dict[str, Any]) -> str:
     loads = [*machine.get("load_average_start", []), *machine.get("load_average_end", [])]
     text = (
         f"**Noise.** A shared {cores}-core virtual machine: other engineers' tests ran beside "
-        "this benchmark, and wrk takes CPU from the same cores as the server it loads. "
+        "this benchmark, and the load generator (wrk, or the gRPC one) takes CPU from the same "
+        "cores as the server it loads. "
     )
     if loads:
         text += (
@@ -340,19 +408,25 @@ def _goal_table(rows: list[dict[str, Any]]) -> list[str]:
             )
         elif unit == "ms":
             figures = (
-                f"{_ms(row['mine'])} ms",
-                f"{_ms(row['other'])} ms",
+                f"{_ms(row['mine'])} ms" if row["mine"] is not None else "-",
+                f"{_ms(row['other'])} ms" if row["other"] is not None else "-",
                 (f"{row['value']:+.2f} ms" if row["value"] is not None else "-")
                 + (f" (own time {row['own_ms']:.2f} ms)" if "own_ms" in row else ""),
             )
         else:
             figures = (
-                f"{_num(row['mine'])} {unit}",
-                f"{_num(row['other'])} {unit}",
+                f"{_num(row['mine'])} {unit}" if row["mine"] is not None else "-",
+                f"{_num(row['other'])} {unit}" if row["other"] is not None else "-",
                 f"{row['value']:.2f}x" if row["value"] is not None else "-",
             )
         theirs = (
-            "raw ORT" if row["theirs"] == "raw" else f"`{row['theirs']}`" if row["theirs"] else "-"
+            "raw ORT"
+            if row["theirs"] == "raw"
+            else row["theirs"]
+            if row["theirs"].startswith("previous run")
+            else f"`{row['theirs']}`"
+            if row["theirs"]
+            else "-"
         )
         lines.append(
             f"| {row['goal']} | {row['model']} | `{row['ours']}` | {theirs} | "
@@ -436,6 +510,67 @@ def _split_table(results: dict[str, Any]) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
+GENERATOR_NAMES = {
+    "cpp": "`grpc_gen` (C++, `loadtests/grpc_gen/grpc_gen.cc`: gRPC's generic stub, one channel "
+    "and completion queue per thread, the request pre-serialized, answers unparsed)",
+    "python": "`grpc.aio` worker processes (Python, `loadtests/grpc_load.py`: one event loop and "
+    "channel per process, the request pre-serialized, answers unparsed)",
+}
+
+
+def _generator_section(results: dict[str, Any]) -> list[str]:
+    """The gRPC generator's ceiling (a do-nothing server) beside the fastest gRPC points."""
+    info = results.get("grpc_generator")
+    if not info:
+        return []
+    engine = info["engine"]
+    when = (
+        f"measured on {info['measured']}, separately from the figures on this page"
+        if info.get("measured")
+        else "measured at the start of this run"
+    )
+    lines = [
+        "## gRPC load generator",
+        "",
+        f"The `-grpc` systems are loaded by {GENERATOR_NAMES.get(engine, engine)}, keeping "
+        "`concurrency` calls in flight back to back for the same duration as wrk's points. "
+        f"Its ceiling here ({when}) is its rate against `{info['server']}`, a server that "
+        "answers every call with one fixed, pre-serialized response, on the same shared cores "
+        "as every benchmarked server:",
+        "",
+        "| Generator | Concurrency | Ceiling (req/s) | p50 (ms) | Generator CPU per call (µs) "
+        "| Fastest gRPC system here (req/s) | Fastest ÷ ceiling |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    grpc_points = [p for p in results["points"] if p["system"].endswith("-grpc")]
+    for row in info["points"]:
+        same = [p for p in grpc_points if p["concurrency"] == row["concurrency"]]
+        fastest = max(same, key=lambda p: p["throughput"]) if same else None
+        used = row.get("generator", engine) == engine
+        ratio = (
+            f"{fastest['throughput'] / row['throughput']:.2f} (`{fastest['system']}`, "
+            f"{fastest['model']})"
+            if fastest and row["throughput"] and used
+            else "-"
+        )
+        lines.append(
+            f"| {row.get('generator', engine)}{'' if used else ' (not used)'} | "
+            f"{row['concurrency']} | {_num(row['throughput'])} | {_ms(row['p50_ms'])} | "
+            f"{row['client_cpu_us_per_call']:.0f} | "
+            f"{_num(fastest['throughput']) if fastest and used else '-'} | {ratio} |"
+        )
+    return [
+        *lines,
+        "",
+        "A ratio well below 1 means the server, not the generator, set the figure; the CPU per "
+        "call times a system's rate is the share of a core the generator took from the server "
+        "(it grows against a slow server, where fewer answers arrive per wake-up: per point "
+        "it is in `client_cpu_us_per_call` in benchmarks.json).",
+        *(["", info["note"]] if info.get("note") else []),
+        "",
+    ]
+
+
 def _server_table(results: dict[str, Any]) -> list[str]:
     lines = [
         "| Server | Cold start (s) | RSS ready (MiB) | RSS after load (MiB) | Settings |",
@@ -463,8 +598,9 @@ def render(results: dict[str, Any], rows: list[dict[str, Any]], plots: Sequence[
         "Every system serves the **same ONNX files** with ONNX Runtime on 127.0.0.1 (TorchServe: "
         "the TorchScript export of the same model), loaded by the same generator (wrk with "
         "`loadtests/wrk_post.lua`, one fixed request body per model and system, keep-alive "
-        "connections = concurrency), one system at a time; every server loads one version of "
-        "each model (the newest in the store). "
+        "connections = concurrency; the `-grpc` systems: one fixed ModelInferRequest per "
+        "model, concurrency = calls in flight, see *gRPC load generator*), one system at a "
+        "time; every server loads one version of each model (the newest in the store). "
         + (
             "All servers are started first (cold start measured one by one), then for each "
             "model and concurrency the systems are loaded one after another, so that the systems "
@@ -486,6 +622,7 @@ def render(results: dict[str, Any], rows: list[dict[str, Any]], plots: Sequence[
         "",
         *_goal_table(rows),
         "",
+        *_generator_section(results),
     ]
     if plots:
         out += ["## Plots", ""] + [f"![{Path(p).stem}]({p})" for p in plots] + [""]

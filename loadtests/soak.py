@@ -73,7 +73,7 @@ def soak(
     warmup_s: float = 3.0,
 ) -> SoakReport:
     bench = load_model(store, model)
-    port = free_port()
+    port, grpc_port = free_port(), free_port()  # never gRPC's default 8001: soaks run side by side
     process = spawn(
         [
             sys.executable,
@@ -85,6 +85,8 @@ def soak(
             model,
             "--port",
             str(port),
+            "--grpc-port",
+            str(grpc_port),
         ],
         log_dir / f"soak-{port}.log",
         env={"GATEWAY_LOG_LEVEL": "warning"},

@@ -15,9 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtests import procs
+from loadtests import grpc_load, procs
 from loadtests.catalog import BenchModel
+from loadtests.grpc_load import GrpcRequest
 from loadtests.wrk import Request
+
+Target = Request | GrpcRequest
+"""What a system is loaded with: an HTTP request (wrk) or a gRPC call (grpc_load)."""
 
 GPU_PROVIDERS = "TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider"
 
@@ -57,8 +61,8 @@ class ServerInfo:
 @dataclass
 class Deployment:
     servers: list[ServerInfo] = field(default_factory=list)
-    targets: dict[str, dict[str, Request]] = field(default_factory=dict)
-    """system -> model -> the request wrk posts."""
+    targets: dict[str, dict[str, Target]] = field(default_factory=dict)
+    """system -> model -> the request wrk posts, or the call grpc_load makes."""
     metrics: dict[str, str] = field(default_factory=dict)
     """system -> base URL of a gateway whose /metrics splits its time (our systems only)."""
 
@@ -85,6 +89,11 @@ def v2_requests(base: str, model: BenchModel, *, binary: bool) -> Request:
     )
 
 
+def grpc_request(target: str, model: BenchModel) -> GrpcRequest:
+    """ModelInfer with the same tensors as the V2 binary body, as raw_input_contents."""
+    return GrpcRequest(target, model.v2_grpc)
+
+
 def predictions_request(base: str, model: BenchModel, token: str | None = None) -> Request:
     body, content_type = model.native
     headers = {"Content-Type": content_type}
@@ -97,17 +106,25 @@ def ready_urls(base: str, models: Sequence[BenchModel]) -> list[str]:
     return [f"{base}/v2/health/ready", *(f"{base}/v2/models/{m.name}/ready" for m in models)]
 
 
+GRPC_READY_TIMEOUT_S = 10.0
+"""After HTTP readiness, how long the gateway's gRPC health service gets to say SERVING."""
+
+
 @contextmanager
 def run_gateway(
     ctx: Context, label: str, extra_args: Sequence[str] = (), env: dict[str, str] | None = None
-) -> Iterator[tuple[str, ServerInfo]]:
-    """`python -m service` on a free port; yields its base URL once every model is ready."""
-    port = procs.free_port()
+) -> Iterator[tuple[str, str, ServerInfo]]:
+    """`python -m service` on free HTTP and gRPC ports (never the default 8001, so servers
+    started side by side never clash); yields its base URL and gRPC target once every model is
+    ready."""
+    port, grpc_port = procs.free_port(), procs.free_port()
     args = [
         "--model-store",
         str(ctx.store),
         "--port",
         str(port),
+        "--grpc-port",
+        str(grpc_port),
         "--models",
         ",".join(ctx.model_names),
         *extra_args,
@@ -119,8 +136,12 @@ def run_gateway(
         [sys.executable, "-m", "service", *args], ctx.work_dir / f"{label}.log", env
     )
     try:
-        base = f"http://127.0.0.1:{port}"
+        base, grpc = f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}"
         procs.wait_ready(ready_urls(base, ctx.models), process, ctx.startup_timeout_s)
+        try:
+            grpc_load.wait_serving(grpc, GRPC_READY_TIMEOUT_S, process)
+        except TimeoutError as error:  # its gRPC systems then fail their check, and say so
+            print(f"[bench] {label}: {error}", flush=True)
         info = ServerInfo(
             label,
             process.pid,
@@ -130,14 +151,17 @@ def run_gateway(
             "no queue delay, 1 instance per model)",
         )
         info.rss_ready_mb = procs.tree_rss_mb(process.pid)
-        yield base, info
+        yield base, grpc, info
     finally:
         procs.stop(process)
 
 
+GATEWAY_SYSTEMS = ("gateway-v2-json", "gateway-v2-binary", "gateway-predictions", "gateway-v2-grpc")
+
+
 @contextmanager
 def gateway(ctx: Context) -> Iterator[Deployment]:
-    with run_gateway(ctx, "gateway") as (base, info):
+    with run_gateway(ctx, "gateway") as (base, grpc, info):
         yield Deployment(
             servers=[info],
             targets={
@@ -146,10 +170,9 @@ def gateway(ctx: Context) -> Iterator[Deployment]:
                     m.name: v2_requests(base, m, binary=True) for m in ctx.models
                 },
                 "gateway-predictions": {m.name: predictions_request(base, m) for m in ctx.models},
+                "gateway-v2-grpc": {m.name: grpc_request(grpc, m) for m in ctx.models},
             },
-            metrics=dict.fromkeys(
-                ("gateway-v2-json", "gateway-v2-binary", "gateway-predictions"), base
-            ),
+            metrics=dict.fromkeys(GATEWAY_SYSTEMS, base),
         )
 
 
@@ -159,7 +182,11 @@ def gateway_torchscript(ctx: Context) -> Iterator[Deployment]:
     if ctx.device != "cuda":
         raise Unavailable("gateway-torchscript runs only with --device cuda")
     args = ["--backend", "torchscript", "--device", "cuda"]
-    with run_gateway(ctx, "gateway-torchscript", args, {"GATEWAY_FP16": "true"}) as (base, info):
+    with run_gateway(ctx, "gateway-torchscript", args, {"GATEWAY_FP16": "true"}) as (
+        base,
+        _grpc,
+        info,
+    ):
         yield Deployment(
             [info],
             {
@@ -204,7 +231,7 @@ def torchserve(ctx: Context) -> Iterator[Deployment]:
         env = {"GATEWAY_TORCHSERVE_URL": str(behind.inference_url).rstrip("/")}
         if behind.token:
             env["GATEWAY_TORCHSERVE_TOKEN"] = str(behind.token)
-        gateway_base, gateway_info = stack.enter_context(
+        gateway_base, _grpc, gateway_info = stack.enter_context(
             run_gateway(ctx, "gateway-torchserve", ["--backend", "torchserve"], env)
         )
         base = str(direct.inference_url).rstrip("/")

@@ -73,8 +73,20 @@ def test_tiny_run_writes_results_docs_and_plots(tmp_path: Path) -> None:
         ]
         assert raw["limit_items_per_s"] > 0 and raw["batch1_p50_ms"] > 0
     measured = {(p["system"], p["model"]) for p in results["points"]}
-    for system in ("gateway-v2-json", "gateway-v2-binary", "gateway-predictions"):
+    for system in (
+        "gateway-v2-json",
+        "gateway-v2-binary",
+        "gateway-predictions",
+        "gateway-v2-grpc",
+    ):
         assert {(system, "tab"), (system, "img")} <= measured
+    grpc_points = [p for p in results["points"] if p["system"].endswith("-grpc")]
+    assert all(p["generator"] == results["config"]["grpc_generator"] for p in grpc_points)
+    assert all(p["client_cpu_us_per_call"] > 0 for p in grpc_points)
+    ceiling = results["grpc_generator"]
+    used = [row for row in ceiling["points"] if row["generator"] == ceiling["engine"]]
+    assert [row["concurrency"] for row in used] == [1, 2]
+    assert all(row["throughput"] > 0 and row["errors"] == 0 for row in ceiling["points"])
     for point in results["points"]:
         assert point["concurrency"] == 2
         assert point["requests"] > 0 and point["errors"] == 0, point
@@ -104,6 +116,7 @@ def test_tiny_run_writes_results_docs_and_plots(tmp_path: Path) -> None:
         "## Goals",
         "### tab",
         "### img",
+        "## gRPC load generator",
         "## Cold start and memory",
         "## GPU",
     ):

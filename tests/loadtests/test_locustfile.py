@@ -74,3 +74,45 @@ def test_make_loadtest_driver_reports_both_sides(tmp_path: Path) -> None:
     for model in ("tab/1", "img/1", "txt/1"):
         line = next(line for line in report.splitlines() if line.startswith(model))
         assert len(line.split()) == 9, line
+
+
+def test_grpc_scenario_reports_its_calls(tmp_path: Path) -> None:
+    store = full_store(tmp_path / "store")
+    out = tmp_path / "results"
+    env = {**os.environ, "LOADTEST_GRPC_MODEL": "tab"}
+    with gateway(store, tmp_path) as server:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "loadtests.locust_run",
+                "--host",
+                server.url,
+                "--grpc-host",
+                server.grpc_address,
+                "--tags",
+                "grpc",
+                "--steps",
+                "1,2",
+                "--step-seconds",
+                "3",
+                "--ramp-seconds",
+                "0.5",
+                "--out",
+                str(out),
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    with (out / "locust_stats.csv").open(newline="") as handle:
+        rows = {row["Name"]: row for row in csv.DictReader(handle)}
+    infer = rows["grpc ModelInfer [model]"]
+    assert infer["Type"] == "grpc" and int(infer["Request Count"]) > 0
+    assert all(row["Failure Count"] == "0" for row in rows.values()), rows
+    # The gateway saw the same calls: its split has a line for the model.
+    assert any(line.startswith("tab/1") for line in done.stdout.splitlines()), done.stdout
