@@ -10,9 +10,18 @@ declare -A need=(
     [docker-compose]=docker-compose
     [tini]=tini
 )
+# Libraries, checked by a file they install.
+declare -A need_file=(
+    # loadtests/grpc_gen (the C++ gRPC load generator) builds against gRPC's C++ library
+    [/usr/include/grpcpp/grpcpp.h]=libgrpc++-dev
+    [/usr/bin/pkg-config]=pkg-config
+)
 missing=()
 for command in "${!need[@]}"; do
     command -v "$command" >/dev/null 2>&1 || missing+=("${need[$command]}")
+done
+for file in "${!need_file[@]}"; do
+    [[ -e "$file" ]] || missing+=("${need_file[$file]}")
 done
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
