@@ -84,7 +84,11 @@ async def test_cancelled_calls_leave_the_queue_uncomputed(tmp_path: Path) -> Non
                 for task in abandoned:
                     task.cancel()
                 outcomes = await asyncio.gather(*abandoned, return_exceptions=True)
-                assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)
+                # Each was cancelled, or had been answered before the cancel reached it.
+                assert all(
+                    isinstance(o, asyncio.CancelledError) or o.as_numpy("prediction") is not None
+                    for o in outcomes
+                )
                 answers = await asyncio.gather(*kept)
                 assert all(a.as_numpy("prediction").shape == (1, 1) for a in answers)
                 deadline = time.monotonic() + 10
