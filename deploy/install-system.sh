@@ -9,6 +9,8 @@ declare -A need=(
     [promtool]=prometheus
     [docker-compose]=docker-compose
     [tini]=tini
+    # tests/service/test_docs_browser.py: /docs and /redoc rendered offline in headless Chromium
+    [chromium]=chromium
 )
 # Libraries, checked by a file they install.
 declare -A need_file=(

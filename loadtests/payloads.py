@@ -15,7 +15,13 @@ import numpy as np
 import orjson
 
 from service.datatypes import encode_bytes_elements, numpy_dtype, v2_datatype
-from service.manifest import ImagePreprocessing, Manifest, TensorSpec, TextPreprocessing
+from service.manifest import (
+    ImagePreprocessing,
+    Manifest,
+    SeriesPreprocessing,
+    TensorSpec,
+    TextPreprocessing,
+)
 
 Feed = dict[str, np.ndarray]
 ImageFormat = Literal["PNG", "JPEG"]
@@ -279,4 +285,6 @@ def native_payload(
     if isinstance(pre, TextPreprocessing):
         return text.encode("utf-8"), "text/plain"
     row = sample_feed(manifest, version_dir, 1, seed)[manifest.inputs[0].name][0]
+    if isinstance(pre, SeriesPreprocessing):
+        return orjson.dumps({"series": row.reshape(-1).tolist()}), "application/json"
     return orjson.dumps(dict(zip(pre.feature_names, row.tolist(), strict=True))), "application/json"

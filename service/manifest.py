@@ -25,6 +25,7 @@ class Task(StrEnum):
     TABULAR_REGRESSION = "tabular_regression"
     IMAGE_CLASSIFICATION = "image_classification"
     TEXT_EMBEDDING = "text_embedding"
+    TIME_SERIES_FORECASTING = "time_series_forecasting"
 
 
 class _Strict(BaseModel):
@@ -40,12 +41,24 @@ class TensorSpec(_Strict):
     """-1 marks a dynamic dimension; the first dimension is always the batch (-1)."""
 
 
+class ValueRange(_Strict):
+    """The smallest and largest value seen in the training split, in the raw units."""
+
+    min: float
+    max: float
+
+
 class TabularPreprocessing(_Strict):
     kind: Literal["tabular"] = "tabular"
     feature_names: list[str]
     """Column order the model expects; clients may send a dict keyed by these names."""
     standardization_in_graph: bool = True
     """The fitted mean/std is part of the graph, so clients send raw features."""
+    feature_ranges: list[ValueRange] | None = None
+    """Training-split range of each feature, in `feature_names` order and raw units: what a
+    client should send (diabetes' `age` is in years, `bmi` in kg/m², ...)."""
+    target_range: ValueRange | None = None
+    """Training-split range of a regression target, in its units."""
 
 
 class ImagePreprocessing(_Strict):
@@ -74,8 +87,27 @@ class TextPreprocessing(_Strict):
     normalized: bool = True
 
 
+class SeriesPreprocessing(_Strict):
+    """A univariate time series: the graph takes the last `window` values, oldest first."""
+
+    kind: Literal["series"] = "series"
+    window: int = Field(ge=1)
+    """Past values per forecast; the input tensor is FP32 [-1, window, 1]."""
+    horizon: int = Field(ge=1)
+    """Future values per forecast; the output tensor is FP32 [-1, horizon]."""
+    frequency: str | None = None
+    """Spacing of the series (a pandas offset alias such as `W-SAT`), when known."""
+    season: int | None = None
+    """Steps per season, used by the seasonal-naive baseline (52 for weekly data)."""
+    normalization_in_graph: bool = True
+    """The fitted scaling is part of the graph, so clients send raw values."""
+    value_range: ValueRange | None = None
+    """Training-split range of the series, in its units."""
+
+
 Preprocessing = Annotated[
-    TabularPreprocessing | ImagePreprocessing | TextPreprocessing, Field(discriminator="kind")
+    TabularPreprocessing | ImagePreprocessing | TextPreprocessing | SeriesPreprocessing,
+    Field(discriminator="kind"),
 ]
 
 

@@ -27,6 +27,7 @@ from service.feeds import Feed, merge
 from service.manifest import (
     ImagePreprocessing,
     Manifest,
+    SeriesPreprocessing,
     TabularPreprocessing,
     Task,
     TensorSpec,
@@ -483,11 +484,92 @@ def _utf8(item: Any) -> str:
         raise InvalidInput("text is not valid UTF-8") from None
 
 
+# --- time series ---------------------------------------------------------------------------
+
+
+class SeriesProcessor(Processor):
+    """A forecaster: each row is the last `window` values of a series, oldest first.
+
+    V2 clients send FP32 [B, window, 1]; JSON clients send `{"series": [...]}` (TorchServe
+    style, answered `{"forecast": [...]}`) or V1 `instances` that are lists of values.
+    """
+
+    def __init__(self, manifest: Manifest, limits: Limits) -> None:
+        super().__init__(manifest, limits)
+        assert isinstance(manifest.preprocessing, SeriesPreprocessing)
+        self.window = manifest.preprocessing.window
+        self.spec = manifest.inputs[0]
+        self.output = manifest.outputs[0].name
+
+    def feed_from_tensors(self, tensors: Sequence[Tensor]) -> Feed:
+        tensor = self._only_tensor(tensors)
+        if tensor.name != self.spec.name:
+            raise InvalidInput(f"unknown input {tensor.name!r}; expected {self.spec.name!r}")
+        _check_spec(tensor, self.spec)
+        self._check_rows(tensor.shape[0])
+        _check_finite(tensor.data, tensor.name)
+        return {self.spec.name: tensor.data}
+
+    def _values(self, instance: Any) -> list[float]:
+        if isinstance(instance, Mapping):
+            if set(instance) != {"series"}:
+                raise InvalidInput(
+                    f'each instance must be {{"series": [...]}} or a list of {self.window} numbers'
+                )
+            instance = instance["series"]
+        if not isinstance(instance, list):
+            raise InvalidInput(f"a series must be a list of {self.window} numbers")
+        if len(instance) != self.window:
+            raise InvalidInput(
+                f"a series must hold exactly {self.window} values (the model's window), "
+                f"got {len(instance)}"
+            )
+        for value in instance:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InvalidInput(f"series values must be numbers, got {str(value)[:40]!r}")
+        return instance
+
+    def feed_from_instances(self, instances: Sequence[Any]) -> Feed:
+        self._check_rows(len(instances))
+        rows = [self._values(instance) for instance in instances]
+        with np.errstate(over="ignore"):  # a value past FP32's range becomes inf: refused below
+            array = np.asarray(rows, dtype=np.float64).astype(np.float32)
+        if not np.isfinite(array).all():
+            raise InvalidInput("the series contains NaN or infinity (or a value beyond FP32)")
+        return {self.spec.name: array.reshape(len(rows), self.window, 1)}
+
+    def inputs_from_body(self, body: bytes, content_type: str) -> tuple[ModelInputs, bool]:
+        """Series only come as JSON; a body sent without the JSON content type (curl -d) is
+        read as JSON too."""
+        if not body:
+            raise InvalidInput("request body is empty")
+        instances, many = self.instances_from_json(_series_json(body))
+        return InstanceInputs(instances), many
+
+    def feed_from_payload(self, payload: bytes) -> Feed:
+        instances, _many = self.instances_from_json(_series_json(payload))
+        if len(instances) != 1:
+            raise InvalidInput("an uploaded file must hold one series")
+        return self.feed_from_instances(instances)
+
+    def predictions(self, outputs: Mapping[str, np.ndarray], *, top_k: int) -> list[Any]:
+        return [{"forecast": [float(v) for v in row.reshape(-1)]} for row in outputs[self.output]]
+
+
+def _series_json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InvalidInput('send the series as JSON: {"series": [v1, v2, ...]}') from None
+
+
 def processor_for(manifest: Manifest, model_dir: Path, limits: Limits) -> Processor:
     if manifest.task is Task.IMAGE_CLASSIFICATION:
         return ImageProcessor(manifest, limits)
     if manifest.task is Task.TEXT_EMBEDDING:
         return TextProcessor(manifest, limits, model_dir)
+    if manifest.task is Task.TIME_SERIES_FORECASTING:
+        return SeriesProcessor(manifest, limits)
     return TabularProcessor(manifest, limits)
 
 

@@ -20,6 +20,7 @@ from service.manifest import (
     ImagePreprocessing,
     Manifest,
     Provenance,
+    SeriesPreprocessing,
     TabularPreprocessing,
     Task,
     TensorSpec,
@@ -202,6 +203,41 @@ def text_embedder(store: Path, name: str = "txt", dim: int = 6) -> Path:
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.save(str(directory / "tokenizer.json"))
     return directory
+
+
+def forecaster_weights(window: int, horizon: int) -> np.ndarray:
+    """Each forecast step is a weighted mean of the window (weights sum to 1)."""
+    raw = np.random.default_rng(RNG_SEED).uniform(0.5, 1.5, size=(window, horizon))
+    return (raw / raw.sum(axis=0, keepdims=True)).astype(np.float32)
+
+
+def forecaster(store: Path, name: str = "fc", window: int = 5, horizon: int = 2) -> Path:
+    """A linear forecaster: series FP32 [N, window, 1] -> forecast FP32 [N, horizon]."""
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["series", "flat_shape"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "W"], ["forecast"]),
+        ],
+        name,
+        [helper.make_tensor_value_info("series", TensorProto.FLOAT, ["N", window, 1])],
+        [helper.make_tensor_value_info("forecast", TensorProto.FLOAT, ["N", horizon])],
+        [
+            numpy_helper.from_array(forecaster_weights(window, horizon), "W"),
+            numpy_helper.from_array(np.array([-1, window], dtype=np.int64), "flat_shape"),
+        ],
+    )
+    manifest = Manifest(
+        name=name,
+        version=1,
+        task=Task.TIME_SERIES_FORECASTING,
+        inputs=[TensorSpec(name="series", datatype="FP32", shape=[-1, window, 1])],
+        outputs=[TensorSpec(name="forecast", datatype="FP32", shape=[-1, horizon])],
+        preprocessing=SeriesPreprocessing(window=window, horizon=horizon, season=4),
+        batching=Batching(max_batch_size=8),
+        artifacts=Artifacts(onnx="model.onnx", torchscript=None),
+        provenance=_provenance(),
+    )
+    return _write(store, manifest, graph)
 
 
 def full_store(store: Path) -> Path:

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import NoReturn
 
 from training.config import (
+    DEFAULT_HORIZON,
     DEFAULT_SPLIT_SEED,
     DEFAULT_STORE,
+    DEFAULT_WINDOW,
     IMAGE_DATASETS,
     MODEL_NAMES,
     RECIPES,
@@ -34,6 +36,8 @@ models:
   resnet18  image classification, torchvision resnet18 (digits at 32x32 RGB; --weights
             for transfer learning from a local ImageNet .pth, --freeze for the head only)
   minilm    text embedding, pretrained all-MiniLM-L6-v2 (export only, no training)
+  lstm      time-series forecasting, LSTM over a window of past values (weekly Mauna
+            Loa CO2 from statsmodels, or --data file.csv with a date and a value column)
   all       every model above with its defaults (add --missing to skip finished ones)
 """
 
@@ -42,6 +46,8 @@ examples:
   python -m training all
   python -m training iris --epochs 200 --seed 1
   python -m training iris --data penguins.csv --target species --name penguins
+  python -m training lstm --window 52 --horizon 4
+  python -m training lstm --data sales.csv --date-column day --value-column units
   python -m training digits --dataset fashionmnist --data ~/data --download
   python -m training resnet18 --dataset imagefolder --data pizza_steak_sushi \\
       --weights resnet18-f37072fd.pth --freeze --image-size 64
@@ -241,6 +247,50 @@ def build_parser() -> argparse.ArgumentParser:
         "pooling, L2-normalized) with its tokenizer; no training",
     )
     minilm.add_argument("--name", help="name in the model store (default: minilm)")
+
+    lstm = models.add_parser(
+        "lstm",
+        parents=[common, training],
+        help="time-series forecasting (LSTM)",
+        description=f"time-series forecasting with an LSTM; {_recipe_line('lstm')}",
+    )
+    data = lstm.add_argument_group("data")
+    data.add_argument(
+        "--data",
+        type=Path,
+        metavar="FILE.csv",
+        help="CSV with a header, a date column and a value column instead of the weekly "
+        "Mauna Loa CO2 record",
+    )
+    data.add_argument(
+        "--date-column", metavar="COLUMN", help="date column of --data (default: the first)"
+    )
+    data.add_argument(
+        "--value-column", metavar="COLUMN", help="value column of --data (default: the last)"
+    )
+    data.add_argument("--name", help="name in the model store (default: derived)")
+    shape = lstm.add_argument_group("forecast")
+    shape.add_argument(
+        "--window",
+        type=_positive_int,
+        default=DEFAULT_WINDOW,
+        metavar="N",
+        help="past values per forecast (default: %(default)s)",
+    )
+    shape.add_argument(
+        "--horizon",
+        type=_positive_int,
+        default=DEFAULT_HORIZON,
+        metavar="H",
+        help="future values per forecast (default: %(default)s)",
+    )
+    shape.add_argument(
+        "--season",
+        type=_positive_int,
+        metavar="N",
+        help="steps per season for the seasonal-naive baseline (default: from the dates' "
+        "frequency, 52 for weekly data)",
+    )
 
     models.add_parser(
         "all",

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-MODEL_NAMES = ("iris", "diabetes", "digits", "resnet18", "minilm")
+MODEL_NAMES = ("iris", "diabetes", "digits", "resnet18", "minilm", "lstm")
 IMAGE_DATASETS = ("digits", "fashionmnist", "cifar10", "imagefolder")
 DEFAULT_STORE = Path("model_store")
 DEFAULT_SPLIT_SEED = 42
@@ -36,7 +36,12 @@ RECIPES: dict[str, Recipe] = {
         epochs=3, batch_size=64, lr=2e-3, weight_decay=1e-4, max_batch_size=32, image_size=32
     ),
     "minilm": Recipe(epochs=0, batch_size=32, lr=0.0, weight_decay=0.0, max_batch_size=32),
+    "lstm": Recipe(epochs=40, batch_size=64, lr=3e-3, weight_decay=1e-4, max_batch_size=64),
 }
+DEFAULT_WINDOW = 30
+"""Past values the forecaster reads (lstm `--window`)."""
+DEFAULT_HORIZON = 1
+"""Future values it forecasts (lstm `--horizon`)."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,11 @@ class RunOptions:
     download: bool = False
     weights: Path | None = None
     freeze: bool = False
+    window: int = DEFAULT_WINDOW
+    horizon: int = DEFAULT_HORIZON
+    season: int | None = None
+    date_column: str | None = None
+    value_column: str | None = None
 
     @property
     def recipe(self) -> Recipe:
@@ -91,7 +101,7 @@ class RunOptions:
         """The dataset key: `digits` for image models by default, `csv` when given a file."""
         if self.model in ("digits", "resnet18"):
             return self.dataset or "digits"
-        if self.model in ("iris", "diabetes"):
+        if self.model in ("iris", "diabetes", "lstm"):
             return "csv" if self.data is not None else "builtin"
         return "builtin"
 

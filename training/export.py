@@ -44,6 +44,19 @@ def quiet_torchscript() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def quiet_export() -> Iterator[None]:
+    """Silence torch.export's notes on nn.LSTM (it re-assigns the LSTM's flat weights while
+    tracing, and its decomposition calls a deprecated size check); the parity gate judges the
+    result."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"The tensor attributes .*_flat_weights", category=UserWarning
+        )
+        warnings.filterwarnings("ignore", message=r"_check_is_size", category=FutureWarning)
+        yield
+
+
 def _dynamic_shapes(signature: GraphSignature) -> dict[str, dict[int, torch.export.Dim]]:
     dims: dict[str, torch.export.Dim] = {}
     shapes: dict[str, dict[int, torch.export.Dim]] = {}
@@ -57,7 +70,15 @@ def _dynamic_shapes(signature: GraphSignature) -> dict[str, dict[int, torch.expo
 
 
 def export_torchscript(module: nn.Module, example: tuple[Tensor, ...], path: Path) -> None:
-    with quiet_torchscript(), torch.no_grad():
+    with quiet_torchscript(), torch.no_grad(), warnings.catch_warnings():
+        # nn.LSTM checks its input's feature size in Python; the tracer notes that the check
+        # becomes a constant, which it is (the parity gate runs other batch sizes).
+        warnings.filterwarnings(
+            "ignore",
+            message=r"Converting a tensor to a Python boolean",
+            category=torch.jit._trace.TracerWarning,
+            module=r"torch\.nn\.modules\.rnn",
+        )
         traced = torch.jit.trace(module, example)  # type: ignore[no-untyped-call]
         torch.jit.save(traced, str(path))
 
@@ -66,7 +87,7 @@ def export_onnx(
     module: nn.Module, example: tuple[Tensor, ...], signature: GraphSignature, path: Path
 ) -> None:
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), quiet_export(), warnings.catch_warnings():
             # Inputs that share a dimension (text: batch, sequence) make the exporter note that
             # it keeps one name per shared axis; that is what we want, so the note is noise.
             warnings.filterwarnings(
@@ -119,7 +140,7 @@ def export_pt2(
 ) -> None:
     """torch.export with the dynamic axes, then AOTInductor compile and package (slow)."""
     try:
-        with torch.no_grad():
+        with torch.no_grad(), quiet_export():
             program = torch.export.export(
                 module, example, dynamic_shapes=_dynamic_shapes(signature), strict=False
             )

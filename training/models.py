@@ -170,6 +170,59 @@ class ImageClassifierGraph(nn.Module):
         return torch.softmax(self.logits(images), dim=1)
 
 
+class LSTMForecasterGraph(nn.Module):
+    """series [B, W, 1] raw FP32 -> forecast [B, H] in the series' units.
+
+    The graph scales with statistics of the training split: each step enters the LSTM as its
+    standardized level and its difference to the window's last value (in units of the typical
+    such difference). A linear head on the last hidden state forecasts each step's change from
+    the last value, in units of that step's typical change, so an untrained head is the naive
+    forecast and training learns what to add to it.
+    """
+
+    mean: Tensor
+    std: Tensor
+    offset_scale: Tensor
+    change_scale: Tensor
+
+    def __init__(
+        self,
+        horizon: int,
+        mean: float,
+        std: float,
+        offset_scale: float,
+        change_scale: Sequence[float],
+        hidden: int = 32,
+        layers: int = 1,
+    ) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(input_size=2, hidden_size=hidden, num_layers=layers, batch_first=True)
+        self.head = nn.Linear(hidden, horizon)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", _safe_std(torch.tensor(std, dtype=torch.float32)))
+        self.register_buffer(
+            "offset_scale", _safe_std(torch.tensor(offset_scale, dtype=torch.float32))
+        )
+        self.register_buffer("change_scale", _safe_std(_row(change_scale)))
+
+    def scaled_change(self, series: Tensor) -> Tensor:
+        last = series[:, -1:, :]
+        steps = torch.cat(
+            [(series - self.mean) / self.std, (series - last) / self.offset_scale], dim=2
+        )
+        hidden, _ = self.lstm(steps)
+        return self.head(hidden[:, -1, :])  # type: ignore[no-any-return]
+
+    def training_loss(self, series: Tensor, targets: Tensor) -> Tensor:
+        wanted = (targets - series[:, -1, :]) / self.change_scale
+        return F.mse_loss(self.scaled_change(series), wanted)
+
+    def forward(self, series: Tensor) -> Tensor:
+        return series[:, -1, :] + self.scaled_change(series) * self.change_scale
+
+
 def read_resnet18_weights(path: Path) -> dict[str, Tensor]:
     """Read a resnet18 state dict (e.g. ImageNet) safely and check it fits; fc is left out."""
     from torchvision.models import resnet18

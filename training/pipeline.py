@@ -20,9 +20,11 @@ from service.manifest import (
     ImagePreprocessing,
     Manifest,
     Provenance,
+    SeriesPreprocessing,
     TabularPreprocessing,
     Task,
     TensorSpec,
+    ValueRange,
 )
 from training.built import BuiltModel
 from training.config import RunOptions
@@ -33,6 +35,7 @@ from training.parity import check_parity, tiled_batches
 from training.reports import (
     classification_metrics,
     plot_confusion_matrix,
+    plot_forecast,
     plot_loss_curve,
     plot_pred_vs_actual,
     regression_metrics,
@@ -77,6 +80,8 @@ def run(options: RunOptions) -> Outcome | None:
             from training.minilm import build_minilm
 
             built = build_minilm(options, staging)
+        elif options.model == "lstm":
+            built = _forecaster(options, staging)
         else:
             raise TrainingError(f"unknown model {options.model!r}")
         manifest = _manifest(options, name, version, built)
@@ -143,6 +148,10 @@ def _fit_settings(
         description=label,
         augment=augment,
     )
+
+
+def _value_range(values: np.ndarray) -> ValueRange:
+    return ValueRange(min=float(np.min(values)), max=float(np.max(values)))
 
 
 def _history_report(options: RunOptions, history: History, train: int, test: int) -> dict[str, Any]:
@@ -266,7 +275,11 @@ def _tabular(options: RunOptions, out_dir: Path) -> BuiltModel:
     return BuiltModel(
         task=task,
         signature=signature,
-        preprocessing=TabularPreprocessing(feature_names=data.feature_names),
+        preprocessing=TabularPreprocessing(
+            feature_names=data.feature_names,
+            feature_ranges=[_value_range(column) for column in data.train.features.T],
+            target_range=None if classification else _value_range(data.train.targets),
+        ),
         labels=data.labels,
         dataset=data.source,
         metrics=metrics,
@@ -379,5 +392,120 @@ def _image(options: RunOptions, out_dir: Path) -> BuiltModel:
         artifacts=artifacts,
         epochs=options.resolved_epochs,
         notes=notes,
+        report=report,
+    )
+
+
+def _forecaster(options: RunOptions, out_dir: Path) -> BuiltModel:
+    from training.models import LSTMForecasterGraph
+    from training.series_data import (
+        load_co2,
+        naive_forecast,
+        read_csv,
+        seasonal_naive_forecast,
+        split_series,
+    )
+
+    if options.data is None:
+        series = load_co2()
+    else:
+        series = read_csv(options.data, options.date_column, options.value_column)
+    data = split_series(
+        series,
+        window=options.window,
+        horizon=options.horizon,
+        season=options.season,
+        max_samples=options.max_samples,
+    )
+    x_train = torch.from_numpy(data.train.inputs)
+    y_train = torch.from_numpy(data.train.targets)
+    x_test = torch.from_numpy(data.test.inputs)
+    y_test = torch.from_numpy(data.test.targets)
+    train_values = series.values[: data.split]
+    offsets = data.train.inputs - data.train.inputs[:, -1:, :]
+    changes = data.train.targets - data.train.inputs[:, -1, :]
+    graph = LSTMForecasterGraph(
+        horizon=options.horizon,
+        mean=float(train_values.mean()),
+        std=float(train_values.std()),
+        offset_scale=float(np.sqrt(np.mean(offsets**2))),
+        change_scale=np.sqrt(np.mean(changes**2, axis=0)).tolist(),
+    )
+    history = fit(graph, (x_train, y_train), (x_test, y_test), _fit_settings(options, "lstm"))
+    forecast = predict(graph, x_test).numpy()
+    actual = data.test.targets
+    naive = naive_forecast(data, data.test)
+    seasonal = seasonal_naive_forecast(data, data.test)
+    metrics = regression_metrics(forecast.reshape(-1), actual.reshape(-1))
+    metrics.pop("r2", None)
+    metrics["naive_mae"] = float(np.mean(np.abs(naive - actual)))
+    metrics["seasonal_naive_mae"] = float(np.mean(np.abs(seasonal - actual)))
+    metrics["test_loss"] = history.test_loss[-1] if history.test_loss else math.nan
+    beaten = [
+        name for name in ("naive", "seasonal_naive") if not metrics["mae"] < metrics[f"{name}_mae"]
+    ]
+    if beaten:
+        print(f"lstm: warning: MAE {metrics['mae']:.4g} does not beat {', '.join(beaten)}")
+    title = _title(options)
+    plot_loss_curve(history, out_dir / "loss_curve.png", f"{title}: loss per epoch")
+    plot_forecast(
+        actual[:, 0],
+        forecast[:, 0],
+        out_dir / "forecast_vs_actual.png",
+        f"{title}: held-out tail, one step ahead: MAE {metrics['mae']:.3g} "
+        f"(naive {metrics['naive_mae']:.3g}, seasonal naive {metrics['seasonal_naive_mae']:.3g})",
+        baseline=seasonal[:, 0],
+        unit=series.name,
+    )
+    report = _history_report(options, history, len(x_train), len(x_test))
+    report["baselines"] = {
+        "naive": {"mae": metrics["naive_mae"], "description": "the window's last value"},
+        "seasonal_naive": {
+            "mae": metrics["seasonal_naive_mae"],
+            "description": f"the value one season ({data.season} steps) earlier",
+        },
+    }
+    report["split"] = {
+        "values": len(series.values),
+        "first_test_index": data.split,
+        "filled_gaps": series.filled,
+    }
+    signature = GraphSignature(
+        inputs=[TensorSpec(name="series", datatype="FP32", shape=[-1, options.window, 1])],
+        outputs=[TensorSpec(name="forecast", datatype="FP32", shape=[-1, options.horizon])],
+        dynamic_axes={"series": {0: "batch"}},
+    )
+    artifacts, parity, export_seconds = _export_and_check(
+        graph, signature, x_test, out_dir, options.pt2
+    )
+    report["export_seconds"] = round(export_seconds, 2)
+    notes = [
+        f"split by time: the last {len(series.values) - data.split} of {len(series.values)} "
+        "values are held out; windows never cross into the training part's future",
+        "scaling (training-split mean/std and typical changes) is inside the graph; send raw "
+        "values, oldest first",
+        f"baselines on the held-out tail: naive (last value) MAE {metrics['naive_mae']:.4g}, "
+        f"seasonal naive ({data.season} steps) MAE {metrics['seasonal_naive_mae']:.4g}",
+    ]
+    if series.filled:
+        notes.append(f"{series.filled} missing values filled by linear interpolation in time")
+    return BuiltModel(
+        task=Task.TIME_SERIES_FORECASTING,
+        signature=signature,
+        preprocessing=SeriesPreprocessing(
+            window=options.window,
+            horizon=options.horizon,
+            frequency=series.frequency,
+            season=data.season,
+            value_range=_value_range(train_values),
+        ),
+        labels=None,
+        dataset=series.source,
+        metrics=metrics,
+        parity=parity,
+        artifacts=artifacts,
+        epochs=options.resolved_epochs,
+        notes=notes,
+        extra_packages=("statsmodels", "pandas"),
         report=report,
     )

@@ -105,5 +105,30 @@ def plot_pred_vs_actual(
     figure.savefig(path)
 
 
+def plot_forecast(
+    actual: NDArray[np.float32],
+    forecast: NDArray[np.float32],
+    path: Path,
+    title: str,
+    baseline: NDArray[np.float32] | None = None,
+    unit: str = "value",
+) -> None:
+    """The held-out tail: actual values and the one-step-ahead forecasts, against time step."""
+    figure = Figure(figsize=(9, 4), dpi=100)
+    axes = figure.add_subplot()
+    steps = np.arange(len(actual))
+    axes.plot(steps, actual, label="actual", color="black", linewidth=1.2)
+    axes.plot(steps, forecast, label="LSTM forecast", linewidth=1.0)
+    if baseline is not None:
+        axes.plot(steps, baseline, label="seasonal naive", linewidth=0.8, alpha=0.6)
+    axes.set_xlabel("held-out step")
+    axes.set_ylabel(unit)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+
+
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from service.manifest import Artifacts, Manifest
 from tests import tiny_models
 
-TASK_MODELS = ("tab", "reg", "img", "txt")
+TASK_MODELS = ("tab", "reg", "img", "txt", "fc")
 
 
 class TabularClassifier(nn.Module):
@@ -63,6 +63,16 @@ class TextEmbedder(nn.Module):
         return mean / mean.norm(dim=-1, keepdim=True)
 
 
+class Forecaster(nn.Module):
+    def __init__(self, window: int, horizon: int) -> None:
+        super().__init__()
+        weight = tiny_models.forecaster_weights(window, horizon)
+        self.weight = nn.Parameter(torch.from_numpy(weight), requires_grad=False)
+
+    def forward(self, series: Tensor) -> Tensor:
+        return series.flatten(1) @ self.weight
+
+
 def _save_traced(module: nn.Module, example: tuple[Tensor, ...], directory: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.trace is deprecated but still the artifact
@@ -101,10 +111,17 @@ def text_embedder(store: Path, name: str = "txt", dim: int = 6) -> Path:
     return directory
 
 
+def forecaster(store: Path, name: str = "fc", window: int = 5, horizon: int = 2) -> Path:
+    directory = tiny_models.forecaster(store, name=name, window=window, horizon=horizon)
+    _save_traced(Forecaster(window, horizon), (torch.zeros(2, window, 1),), directory)
+    return directory
+
+
 def full_store(store: Path) -> Path:
-    """One TorchScript + ONNX model of every task: tab, reg, img, txt."""
+    """One TorchScript + ONNX model of every task: tab, reg, img, txt, fc."""
     classifier(store)
     regressor(store)
     image_classifier(store)
     text_embedder(store)
+    forecaster(store)
     return store
