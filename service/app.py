@@ -11,8 +11,14 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -72,6 +78,69 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     return schema
 
 
+DOCS_ASSETS = "/docs-assets"
+"""Where the gateway serves Swagger UI's and ReDoc's files (from the fastapi-offline package)."""
+
+
+def _docs_assets_dir() -> str:
+    from importlib.resources import files
+
+    return str(files("fastapi_offline") / "static")
+
+
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; font-src 'self' data:; worker-src 'self' blob:; "
+    "connect-src 'self'; frame-ancestors 'self'"
+)
+"""The doc pages may load from this server only. Swagger UI and ReDoc need their inline
+bootstrap scripts and styles, ReDoc a worker from a blob; ReDoc's sidebar also links a logo
+from its CDN, which this policy keeps the browser from fetching (the link text stays)."""
+
+
+def add_offline_docs(app: FastAPI) -> None:
+    """`/docs` (Swagger UI) and `/redoc` from assets shipped in a Python package, so the pages
+    render without any request leaving the machine: no CDN script or stylesheet, no Google
+    fonts, no favicon from fastapi.tiangolo.com, no swagger.io validator badge, and a
+    Content-Security-Policy that allows this server only."""
+    app.mount(DOCS_ASSETS, StaticFiles(directory=_docs_assets_dir()), name="docs-assets")
+    redirect = "/docs/oauth2-redirect"
+
+    def local_only(page: HTMLResponse) -> HTMLResponse:
+        page.headers["Content-Security-Policy"] = DOCS_CSP
+        return page
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        page = get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=f"{root}{redirect}",
+            swagger_js_url=f"{root}{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+        return local_only(page)
+
+    @app.get(redirect, include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return local_only(get_swagger_ui_oauth2_redirect_html())
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        page = get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
+        return local_only(page)
+
+
 class GatewayApp(FastAPI):
     """FastAPI for the docs, operations routes and fallbacks, behind a lean front for HTTP.
 
@@ -120,7 +189,10 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
         description="Open Inference Protocol v2, TorchServe-compatible and KServe V1 routes "
         "over dynamically batched ONNX Runtime / TorchScript / TorchServe backends.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    add_offline_docs(app)
     app.state.dataplane = plane
     specs = [*v2.routes(), *predictions.routes()]
     app.include_router(router_for(specs))

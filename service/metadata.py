@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from service import __version__
+from service.manifest import Manifest, SeriesPreprocessing, TabularPreprocessing, ValueRange
 from service.repository import ModelVersion
 
 SERVER_NAME = "model-serving-gateway"
@@ -44,5 +45,30 @@ def model_metadata(model: ModelVersion, versions: list[str]) -> dict[str, Any]:
             "max_batch_size": loaded.batcher.max_batch_size,
             "labels": loaded.manifest.labels,
             "state": model.state.value,
+            **input_parameters(loaded.manifest),
         },
     }
+
+
+def input_parameters(manifest: Manifest) -> dict[str, Any]:
+    """What a client needs to build a sensible input: tabular features with their training
+    ranges (raw units), a forecaster's window and horizon."""
+    pre = manifest.preprocessing
+    if isinstance(pre, TabularPreprocessing):
+        ranges: list[ValueRange | None] = [*(pre.feature_ranges or [])] or [None] * len(
+            pre.feature_names
+        )
+        features = [
+            {"name": name, **({"min": r.min, "max": r.max} if r else {})}
+            for name, r in zip(pre.feature_names, ranges, strict=True)
+        ]
+        extra: dict[str, Any] = {"features": features}
+        if pre.target_range is not None:
+            extra["target_range"] = [pre.target_range.min, pre.target_range.max]
+        return extra
+    if isinstance(pre, SeriesPreprocessing):
+        extra = {"window": pre.window, "horizon": pre.horizon}
+        if pre.value_range is not None:
+            extra["value_range"] = [pre.value_range.min, pre.value_range.max]
+        return extra
+    return {}
