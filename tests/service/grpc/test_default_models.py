@@ -8,8 +8,7 @@ import asyncio
 import os
 import queue
 import sys
-import textwrap
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,30 +18,18 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
 
-from tests.servers import GatewayProcess, gateway
-from tests.training.conftest import train
+from tests.defaults import DEFAULT_MODELS
+from tests.readme import readme_block
+from tests.servers import GatewayProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-DEFAULT_MODELS = ("iris", "diabetes", "digits", "resnet18", "minilm")
-QUICK = {
-    "iris": ("--epochs", "5"),
-    "diabetes": ("--epochs", "5"),
-    "digits": ("--epochs", "1", "--max-samples", "64"),
-    "resnet18": ("--epochs", "1", "--max-samples", "64"),
-    "minilm": (),
-}
 TEXTS = ["serving models is fun", "a second, longer sentence about dynamic batching"]
 
 
 @pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    root = tmp_path_factory.mktemp("defaults")
-    store = root / "store"
-    for name in DEFAULT_MODELS:
-        assert train(name, "--model-store", store, *QUICK[name]) == 0
-    with gateway(store, root, timeout_s=180) as server:
-        yield server
+def running(default_gateway: GatewayProcess) -> GatewayProcess:
+    return default_gateway
 
 
 def sample_inputs(metadata: dict[str, Any], rows: int = 2) -> dict[str, np.ndarray]:
@@ -166,17 +153,6 @@ def test_sync_stream_with_callback(running: GatewayProcess) -> None:
     finally:
         client.stop_stream()
         client.close()
-
-
-README = Path(__file__).resolve().parents[3] / "README.md"
-
-
-def readme_block(marker: str) -> str:
-    """The README's fenced code block that contains `marker`."""
-    blocks = README.read_text().split("```")
-    found = [block.split("\n", 1)[1] for block in blocks[1::2] if marker in block]
-    assert len(found) == 1, f"expected one README block with {marker!r}"
-    return textwrap.dedent(found[0]).strip()
 
 
 def test_readme_grpcurl_example(running: GatewayProcess) -> None:
