@@ -33,6 +33,7 @@ from service.routes import operations, predictions, v2
 from service.routes.common import error_response, json_response
 from service.routes.table import router_for
 from service.settings import Settings
+from service.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +161,17 @@ class GatewayApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None) -> GatewayApp:
+def create_app(settings: Settings | None = None, *, tracing: Tracing | None = None) -> GatewayApp:
+    """The gateway for `settings`. `tracing` replaces the one `settings.tracing` would build
+    (tests pass one with an in-memory exporter)."""
     settings = settings or Settings()
     metrics = GatewayMetrics()
     if settings.device == "cuda" or any("CUDA" in p or "Tensorrt" in p for p in settings.providers):
         metrics.add_gpu_collector()
-    repository = ModelRepository(settings, metrics)
-    plane = DataPlane(settings, repository, metrics)
+    if tracing is None and settings.tracing:
+        tracing = Tracing(settings)
+    repository = ModelRepository(settings, metrics, tracer=tracing)
+    plane = DataPlane(settings, repository, metrics, tracing)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -182,6 +187,8 @@ def create_app(settings: Settings | None = None) -> GatewayApp:
             loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
             await repository.close()
+            if tracing is not None:
+                await asyncio.to_thread(tracing.shutdown)
 
     app = GatewayApp(
         title="Model-serving gateway",

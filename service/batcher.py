@@ -28,15 +28,48 @@ BatchFunction = Callable[[list[ItemT]], Awaitable[Sequence[ResultT]]]
 
 @dataclass(slots=True)
 class BatchTrace:
-    """Per-request timing the batcher fills in, for request logs."""
+    """Per-request facts the batcher fills in, for request logs and traces."""
 
     queue_s: float = 0.0
     compute_s: float = 0.0
     batch_rows: int = 0
+    span: object | None = None
+    """The request's trace span, opaque to the batcher (set by the data plane when tracing)."""
+    batch_span: object | None = None
+    """The span of the batch that served the request (set by the `BatchTracer`)."""
+
+
+class BatchTracer(Protocol):
+    """Traces batches; the data plane's tracing implements it (nothing here imports a tracer).
+
+    `batch` is entered around the batch function, in the worker that runs it, so a backend
+    sees the batch's context (the TorchServe backend forwards it as `traceparent`)."""
+
+    def batch(
+        self,
+        members: Sequence[BatchTrace],
+        *,
+        rows: int,
+        instance: int,
+        enqueued: Sequence[float],
+        started: float,
+    ) -> contextlib.AbstractContextManager[None]: ...
 
 
 current_trace: ContextVar[BatchTrace | None] = ContextVar("current_trace", default=None)
 """Set by the transport around a request that wants its batching facts recorded."""
+
+
+@dataclass(slots=True)
+class BatchFacts:
+    """What the batch function measured, for the batch's span."""
+
+    backend_s: float = 0.0
+    padded_elements: int = 0
+
+
+current_batch: ContextVar[BatchFacts | None] = ContextVar("current_batch", default=None)
+"""Set by a `BatchTracer` around a traced batch; the batch function fills it in."""
 
 
 class BatchObserver(Protocol):
@@ -77,6 +110,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         instances: int = 1,
         rows_of: Callable[[ItemT], int] = lambda _item: 1,
         observer: BatchObserver | None = None,
+        tracer: BatchTracer | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if max_batch_size < 1:
@@ -94,6 +128,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         self.instances = instances
         self._rows_of = rows_of
         self._observer = observer
+        self._tracer = tracer
         self._clock = clock
         self._queue: deque[_Pending[ItemT, ResultT]] = deque()
         self._queued_rows = 0
@@ -175,7 +210,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         self._idle = asyncio.Event()
         self._idle.set()
         self._workers = [
-            asyncio.create_task(self._work(), name=f"batcher-worker-{index}")
+            asyncio.create_task(self._work(index), name=f"batcher-worker-{index}")
             for index in range(self.instances)
         ]
 
@@ -224,7 +259,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             except TimeoutError:
                 return
 
-    async def _work(self) -> None:
+    async def _work(self, instance: int) -> None:
         assert self._wakeup is not None and self._idle is not None
         while True:
             if not self._queue:
@@ -242,18 +277,35 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             self._busy += 1
             self._idle.clear()
             try:
-                await self._run(batch)
+                await self._run(batch, instance)
             finally:
                 self._busy -= 1
 
-    async def _run(self, batch: list[_Pending[ItemT, ResultT]]) -> None:
+    def _traced(
+        self, batch: list[_Pending[ItemT, ResultT]], rows: int, instance: int, started: float
+    ) -> contextlib.AbstractContextManager[None]:
+        if self._tracer is None:
+            return contextlib.nullcontext()
+        traced = [p for p in batch if p.trace is not None and p.trace.span is not None]
+        if not traced:
+            return contextlib.nullcontext()
+        return self._tracer.batch(
+            [p.trace for p in traced if p.trace is not None],
+            rows=rows,
+            instance=instance,
+            enqueued=[p.enqueued for p in traced],
+            started=started,
+        )
+
+    async def _run(self, batch: list[_Pending[ItemT, ResultT]], instance: int = 0) -> None:
         rows = sum(p.rows for p in batch)
         started = self._clock()
         if self._observer is not None:
             self._observer.batch_started(rows, [started - p.enqueued for p in batch])
         failed = False
         try:
-            results = await self._batch_fn([p.item for p in batch])
+            with self._traced(batch, rows, instance, started):
+                results = await self._batch_fn([p.item for p in batch])
             if len(results) != len(batch):
                 raise BackendError(
                     f"batch function returned {len(results)} results for {len(batch)} requests"

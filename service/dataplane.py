@@ -17,11 +17,12 @@ from typing import TypeVar
 from service.auth import check_token
 from service.batcher import BatchTrace, current_trace
 from service.errors import ClientDisconnected, NotFound, ServingError, ShuttingDown
-from service.feeds import Feed
-from service.inference import InferenceRequest, InferenceResult, WireT
+from service.feeds import Feed, rows_of
+from service.inference import DecodedBody, InferenceRequest, InferenceResult, WireT
 from service.metrics import GatewayMetrics
 from service.repository import LoadedModel, ModelRepository
 from service.settings import Settings
+from service.tracing import Tracing
 
 ResponseT = TypeVar("ResponseT")
 request_log = logging.getLogger("service.requests")
@@ -32,11 +33,16 @@ CLIENT_GONE = 499
 
 class DataPlane:
     def __init__(
-        self, settings: Settings, repository: ModelRepository, metrics: GatewayMetrics
+        self,
+        settings: Settings,
+        repository: ModelRepository,
+        metrics: GatewayMetrics,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
         self.repository = repository
         self.metrics = metrics
+        self.tracing = tracing
         self.draining = False
         self.started = False
         self._active = 0
@@ -83,8 +89,16 @@ class DataPlane:
         started = time.perf_counter()
         code = 500
         labels: tuple[str, str] | None = None
-        trace = BatchTrace() if self.settings.log_requests else None
+        rows: int | None = None
+        failure: str | None = None
+        span = (
+            self.tracing.start_request(request.protocol, request.model, request.trace_context)
+            if self.tracing is not None
+            else None
+        )
+        trace = BatchTrace() if self.settings.log_requests or span is not None else None
         if trace is not None:
+            trace.span = span.span if span is not None else None
             current_trace.set(trace)
         self._active += 1
         self._idle.clear()
@@ -95,19 +109,25 @@ class DataPlane:
             entry = self.repository.get(request.model, request.version)
             labels = (entry.name, entry.version)
             model = entry.serving()
-            body = await request.decode(model.processor)
-            processor = model.processor
-            if processor.decodes_heavily(body.inputs):
-                feed = await asyncio.to_thread(processor.feed, body.inputs)
+            if span is None:
+                feed, body = await self._decode(request, model)
             else:
-                feed = processor.feed(body.inputs)
+                with span.child("decode"):
+                    feed, body = await self._decode(request, model)
+            if span is not None:
+                rows = rows_of(feed)
             deadline = self.deadline(request.timeout_ms, body.timeout_ms)
             outputs = await self._infer(model, feed, deadline, request.disconnected)
-            response = encode(InferenceResult(model, outputs, body))
+            result = InferenceResult(model, outputs, body)
+            if span is None:
+                response = encode(result)
+            else:
+                with span.child("encode"):
+                    response = encode(result)
             code = 200
             return response
         except ServingError as error:
-            code = error.status_code
+            code, failure = error.status_code, error.message
             raise
         except asyncio.CancelledError:
             code = CLIENT_GONE
@@ -117,11 +137,26 @@ class DataPlane:
             if self._active == 0:
                 self._idle.set()
             seconds = time.perf_counter() - started
+            trace_id = span.trace_id if span is not None else None
             # Only known models and versions become labels, so clients cannot grow the set.
             if labels is not None:
-                self.metrics.observe_request(*labels, request.protocol, code, seconds)
-            if trace is not None:
-                self._log(request, labels, code, seconds, trace)
+                self.metrics.observe_request(
+                    *labels, request.protocol, code, seconds, trace_id=trace_id
+                )
+            if span is not None and trace is not None:
+                span.finish(code=code, labels=labels, rows=rows, trace=trace, error=failure)
+            if self.settings.log_requests and trace is not None:
+                self._log(request, labels, code, seconds, trace, trace_id)
+
+    async def _decode(
+        self, request: InferenceRequest[WireT], model: LoadedModel
+    ) -> tuple[Feed, DecodedBody[WireT]]:
+        """The wire body, then the feed (off the event loop when the processor says so)."""
+        body = await request.decode(model.processor)
+        processor = model.processor
+        if processor.decodes_heavily(body.inputs):
+            return await asyncio.to_thread(processor.feed, body.inputs), body
+        return processor.feed(body.inputs), body
 
     async def _infer(
         self,
@@ -168,10 +203,12 @@ class DataPlane:
         code: int,
         seconds: float,
         trace: BatchTrace,
+        trace_id: str | None,
     ) -> None:
         request_log.info(
             "request",
             extra={
+                "trace_id": trace_id,
                 "model": request.model,
                 "version": labels[1] if labels else None,
                 "protocol": request.protocol,

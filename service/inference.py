@@ -10,7 +10,7 @@ instance or a list of them depending on the model's task).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -48,6 +48,8 @@ class InferenceRequest(Generic[WireT]):
     disconnected: Callable[[], Awaitable[None]] | None = None
     """Returns once the client has gone away (HTTP); None where the transport cancels the
     handler itself (gRPC)."""
+    trace_context: Mapping[str, str] | None = None
+    """The caller's `traceparent` / `tracestate`, when it sent them."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
 # From 100 µs (a tiny CPU model) to 10 s (a large GPU batch under load).
@@ -34,6 +35,7 @@ LATENCY_BUCKETS = (
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPENMETRICS_CONTENT_TYPE = openmetrics.CONTENT_TYPE_LATEST
 
 
 class GatewayMetrics:
@@ -103,9 +105,17 @@ class GatewayMetrics:
         )
 
     def observe_request(
-        self, model: str, version: str, protocol: str, code: int, seconds: float
+        self,
+        model: str,
+        version: str,
+        protocol: str,
+        code: int,
+        seconds: float,
+        *,
+        trace_id: str | None = None,
     ) -> None:
-        """Count a request (and time it when it succeeded); label children are cached."""
+        """Count a request (and time it when it succeeded); label children are cached. A sampled
+        request's trace id becomes the duration's exemplar (OpenMetrics exposition only)."""
         key = (model, version, protocol, code)
         children = self._request_children.get(key)
         if children is None:
@@ -116,7 +126,10 @@ class GatewayMetrics:
             self._request_children[key] = children
         children[0].inc()
         if code == 200:
-            children[1].observe(seconds)
+            if trace_id is None:
+                children[1].observe(seconds)
+            else:
+                children[1].observe(seconds, exemplar={"trace_id": trace_id})
 
     def observer(self, model: str, version: str) -> ModelObserver:
         return ModelObserver(self, model, version)
@@ -132,8 +145,13 @@ class GatewayMetrics:
         self.registry.register(_GpuCollector(pynvml))
         return True
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The exposition and its content type: OpenMetrics (with exemplars) when the scraper
+        asks for it in `Accept`, else the Prometheus text format."""
+        if accept and OPENMETRICS_CONTENT_TYPE.split(";")[0] in accept:
+            exposition: bytes = openmetrics.generate_latest(self.registry)  # type: ignore[no-untyped-call]
+            return exposition, OPENMETRICS_CONTENT_TYPE
+        return generate_latest(self.registry), CONTENT_TYPE
 
 
 class ModelObserver:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -14,7 +15,7 @@ from prometheus_client import Gauge
 from pydantic import ValidationError
 
 from service.backends.base import Backend
-from service.batcher import DynamicBatcher
+from service.batcher import BatchTracer, DynamicBatcher, current_batch
 from service.errors import InvalidInput, ModelNotReady, NotFound, ServingError
 from service.feeds import Feed, merge, rows_of, split
 from service.manifest import MANIFEST_FILE, Manifest
@@ -127,9 +128,12 @@ def build_backend(manifest: Manifest, path: Path, settings: Settings) -> Backend
 
 
 class ModelRepository:
-    def __init__(self, settings: Settings, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, settings: Settings, metrics: GatewayMetrics, tracer: BatchTracer | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
+        self.tracer = tracer
         self.root = settings.model_store.resolve()
         self.limits = Limits(
             max_image_pixels=settings.max_image_pixels, max_text_chars=settings.max_text_chars
@@ -328,7 +332,16 @@ class ModelRepository:
 
         async def run_batch(feeds: list[Feed]) -> list[Feed]:
             batch, rows = merge(feeds)
-            return split(await backend.infer(batch), rows)
+            facts = current_batch.get()
+            if facts is None:
+                return split(await backend.infer(batch), rows)
+            started = time.perf_counter()
+            outputs = await backend.infer(batch)
+            facts.backend_s = time.perf_counter() - started
+            facts.padded_elements = sum(a.size for a in batch.values()) - sum(
+                a.size for feed in feeds for a in feed.values()
+            )
+            return split(outputs, rows)
 
         return DynamicBatcher(
             run_batch,
@@ -338,6 +351,7 @@ class ModelRepository:
             instances=self.settings.instances,
             rows_of=rows_of,
             observer=self.metrics.observer(name, version),
+            tracer=self.tracer,
         )
 
     async def _warm_up(self, model: LoadedModel) -> None:

@@ -93,6 +93,15 @@ class Settings(BaseSettings):
     """Log level of the gateway's JSON logs (debug, info, warning, error)."""
     log_requests: bool = False
     """One JSON log line per request (off by default: costly at high rates)."""
+    tracing: bool = False
+    """Export OpenTelemetry traces (a span per request and per batch) over OTLP/HTTP. Off: no
+    tracer, no exporter thread, the OpenTelemetry SDK not even imported."""
+    otlp_endpoint: str | None = None
+    """OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces (None: the standard
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT, else localhost:4318)."""
+    trace_sample_ratio: float | None = Field(default=None, ge=0, le=1)
+    """Share of new traces sampled (callers' sampled traces are always continued); None: the
+    standard OTEL_TRACES_SAMPLER variables, else every trace."""
     torchserve_url: str = "http://127.0.0.1:8080"
     """TorchServe inference API for the `torchserve` backend."""
     torchserve_token: SecretStr | None = None

@@ -58,6 +58,7 @@ class TorchServeBackend(Backend):
             settings.torchserve_token.get_secret_value() if settings.torchserve_token else None
         )
         self.key_file = settings.torchserve_key_file
+        self.propagate_traces = settings.tracing
         self.token: str | None = None
         self._session: aiohttp.ClientSession | None = None
         self._output_names = [spec.name for spec in manifest.outputs]
@@ -145,6 +146,10 @@ class TorchServeBackend(Backend):
         if self._session is None:
             raise BackendUnavailable("backend unavailable: TorchServe backend is closed")
         headers = {**self._headers(), "Content-Type": CONTENT_TYPE}
+        if self.propagate_traces:
+            from service.tracing import outgoing_headers
+
+            headers.update(outgoing_headers())  # the batch's span: TorchServe's work joins it
         try:
             async with self._session.post(self.url, data=body, headers=headers) as response:
                 return (

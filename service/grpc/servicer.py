@@ -26,6 +26,7 @@ from service.grpc import converters
 from service.grpc.errors import translate_errors
 from service.inference import DecodedBody, InferenceRequest, InferenceResult
 from service.processing import Processor, TensorInputs
+from service.tracing import TRACE_HEADERS
 
 PROTOCOL = "grpc"
 log = logging.getLogger(__name__)
@@ -36,6 +37,14 @@ def _credentials(context: grpc.aio.ServicerContext) -> str | None:
         if key == "authorization":
             return bearer_token(value if isinstance(value, str) else value.decode())
     return None
+
+
+def _trace_context(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {
+        key: value if isinstance(value, str) else value.decode()
+        for key, value in context.invocation_metadata() or ()
+        if key in TRACE_HEADERS
+    }
 
 
 def _timeout_ms(context: grpc.aio.ServicerContext) -> float | None:
@@ -116,6 +125,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             decode=decode,
             credentials=_credentials(context),
             timeout_ms=_timeout_ms(context),
+            trace_context=_trace_context(context) if self.plane.tracing is not None else None,
         )
         return await self.plane.serve(request, encode)
 

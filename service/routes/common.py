@@ -14,6 +14,7 @@ from service.auth import bearer_token
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, ServingError
 from service.inference import Decoder, InferenceRequest, InferenceResult, WireT
+from service.tracing import TRACE_HEADERS
 
 JSON = "application/json"
 TIMEOUT_HEADER = "x-request-timeout-ms"
@@ -57,6 +58,11 @@ def header_timeout_ms(request: Request) -> float | None:
     return timeout
 
 
+def _trace_context(request: Request) -> dict[str, str]:
+    headers = request.headers
+    return {name: headers[name] for name in TRACE_HEADERS if name in headers}
+
+
 async def _disconnected(request: Request) -> None:
     """Returns once the client has gone (call only after the body has been read)."""
     while (await request.receive())["type"] != "http.disconnect":
@@ -80,6 +86,7 @@ async def serve(
             credentials=credentials(request),
             timeout_ms=header_timeout_ms(request),
             disconnected=lambda: _disconnected(request),
+            trace_context=_trace_context(request) if plane.tracing is not None else None,
         )
         return await plane.serve(inference, encode)
     except ServingError as error:

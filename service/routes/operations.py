@@ -7,7 +7,7 @@ import dataclasses
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from service.metrics import CONTENT_TYPE
+from service.metrics import CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE
 from service.repository import IndexEntry, ModelVersion
 from service.routes.common import authorize_inference, credentials, dataplane_of, json_response
 
@@ -57,7 +57,10 @@ def build_router() -> APIRouter:
         summary="Prometheus metrics",
         responses={
             200: {
-                "content": {CONTENT_TYPE: {"schema": {"type": "string"}}},
+                "content": {
+                    CONTENT_TYPE: {"schema": {"type": "string"}},
+                    OPENMETRICS_CONTENT_TYPE: {"schema": {"type": "string"}},
+                },
                 "description": "Prometheus text exposition format",
             }
         },
@@ -65,7 +68,8 @@ def build_router() -> APIRouter:
     )
     async def metrics(request: Request) -> Response:
         _protected_probe(request)
-        return Response(dataplane_of(request).metrics.render(), media_type=CONTENT_TYPE)
+        body, content_type = dataplane_of(request).metrics.render(request.headers.get("accept"))
+        return Response(body, media_type=content_type)
 
     @router.post("/v2/repository/index", tags=["Model repository"], summary="List models")
     async def index(request: Request) -> Response:
