@@ -364,3 +364,44 @@ def test_torchserve_killed_then_back(tmp_path_factory: pytest.TempPathFactory) -
             assert httpx.post(url, json=[1.0, 1.0, 1.0]).json() == pytest.approx(6.0)
     finally:
         server.stop()
+
+
+async def test_the_batch_context_reaches_torchserve(fake: FakeTorchServe, tmp_path: Path) -> None:
+    """With tracing on, TorchServe gets the batch span's `traceparent`, so its work joins the
+    trace of the requests that batch served."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from service.app import create_app
+    from service.tracing import Tracing
+    from tests.conftest import wait_ready
+
+    seen: list[str | None] = []
+
+    async def predict(request: web.Request) -> web.StreamResponse:
+        seen.append(request.headers.get("traceparent"))
+        feed = decode_feed(await request.read())
+        prediction = feed["features"] @ np.array([[1.0], [2.0], [3.0]], dtype=np.float32)
+        return web.Response(body=encode_feed({"prediction": prediction}), content_type=CONTENT_TYPE)
+
+    store = tmp_path / "store"
+    tiny_models.regressor(store)
+    settings = settings_for(fake.url, model_store=store, backend="torchserve", tracing=True)
+    exporter = InMemorySpanExporter()
+    app = create_app(settings, tracing=Tracing(settings, processor=SimpleSpanProcessor(exporter)))
+    async with app.router.lifespan_context(app):
+        await wait_ready(app)
+        fake.predict = predict
+        body = {
+            "inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]
+        }
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            assert (await client.post("/v2/models/reg/infer", json=body)).status_code == 200
+    (batch,) = [span for span in exporter.get_finished_spans() if span.name == "batch"]
+    context = batch.context
+    (header,) = seen
+    assert header is not None
+    version, trace_id, span_id, flags = header.split("-")
+    assert (trace_id, span_id) == (f"{context.trace_id:032x}", f"{context.span_id:016x}")
+    assert int(flags, 16) & 1  # sampled
