@@ -402,6 +402,6 @@ async def test_the_batch_context_reaches_torchserve(fake: FakeTorchServe, tmp_pa
     context = batch.context
     (header,) = seen
     assert header is not None
-    version, trace_id, span_id, flags = header.split("-")
+    _version, trace_id, span_id, flags = header.split("-")
     assert (trace_id, span_id) == (f"{context.trace_id:032x}", f"{context.span_id:016x}")
     assert int(flags, 16) & 1  # sampled
