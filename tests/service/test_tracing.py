@@ -4,12 +4,11 @@ trace continued over HTTP and gRPC, exemplars, a real OTLP/HTTP export, and trac
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,13 +16,12 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as grpcclient
-from aiohttp import web
 from fastapi import FastAPI
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from loadtests.otlp_sink import OtlpSink
 from service.app import create_app
 from service.grpc.server import GrpcServer
 from service.settings import Settings
@@ -199,6 +197,7 @@ def test_tracing_off_loads_no_sdk_and_starts_no_thread(store: Path) -> None:
     script = f"""
 import asyncio, sys, threading
 import httpx
+from loadtests.otlp_sink import OtlpSink
 from service.app import create_app
 from service.settings import Settings
 async def main():
@@ -227,84 +226,33 @@ asyncio.run(main())
 # -- a real OTLP/HTTP export --------------------------------------------------------------------
 
 
-@pytest.fixture
-def receiver() -> Iterator[tuple[str, list[trace_service_pb2.ExportTraceServiceRequest]]]:
-    """An OTLP/HTTP traces endpoint on a free port, decoding what arrives with opentelemetry-proto."""
-    received: list[trace_service_pb2.ExportTraceServiceRequest] = []
-
-    async def traces(request: web.Request) -> web.Response:
-        message = trace_service_pb2.ExportTraceServiceRequest()
-        message.ParseFromString(await request.read())
-        received.append(message)
-        answer = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
-        return web.Response(body=answer, content_type="application/x-protobuf")
-
-    port = free_port()
-    loop = asyncio.new_event_loop()
-    app = web.Application()
-    app.router.add_post("/v1/traces", traces)
-    runner = web.AppRunner(app)
-    loop.run_until_complete(runner.setup())
-    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-    import threading
-
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}/v1/traces", received
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=5)
-        loop.run_until_complete(runner.cleanup())
-        loop.close()
-
-
 @pytest.mark.integration
-def test_spans_reach_an_otlp_collector(
-    store: Path,
-    tmp_path: Path,
-    receiver: tuple[str, list[trace_service_pb2.ExportTraceServiceRequest]],
-) -> None:
-    endpoint, received = receiver
-    env = {
-        "GATEWAY_TRACING": "true",
-        "GATEWAY_OTLP_ENDPOINT": endpoint,
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-        "OTEL_SERVICE_NAME": "gateway-under-test",
-    }
-    with gateway(store, tmp_path, env=env) as server:
-        response = httpx.post(
-            f"{server.url}/v2/models/tab/infer", json=ROW, headers={"traceparent": TRACEPARENT}
-        )
-        assert response.status_code == 200
-        deadline = time.monotonic() + 20
-        names: set[str] = set()
-        while time.monotonic() < deadline and not {"infer tab", "batch"} <= names:
-            names = {
-                span.name
-                for message in list(received)
-                for resource in message.resource_spans
-                for scope in resource.scope_spans
-                for span in scope.spans
-            }
-            time.sleep(0.05)
-    assert {"infer tab", "decode", "queue", "batch", "encode"} <= names
-    spans = [
-        (resource, span)
-        for message in received
-        for resource in message.resource_spans
-        for scope in resource.scope_spans
-        for span in scope.spans
-    ]
-    request = next(span for _resource, span in spans if span.name == "infer tab")
-    assert request.trace_id.hex() == TRACE_ID
-    assert request.parent_span_id.hex() == PARENT_ID
-    service_names = {
-        attribute.value.string_value
-        for resource, _span in spans
-        for attribute in resource.resource.attributes
-        if attribute.key == "service.name"
-    }
-    assert service_names == {"gateway-under-test"}
-    attributes = {a.key: a.value for a in request.attributes}
-    assert json.loads(json.dumps(attributes["gateway.model"].string_value)) == "tab"
+def test_spans_reach_an_otlp_collector(store: Path, tmp_path: Path) -> None:
+    with OtlpSink() as sink:
+        env = {
+            "GATEWAY_TRACING": "true",
+            "GATEWAY_OTLP_ENDPOINT": sink.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "OTEL_SERVICE_NAME": "gateway-under-test",
+        }
+        with gateway(store, tmp_path, env=env) as server:
+            response = httpx.post(
+                f"{server.url}/v2/models/tab/infer", json=ROW, headers={"traceparent": TRACEPARENT}
+            )
+            assert response.status_code == 200
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                names = {span.name for span in sink.received()}
+                if {"infer tab", "batch"} <= names:
+                    break
+                time.sleep(0.05)
+        spans = sink.received()
+    assert {"infer tab", "decode", "queue", "batch", "encode"} <= {span.name for span in spans}
+    request = next(span for span in spans if span.name == "infer tab")
+    batch = next(span for span in spans if span.name == "batch")
+    assert request.trace_id == TRACE_ID
+    assert request.parent_span_id == PARENT_ID
+    assert request.attributes["gateway.model"] == "tab"
+    assert request.links == [(batch.trace_id, batch.span_id)]
+    assert batch.links == [(request.trace_id, request.span_id)]
+    assert {span.service for span in spans} == {"gateway-under-test"}
