@@ -53,7 +53,7 @@ def _compose_config(profiles: tuple[str, ...], model_store: str | None) -> dict[
     return config
 
 
-@pytest.mark.parametrize("profiles", [(), ("gpu",), ("gpu", "train")])
+@pytest.mark.parametrize("profiles", [(), ("gpu",), ("gpu", "train"), ("tracing",)])
 def test_compose_file_validates(profiles: tuple[str, ...]) -> None:
     config = compose_config(*profiles)
     assert {"gateway", "torchserve", "prometheus", "grafana"} <= set(config["services"])

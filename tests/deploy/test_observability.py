@@ -6,6 +6,8 @@ Prometheus scraping it) is in test_live_metrics.py.
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pytest
@@ -184,8 +186,8 @@ def test_gpu_and_torchserve_names_are_real() -> None:
 
 def test_grafana_provisioning() -> None:
     source = load_yaml(GRAFANA / "provisioning" / "datasources" / "prometheus.yml")
-    (datasource,) = source["datasources"]
-    assert datasource["type"] == "prometheus" and datasource["uid"] == "prometheus"
+    (datasource,) = [d for d in source["datasources"] if d["type"] == "prometheus"]
+    assert datasource["uid"] == "prometheus"
     assert datasource["url"] == "http://prometheus:9090"
     provider = load_yaml(GRAFANA / "provisioning" / "dashboards" / "model-serving.yml")[
         "providers"
@@ -194,3 +196,30 @@ def test_grafana_provisioning() -> None:
     mounts = dict(volume.split(":")[:2] for volume in compose["services"]["grafana"]["volumes"])
     assert mounts["./grafana/dashboards"] == provider["options"]["path"]
     assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
+
+
+def test_latency_exemplars_link_to_traces() -> None:
+    """The latency panels ask for exemplars, Prometheus keeps them, and Grafana turns their
+    trace ids into links to the tracing backend the gateway exports to."""
+    dashboard = json.loads((GRAFANA / "dashboards" / "model-serving.json").read_text())
+    latency = [
+        target
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        if "gateway_request_duration_seconds_bucket" in target.get("expr", "")
+    ]
+    assert latency and all(target.get("exemplar") is True for target in latency)
+    sources = load_yaml(GRAFANA / "provisioning" / "datasources" / "prometheus.yml")["datasources"]
+    by_uid = {source["uid"]: source for source in sources}
+    (destination,) = by_uid["prometheus"]["jsonData"]["exemplarTraceIdDestinations"]
+    assert destination["name"] == "trace_id"  # the exemplar label service/metrics.py writes
+    assert 'exemplar={"trace_id"' in (REPO / "service" / "metrics.py").read_text()
+    tracing = by_uid[destination["datasourceUid"]]
+    compose = load_yaml(DEPLOY / "compose.yaml")["services"]
+    host, port = tracing["url"].removeprefix("http://").split(":")
+    assert host in compose and compose[host]["profiles"] == ["tracing"]
+    assert f"127.0.0.1:{port}:{port}" in compose[host]["ports"]
+    assert "--enable-feature=exemplar-storage" in compose["prometheus"]["command"]
+    endpoint = compose["gateway"]["environment"]["GATEWAY_OTLP_ENDPOINT"]
+    assert endpoint.startswith(f"http://{host}:")
+    assert endpoint.rsplit(":", 1)[1].split("/")[0] in compose[host]["expose"]
