@@ -7,7 +7,6 @@ Prometheus scraping it) is in test_live_metrics.py.
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 
 import pytest
