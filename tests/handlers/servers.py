@@ -97,7 +97,7 @@ def assert_answers_close(actual: Any, expected: Any, atol: float = 1e-4) -> None
         assert isinstance(actual, dict)
         assert set(actual) == set(expected)
         for key in expected:
-            assert abs(actual[key] - expected[key]) <= atol, (key, actual, expected)
+            assert_answers_close(actual[key], expected[key], atol)
     elif isinstance(expected, list):
         assert isinstance(actual, list)
         assert len(actual) == len(expected)

@@ -73,7 +73,7 @@ def test_built_in_defaults_use_the_manifest_batch(store: Path, tmp_path: Path) -
 
 
 def test_deploy_configs_exist_for_the_default_models() -> None:
-    for name in ("default", "iris", "diabetes", "digits", "resnet18", "minilm"):
+    for name in ("default", "iris", "diabetes", "digits", "resnet18", "minilm", "lstm"):
         assert (archive.DEFAULT_CONFIG_DIR / f"{name}.yaml").is_file()
 
 

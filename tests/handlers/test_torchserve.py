@@ -160,3 +160,29 @@ async def test_metrics_port_serves_prometheus(
     served = {sample.labels["model_name"]: sample.value for sample in requests.samples}
     assert served["tab"] >= 1
     assert "ts_inference_latency_microseconds" in families
+
+
+async def test_forecaster_series_in_every_shape(
+    torchserve: TorchServeStack, http: aiohttp.ClientSession
+) -> None:
+    """`{"series": [...]}` answered `{"forecast": [...]}` exactly as the gateway's processor and
+    ONNX Runtime answer it; a batch of series; a wrong length or NaN gets its own 400."""
+    fc = torchserve.reference("fc")
+    series = [[1.0, 2.0, 3.0, 4.0, 5.5], [0.5, 0.25, 0.0, -1.0, 2.0]]
+    answers = await asyncio.gather(
+        post(http, "fc", as_json({"series": series[0]}), "application/json"),
+        post(http, "fc", as_json({"series": series[1]}), "application/json"),
+        post(http, "fc", as_json({"instances": series}), "application/json"),
+        post(http, "fc", as_json({"series": series[0][:4]}), "application/json"),
+        post(http, "fc", b'{"series": [1, 2, NaN, 4, 5]}', "application/json"),
+    )
+    assert [answer.status for answer in answers] == [200, 200, 200, 400, 400]
+    for answer, row in zip(answers[:2], series, strict=True):
+        expected = fc.predictions(fc.processor.feed_from_instances([row]))[0]
+        assert set(answer.json()) == {"forecast"}
+        assert_answers_close(answer.json(), expected)
+    assert_answers_close(
+        answers[2].json(), fc.predictions(fc.processor.feed_from_instances(series))
+    )
+    assert "exactly 5 values" in answers[3].json()["message"]
+    assert "NaN" in answers[4].json()["message"]
