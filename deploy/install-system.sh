@@ -11,6 +11,9 @@ declare -A need=(
     [tini]=tini
     # tests/service/test_docs_browser.py: /docs and /redoc rendered offline in headless Chromium
     [chromium]=chromium
+    # tests/test_readme.py runs the README's curl lines as written (curl ... | jq .)
+    [curl]=curl
+    [jq]=jq
 )
 # Libraries, checked by a file they install.
 declare -A need_file=(
