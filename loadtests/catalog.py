@@ -16,7 +16,7 @@ from loadtests.payloads import (
 )
 from service.manifest import MANIFEST_FILE, Manifest
 
-DEFAULT_MODELS = ("iris", "digits", "minilm", "resnet18")
+DEFAULT_MODELS = ("iris", "digits", "minilm", "resnet18", "lstm")
 
 
 class ModelMissing(LookupError):
