@@ -14,32 +14,39 @@
 #
 # RUNTIME=gpu (default) builds the gateway on the CUDA + cuDNN runtime image with onnxruntime-gpu,
 # so the CUDA provider works on GPU nodes; on a node without a GPU, ONNX Runtime falls back to
-# the CPU provider. RUNTIME=cpu builds it on plain Ubuntu with the CPU onnxruntime (smaller).
+# the CPU provider. RUNTIME=cpu builds it on Debian bookworm (slim) with the CPU onnxruntime.
 #
 # Model store: mounted, not baked in. Every target reads (train writes) /models, a volume in
 # compose and a PersistentVolumeClaim in Kubernetes. Models change on their own schedule (a
 # retrain is not a code release), one image serves any store, and the image stays small.
 #
-# Python: CPython from python-build-standalone (installed by uv), because the CUDA images are
-# Ubuntu 24.04, whose own Python is 3.12; the project is pinned and tested on 3.11.
+# Python 3.11, the version the project is pinned and tested on:
+#   - CPU gateway: Debian bookworm's own python3.11 package. No download outside the Debian
+#     archive and PyPI, so the image also builds from a locally made Debian base
+#     (`make image`, deploy/image.py) where no registry can be reached.
+#   - GPU gateway, torchserve, train: CPython from python-build-standalone (installed by uv),
+#     because the CUDA images are Ubuntu 24.04, whose own Python is 3.12.
 #
-# Install: the same `deploy/install.sh EXTRAS` that `make setup` runs, with constraints.txt.
-# Start: tini as PID 1 forwards SIGTERM to `deploy/docker-entrypoint.sh`, which execs the server,
-# so the gateway's graceful drain runs on `docker stop` and pod termination.
+# Install: the same `deploy/install.sh EXTRAS` that `make setup` runs, with constraints.txt,
+# in a build stage; the runtime stage gets only the virtual environment (no compiler, no pip
+# cache, no build tools). Start: tini as PID 1 forwards SIGTERM to `deploy/docker-entrypoint.sh`,
+# which execs the server, so the gateway's graceful drain runs on `docker stop` and pod
+# termination.
 
 ARG RUNTIME=gpu
 ARG PYTHON_VERSION=3.11.14
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
+ARG DEBIAN_IMAGE=debian:bookworm-20250811-slim
 ARG UBUNTU_IMAGE=ubuntu:noble-20250619
 ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
 
 FROM ${UV_IMAGE} AS uv
 
-# ---- Python 3.11 in /opt/python and an empty virtual environment in /opt/venv ----
-FROM ${UBUNTU_IMAGE} AS python-env
+# ---- Python 3.11 from uv in /opt/python and an empty virtual environment in /opt/venv ----
+FROM ${UBUNTU_IMAGE} AS python-uv
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-# Package versions come from the dated base image's archive snapshot; pinning Ubuntu package
-# versions breaks the build whenever the archive moves on.
+# Package versions come from the dated base image's archive snapshot; pinning distribution
+# package versions breaks the build whenever the archive moves on.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
@@ -50,37 +57,62 @@ ENV UV_PYTHON_INSTALL_DIR=/opt/python \
     UV_PYTHON_PREFERENCE=only-managed
 RUN uv python install "${PYTHON_VERSION}" \
     && "$(uv python find "${PYTHON_VERSION}")" -m venv /opt/venv
-ENV PATH=/opt/venv/bin:${PATH} \
-    VIRTUAL_ENV=/opt/venv \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
-WORKDIR /src
-COPY pyproject.toml constraints.txt README.md ./
-COPY deploy/install.sh deploy/
 
 # ---- runtime bases: what differs between the CPU and GPU gateway ----
-FROM ${CUDA_IMAGE} AS base-gpu
-ENV GATEWAY_PROVIDERS='["CUDAExecutionProvider","CPUExecutionProvider"]'
-
-FROM ${UBUNTU_IMAGE} AS base-cpu
+FROM ${DEBIAN_IMAGE} AS base-cpu
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# python3.11 without -dev, -venv or pip: the interpreter and its standard library only.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3.11 tini \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/* /var/log/apt /var/log/dpkg.log
 ENV GATEWAY_PROVIDERS='["CPUExecutionProvider"]'
 
-# ---- gateway ----
-FROM python-env AS gateway-build
-ARG RUNTIME
-COPY service/ service/
-RUN --mount=type=cache,target=/root/.cache/pip bash deploy/install.sh "${RUNTIME}"
-
-# hadolint ignore=DL3006
-FROM base-${RUNTIME} AS gateway
+FROM ${CUDA_IMAGE} AS base-gpu
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends tini \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=python-uv /opt/python /opt/python
+ENV GATEWAY_PROVIDERS='["CUDAExecutionProvider","CPUExecutionProvider"]'
+
+# ---- build environments: the runtime's Python with an empty /opt/venv ----
+FROM base-cpu AS python-cpu
+# python3.11-venv brings ensurepip (pip and setuptools wheels) for the build stage only.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3.11-venv \
     && rm -rf /var/lib/apt/lists/* \
-    && groupadd --gid 10001 app \
+    && python3.11 -m venv /opt/venv
+
+FROM python-uv AS python-gpu
+
+# ---- gateway ----
+# hadolint ignore=DL3006
+FROM python-${RUNTIME} AS gateway-build
+ARG RUNTIME
+# Optional: a pip.conf mounted for the build (deploy/image.py points it at this machine's index).
+ARG PIP_CONFIG_FILE
+ENV PATH=/opt/venv/bin:${PATH} \
+    VIRTUAL_ENV=/opt/venv \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+# README.md is only the package's long description (pyproject.toml `readme`): an empty one keeps
+# edits of the docs from invalidating the install layer.
+COPY pyproject.toml constraints.txt ./
+COPY deploy/install.sh deploy/
+COPY service/ service/
+RUN --mount=type=cache,target=/root/.cache/pip touch README.md \
+    && bash deploy/install.sh "${RUNTIME}"
+
+# hadolint ignore=DL3006
+FROM base-${RUNTIME} AS gateway
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+RUN groupadd --gid 10001 app \
     && useradd --uid 10001 --gid 10001 --home-dir /home/app --create-home --shell /usr/sbin/nologin app \
     && install -d -o 10001 -g 10001 /models
-COPY --from=gateway-build /opt/python /opt/python
 COPY --from=gateway-build /opt/venv /opt/venv
 COPY deploy/docker-entrypoint.sh deploy/healthcheck.py /opt/app/
 ENV PATH=/opt/venv/bin:${PATH} \
@@ -101,8 +133,15 @@ ENTRYPOINT ["/usr/bin/tini", "--", "/opt/app/docker-entrypoint.sh"]
 CMD ["gateway"]
 
 # ---- torch toolchain shared by torchserve and train (torch wheels carry their CUDA libraries) ----
-FROM python-env AS torch-build
+FROM python-uv AS torch-build
 ARG RUNTIME
+ARG PIP_CONFIG_FILE
+ENV PATH=/opt/venv/bin:${PATH} \
+    VIRTUAL_ENV=/opt/venv \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml constraints.txt README.md ./
+COPY deploy/install.sh deploy/
 COPY service/ service/
 COPY training/ training/
 COPY handlers/ handlers/

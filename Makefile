@@ -13,7 +13,7 @@ EXTRAS ?= cpu,train,torchserve,dev
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: setup system-deps train run test lint clean archives loadtest bench
+.PHONY: setup system-deps train run test lint clean archives loadtest bench image
 
 $(STAMP): pyproject.toml constraints.txt deploy/install.sh
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found; set PYTHON=python3.11"; exit 1; }
@@ -43,6 +43,12 @@ system-deps:
 
 test: setup system-deps
 	$(PY) -m pytest
+
+# The CPU gateway image (Dockerfile target `gateway`, RUNTIME=cpu) as gateway:cpu, with podman,
+# from a local Debian base made once by mmdebstrap; reused while its inputs are unchanged
+# (deploy/image.py; docs/deploy.md). IMAGE_ARGS=--force rebuilds.
+image: system-deps
+	$(PYTHON) deploy/image.py build $(IMAGE_ARGS)
 
 # Load test a running gateway (`make run` elsewhere): bounded, headless; CSV + HTML under
 # loadtests/results/, then the gateway's queue/compute/batch split beside Locust's percentiles.

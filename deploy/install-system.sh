@@ -14,6 +14,12 @@ declare -A need=(
     # tests/test_readme.py runs the README's curl lines as written (curl ... | jq .)
     [curl]=curl
     [jq]=jq
+    # `make image` and tests/deploy/test_image.py: build and run the gateway image (rootful
+    # podman with runc; mmdebstrap makes the local Debian base, see deploy/image.py)
+    [podman]=podman
+    [runc]=runc
+    [mmdebstrap]=mmdebstrap
+    [newuidmap]=uidmap
 )
 # Libraries, checked by a file they install.
 declare -A need_file=(

@@ -1,8 +1,9 @@
 """The Dockerfile and .dockerignore: hadolint, and what an image build relies on.
 
-No Docker engine runs here, so no image is built: these checks read the file. The install
-script it runs is the one `make setup` runs (exercised by every CI run), and its start command
-is run as a process by test_entrypoint.py.
+These checks read the file. The CPU gateway image is also built and run with podman
+(test_image.py); the GPU, torchserve and train targets are not built here (their base images
+cannot be pulled), so for them these checks are what there is. The install script it runs is
+the one `make setup` runs, and its start command is run as a process by test_entrypoint.py.
 """
 
 from __future__ import annotations
@@ -271,3 +272,32 @@ def test_dockerignore_keeps_the_context_small() -> None:
         assert ignored(heavy, patterns), f"{heavy} would be sent to the Docker daemon"
     for needed in ("service/app.py", "deploy/install.sh", "pyproject.toml", "constraints.txt"):
         assert not ignored(needed, patterns), needed
+
+
+def test_cpu_gateway_needs_only_the_debian_base(
+    dockerfile: tuple[dict[str, str], dict[str, Stage]],
+) -> None:
+    """RUNTIME=cpu reaches no uv, Ubuntu or CUDA image: it builds from DEBIAN_IMAGE alone (the
+    local mmdebstrap base of `make image`), with Debian's python3.11, not a downloaded one."""
+    args, stages = dockerfile
+    cpu = {**args, "RUNTIME": "cpu"}
+    reached: set[str] = set()
+    todo = ["gateway"]
+    while todo:
+        name = todo.pop()
+        if name in reached:
+            continue
+        reached.add(name)
+        if name not in stages:
+            continue
+        stage = stages[name]
+        todo.append(expand(stage.base, cpu))
+        todo += [
+            copy.split("--from=", 1)[1].split()[0]
+            for copy in stage.all("COPY")
+            if "--from=" in copy
+        ]
+    images = reached - set(stages)
+    assert images == {args["DEBIAN_IMAGE"]}, images
+    runs = " ".join(run for name in reached & set(stages) for run in stages[name].all("RUN"))
+    assert "uv " not in runs and "python3.11" in runs
