@@ -400,7 +400,10 @@ def test_oversized_body_is_413_unread(serving: Container) -> None:
             ).encode()
             + b"{" * 4096
         )
-        reply = connection.recv(65536).decode(errors="replace")
+        received = b""
+        while chunk := connection.recv(65536):  # the server closes after its answer
+            received += chunk
+    reply = received.decode(errors="replace")
     status = reply.split("\r\n", 1)[0]
     assert status.split()[1] == "413", reply
     assert '"error"' in reply
@@ -460,6 +463,7 @@ def test_image_configuration(image: str) -> None:
 @dataclass
 class Layers:
     files: dict[str, int]  # path -> size, across every layer (deleted files included)
+    links: set[str]  # the paths among them that are symbolic or hard links
     contents: dict[str, bytes]  # small text-like files worth scanning for secrets
 
 
@@ -469,6 +473,7 @@ def layers(image: str, tmp_path_factory: pytest.TempPathFactory) -> Layers:
     archive = tmp_path_factory.mktemp("image-layers") / "image.tar"
     podman("save", "--format", "docker-archive", "--output", str(archive), image, timeout=600)
     files: dict[str, int] = {}
+    links: set[str] = set()
     contents: dict[str, bytes] = {}
     with tarfile.open(archive) as outer:
         manifest = json.load(outer.extractfile("manifest.json"))  # type: ignore[arg-type]
@@ -479,12 +484,15 @@ def layers(image: str, tmp_path_factory: pytest.TempPathFactory) -> Layers:
                 for member in inner:
                     path = "/" + member.name.removeprefix("./")
                     files[path] = member.size
-                    if member.isfile() and member.size < 256 * 1024 and _scan(path):
+                    if member.issym() or member.islnk():
+                        links.add(path)
+                    keys = path.endswith((".pem", ".key"))
+                    if member.isfile() and (keys or (member.size < 256 * 1024 and _scan(path))):
                         data = inner.extractfile(member)
                         if data is not None:
                             contents[path] = data.read()
     archive.unlink()
-    return Layers(files, contents)
+    return Layers(files, links, contents)
 
 
 def _scan(path: str) -> bool:
@@ -529,7 +537,10 @@ def test_no_secrets_in_any_layer(layers: Layers) -> None:
     for name in ("/.env", "/root/.netrc", "/etc/pip.conf", "/root/.config/pip", "/etc/xdg/pip"):
         assert name not in layers.files and name + "/" not in layers.files, name
     assert not [p for p in layers.files if p.startswith(("/mnt/", "/opt/pypi", "/opt/wheels"))]
-    assert not [p for p in layers.files if p.endswith((".pem", ".key")) and "/etc/ssl/" not in p]
+    # Key and certificate files are read whatever their size: CA bundles only, no private key.
+    assert [p for p in layers.files if p.endswith(".pem")], "no .pem file at all: scan broken?"
+    keys = [p for p in layers.files if p.endswith((".pem", ".key")) and p not in layers.links]
+    assert keys and all(p in layers.contents for p in keys), keys
     found = [
         (path, pattern)
         for path, data in layers.contents.items()
@@ -548,7 +559,10 @@ def test_image_size_is_within_the_goal(image: str) -> None:
 # ---- stop ----
 
 
-async def _slow_requests(container: Container, count: int, grace_s: float) -> list[int]:
+async def _stop_under_load(
+    container: Container, count: int, grace_s: float
+) -> tuple[list[int], int]:
+    """Send COUNT slow requests; once most are held, `podman stop`. (Status codes, held then.)"""
     body = {
         "inputs": [
             {"name": "features", "datatype": "FP32", "shape": [1, 1024], "data": [0.5] * 1024}
@@ -572,7 +586,7 @@ async def _slow_requests(container: Container, count: int, grace_s: float) -> li
                 for line in metrics.splitlines()
                 if line.startswith("gateway_inflight_requests{")
             )
-            if held >= count * 3 // 4:
+            if held >= count // 2:
                 break
             await asyncio.sleep(0.01)
         else:
@@ -590,7 +604,8 @@ async def _slow_requests(container: Container, count: int, grace_s: float) -> li
         )
         responses = await asyncio.gather(*sent, return_exceptions=True)
         await stopping
-    return [r.status_code if isinstance(r, httpx.Response) else -1 for r in responses]
+    codes = [r.status_code if isinstance(r, httpx.Response) else -1 for r in responses]
+    return codes, int(held)
 
 
 def test_stop_drains_in_flight_requests_within_the_grace_period(image: str, store: Path) -> None:
@@ -600,9 +615,16 @@ def test_stop_drains_in_flight_requests_within_the_grace_period(image: str, stor
         started = time.monotonic()
         podman("exec", container.name, *container.pod.pre_stop, timeout=60)
         left = container.pod.grace_s - (time.monotonic() - started)
-        codes = asyncio.run(_slow_requests(container, 48, left))
+        codes, held = asyncio.run(_stop_under_load(container, 48, left))
         elapsed = time.monotonic() - started
-        assert codes == [200] * len(codes), codes
+        # Every request the server held at SIGTERM is answered 200 (more may be: those that
+        # reached it before the signal); one that arrives during the drain gets 503 with
+        # Retry-After, by design. None is dropped or reset (-1).
+        assert codes.count(200) >= held and set(codes) <= {200, 503}, (held, codes)
+        print(
+            f"stop: {held} held at SIGTERM, {codes.count(200)} answered 200, "
+            f"{codes.count(503)} 503; {elapsed:.1f} s from preStop to exit"
+        )
         state = json.loads(podman("inspect", "--format", "{{json .State}}", container.name).stdout)
         assert state["Status"] == "exited" and state["ExitCode"] == 0, (state, container.logs())
         assert elapsed < container.pod.grace_s, f"{elapsed:.1f} s"
