@@ -437,6 +437,8 @@ def test_runs_as_the_non_root_user_with_nothing_writable(serving: Container) -> 
     assert capabilities["CapEff"] == capabilities["CapBnd"] == "0000000000000000", capabilities
     no_new_privs = [line for line in lines if line.startswith("NoNewPrivs")]
     assert no_new_privs == ["NoNewPrivs:\t1"]
+    # seccompProfile RuntimeDefault: the container runtime's default filter is on (mode 2).
+    assert [line for line in lines if line.startswith("Seccomp:")] == ["Seccomp:\t2"]
     # PID 1 is tini, and its child the server itself (entrypoint exec'd), both as 10001.
     top = podman("top", serving.name, "pid", "user", "args").stdout
     assert re.search(r"^\s*1\s+(10001|app)\s+/usr/bin/tini", top, re.M), top
