@@ -92,6 +92,18 @@ def image_inspect(name: str) -> dict[str, object]:
     return data[0]
 
 
+def check_podman() -> None:
+    """Fail with podman's own words when it cannot work here (not installed, no storage...)."""
+    result = subprocess.run(
+        [*PODMAN, "info", "--format", "{{.Host.OCIRuntime.Name}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise ImageError(f"podman cannot run here:\n{result.stdout}{result.stderr}".rstrip())
+
+
 # ---- the local base ----
 
 
@@ -336,6 +348,7 @@ def pip_build_config(scratch: Path) -> list[str]:
 
 def build(tag: str = TAG, force: bool = False) -> dict[str, object]:
     """Build (or reuse) the image; a summary of what happened."""
+    check_podman()
     base = make_base()
     wanted = inputs_hash(base)
     if not force and image_exists(tag):
@@ -372,6 +385,13 @@ def build(tag: str = TAG, force: bool = False) -> dict[str, object]:
     if previous is not None and previous != str(image_inspect(tag)["Id"]):
         # The image the tag pointed to before, now untagged; its layers stay in the cache.
         subprocess.run([*PODMAN, "rmi", previous], capture_output=True, check=False)
+    # Every rebuild leaves untagged intermediate images (the layer cache, ~0.5 GB when the venv
+    # changed); those a day old go, so a CI machine's store stays bounded.
+    subprocess.run(
+        [*PODMAN, "image", "prune", "--force", "--filter", "until=24h"],
+        capture_output=True,
+        check=False,
+    )
     print(f"image.py: built {tag} in {seconds:.0f} s", flush=True)
     return {"tag": tag, "built": True, "inputs": wanted, "seconds": seconds}
 
@@ -395,6 +415,7 @@ def main(argv: list[str]) -> int:
             if options.json:
                 print(json.dumps(summary))
         elif options.command == "base":
+            check_podman()
             print(make_base(options.refresh))
         else:
             print(inputs_hash(BASE))
