@@ -96,6 +96,8 @@ class DataPlane:
             if self.tracing is not None
             else None
         )
+        if span is not None and not span.span.is_recording():
+            span = None  # not sampled: no children, no batch span, no exemplar
         trace = BatchTrace() if self.settings.log_requests or span is not None else None
         if trace is not None:
             trace.span = span.span if span is not None else None

@@ -256,3 +256,17 @@ def test_spans_reach_an_otlp_collector(store: Path, tmp_path: Path) -> None:
     assert request.links == [(batch.trace_id, batch.span_id)]
     assert batch.links == [(request.trace_id, request.span_id)]
     assert {span.service for span in spans} == {"gateway-under-test"}
+
+
+async def test_unsampled_requests_record_nothing(store: Path) -> None:
+    settings = Settings(model_store=store, trace_sample_ratio=0.0, _env_file=None)  # type: ignore[call-arg]
+    async for traced in traced_app(settings):
+        assert (await traced.http.post("/v2/models/tab/infer", json=ROW)).status_code == 200
+        assert traced.finished() == []
+        # A caller's sampled trace is still continued (parent-based sampling).
+        headers = {"traceparent": TRACEPARENT}
+        assert (
+            await traced.http.post("/v2/models/tab/infer", json=ROW, headers=headers)
+        ).status_code == 200
+        names = {span.name for span in traced.finished()}
+        assert {"infer tab", "decode", "queue", "batch", "encode"} <= names
