@@ -198,6 +198,17 @@ def _check_spec(tensor: Tensor, spec: TensorSpec) -> None:
         )
 
 
+def _finite_tensor_feed(processor: Processor, tensors: Sequence[Tensor], spec: TensorSpec) -> Feed:
+    """The one numeric input a tabular or series model takes, checked and finite."""
+    tensor = processor._only_tensor(tensors)
+    if tensor.name != spec.name:
+        raise InvalidInput(f"unknown input {tensor.name!r}; expected {spec.name!r}")
+    _check_spec(tensor, spec)
+    processor._check_rows(tensor.shape[0])
+    _check_finite(tensor.data, tensor.name)
+    return {spec.name: tensor.data}
+
+
 def _check_finite(array: np.ndarray, name: str) -> None:
     if not np.isfinite(array).all():
         raise InvalidInput(f"input {name!r} contains NaN or infinity")
@@ -214,13 +225,7 @@ class TabularProcessor(Processor):
         self.spec = manifest.inputs[0]
 
     def feed_from_tensors(self, tensors: Sequence[Tensor]) -> Feed:
-        tensor = self._only_tensor(tensors)
-        if tensor.name != self.spec.name:
-            raise InvalidInput(f"unknown input {tensor.name!r}; expected {self.spec.name!r}")
-        _check_spec(tensor, self.spec)
-        self._check_rows(tensor.shape[0])
-        _check_finite(tensor.data, tensor.name)
-        return {self.spec.name: tensor.data}
+        return _finite_tensor_feed(self, tensors, self.spec)
 
     def _row(self, instance: Any) -> list[float]:
         if isinstance(instance, Mapping):
@@ -502,13 +507,7 @@ class SeriesProcessor(Processor):
         self.output = manifest.outputs[0].name
 
     def feed_from_tensors(self, tensors: Sequence[Tensor]) -> Feed:
-        tensor = self._only_tensor(tensors)
-        if tensor.name != self.spec.name:
-            raise InvalidInput(f"unknown input {tensor.name!r}; expected {self.spec.name!r}")
-        _check_spec(tensor, self.spec)
-        self._check_rows(tensor.shape[0])
-        _check_finite(tensor.data, tensor.name)
-        return {self.spec.name: tensor.data}
+        return _finite_tensor_feed(self, tensors, self.spec)
 
     def _values(self, instance: Any) -> list[float]:
         if isinstance(instance, Mapping):

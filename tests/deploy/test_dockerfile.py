@@ -8,11 +8,13 @@ the one `make setup` runs, and its start command is run as a process by test_ent
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -233,30 +235,22 @@ def test_copied_files_exist_and_are_in_the_build_context(
                 )
 
 
+def _image_tool() -> ModuleType:
+    """deploy/image.py (not a package): the one reading of `.dockerignore`."""
+    spec = importlib.util.spec_from_file_location("deploy_image", REPO / "deploy" / "image.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def dockerignore_patterns() -> list[tuple[re.Pattern[str], bool]]:
-    patterns = []
-    for raw in (REPO / ".dockerignore").read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        negate = line.startswith("!")
-        line = line.lstrip("!").strip("/")
-        regex = ""
-        for index, part in enumerate(re.split(r"(\*\*/|\*\*|\*|\?)", line)):
-            if index % 2 == 0:
-                regex += re.escape(part)
-            else:
-                regex += {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}[part]
-        patterns.append((re.compile(regex + "(?:/.*)?"), negate))
+    patterns: list[tuple[re.Pattern[str], bool]] = _image_tool().dockerignore()
     return patterns
 
 
 def ignored(path: str, patterns: list[tuple[re.Pattern[str], bool]]) -> bool:
-    result = False
-    for pattern, negate in patterns:
-        if pattern.fullmatch(path):
-            result = not negate
-    return result
+    return bool(_image_tool().ignored(path, patterns))
 
 
 def test_dockerignore_keeps_the_context_small() -> None:
