@@ -42,17 +42,7 @@ class Stage:
 
 def parse(text: str) -> tuple[dict[str, str], dict[str, Stage]]:
     """Global ARG defaults and the stages, each with its (keyword, arguments) instructions."""
-    logical: list[str] = []
-    current = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            current += line[:-1] + " "
-            continue
-        logical.append(current + line)
-        current = ""
+    logical: list[str] = _image_tool().logical_lines(text)
     global_args: dict[str, str] = {}
     stages: dict[str, Stage] = {}
     stage: Stage | None = None
