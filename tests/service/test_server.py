@@ -145,6 +145,21 @@ async def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
         assert server.process.wait(timeout=30) == 0
 
 
+async def _until_received(
+    client: httpx.AsyncClient, count: int, answered: list[asyncio.Task[httpx.Response]]
+) -> None:
+    """Poll until the server has taken ``count`` requests: in flight, or among ``answered``."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        text = (await client.get("/metrics")).text
+        done = sum(task.done() for task in answered)
+        if _metric(text, "gateway_inflight_requests{") + done >= count:
+            return
+        assert done < len(answered), "the held requests finished first"
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"the server never took {count} requests")
+
+
 def _metric(text: str, prefix: str) -> float:
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
 
@@ -160,25 +175,32 @@ async def test_client_that_disconnects_while_queued_is_not_computed(tmp_path: Pa
     with gateway(store, tmp_path) as server:
         async with (
             httpx.AsyncClient(
-                base_url=server.url, timeout=60, limits=httpx.Limits(max_connections=64)
+                base_url=server.url, timeout=60, limits=httpx.Limits(max_connections=128)
             ) as patient,
             httpx.AsyncClient(
-                base_url=server.url, timeout=0.05, limits=httpx.Limits(max_connections=64)
+                base_url=server.url, timeout=60, limits=httpx.Limits(max_connections=64)
             ) as impatient,
         ):
             kept = [
                 asyncio.create_task(patient.post("/v2/models/slow/infer", json=body))
-                for _ in range(16)
+                for _ in range(64)
             ]
-            abandoned = [impatient.post("/v2/models/slow/infer", json=body) for _ in range(32)]
-            outcomes = await asyncio.gather(*abandoned, return_exceptions=True)
-            timed_out = sum(isinstance(o, httpx.TimeoutException) for o in outcomes)
-            assert timed_out >= 16  # most gave up while the patient ones held the model
-            assert [r.status_code for r in await asyncio.gather(*kept)] == [200] * 16
+            await _until_received(patient, 64, kept)
+            abandoned = [
+                asyncio.create_task(impatient.post("/v2/models/slow/infer", json=body))
+                for _ in range(32)
+            ]
+            # The server has read every abandoned request (they are queued behind the patient
+            # ones, one row at a time); only then do their clients hang up.
+            await _until_received(patient, 64 + 32, kept)
+            for task in abandoned:
+                task.cancel()
+            await asyncio.gather(*abandoned, return_exceptions=True)
+            await impatient.aclose()
+            assert [r.status_code for r in await asyncio.gather(*kept)] == [200] * 64
             metrics = (await patient.get("/metrics")).text
         computed = _metric(metrics, 'gateway_batch_size_count{model="slow"')
         gone = _metric(metrics, 'gateway_requests_total{code="499",model="slow"')
-        # Requests whose clients left while queued were dropped, not computed. (A client that
-        # leaves before the server even read its request shows up in neither count.)
-        assert gone >= 1
-        assert computed <= 16 + 32 - gone + 2  # a leaver may already be computing
+        # Requests whose clients left while queued were dropped, not computed.
+        assert gone >= 16
+        assert computed <= 64 + 32 - gone + 2  # a leaver may already be computing
