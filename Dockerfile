@@ -145,6 +145,8 @@ COPY deploy/install.sh deploy/
 COPY service/ service/
 COPY training/ training/
 COPY handlers/ handlers/
+COPY deploy/__init__.py deploy/
+COPY deploy/torchserve/ deploy/torchserve/
 RUN --mount=type=cache,target=/root/.cache/pip bash deploy/install.sh "${RUNTIME},train,torchserve"
 
 FROM ${UBUNTU_IMAGE} AS torch-runtime

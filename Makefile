@@ -26,17 +26,17 @@ setup: $(STAMP)
 train: setup
 	$(PY) -m training all --missing --model-store $(MODEL_STORE)
 
-# BACKEND=torchserve: TorchServe serves the archives, the gateway runs in front (handlers/stack.py).
+# BACKEND=torchserve: TorchServe serves the archives, the gateway runs in front (deploy/torchserve/stack.py).
 run: train
 ifeq ($(BACKEND),torchserve)
 	$(MAKE) archives
-	$(PY) -m handlers.stack --model-store $(MODEL_STORE) --host $(HOST) --port $(PORT) --grpc-port $(GRPC_PORT)
+	$(PY) -m deploy.torchserve.stack --model-store $(MODEL_STORE) --host $(HOST) --port $(PORT) --grpc-port $(GRPC_PORT)
 else
 	$(PY) -m service --model-store $(MODEL_STORE) --host $(HOST) --port $(PORT) --grpc-port $(GRPC_PORT)
 endif
 
 archives: setup
-	$(PY) -m handlers.archive --model-store $(MODEL_STORE)
+	$(PY) -m deploy.torchserve.archive --model-store $(MODEL_STORE)
 
 system-deps:
 	bash deploy/install-system.sh

@@ -32,7 +32,7 @@ case "$role" in
         # One .mar per model of the store (highest version with a TorchScript artifact).
         archives="${TS_ARCHIVES:-/tmp/model-archives}"
         mkdir -p "$archives"
-        "$python" -m handlers.archive --model-store "$store" --out-dir "$archives" \
+        "$python" -m deploy.torchserve.archive --model-store "$store" --out-dir "$archives" \
             --config-dir "${TS_MODEL_CONFIG_DIR:-deploy/torchserve/model-config}"
         # The project's config.properties, with what differs in a container appended (for
         # duplicate keys the last one wins): listen beyond loopback for the gateway (inference)

@@ -202,11 +202,11 @@ def gateway_torchscript(ctx: Context) -> Iterator[Deployment]:
 def torchserve(ctx: Context) -> Iterator[Deployment]:
     """TorchServe with the project's handlers, and the gateway's `torchserve` backend over it."""
     try:
-        import handlers.launcher  # noqa: F401
-        from handlers.archive import build_archives
+        import deploy.torchserve.launcher  # noqa: F401
+        from deploy.torchserve.archive import build_archives
     except ImportError as error:
         raise Unavailable(
-            f"handlers.archive / handlers.launcher not importable yet ({error})"
+            f"deploy.torchserve.archive / deploy.torchserve.launcher not importable yet ({error})"
         ) from None
     archives = ctx.work_dir / "torchserve-archives"
     archives.mkdir(parents=True, exist_ok=True)
@@ -259,7 +259,7 @@ def _start_torchserve(
     batch_size: int,
 ) -> tuple[Any, ServerInfo]:
     """One TorchServe on free ports inside `stack`, with its cold start and RSS once ready."""
-    from handlers.launcher import DEFAULT_CONFIG, start_torchserve
+    from deploy.torchserve.launcher import DEFAULT_CONFIG, start_torchserve
 
     # The launcher picks free HTTP ports but leaves gRPC on 7070/7071, which another TorchServe
     # on this machine may hold: give gRPC free ports too.

@@ -178,7 +178,7 @@ class TorchServeBackend(Backend):
         if content_type.split(";", 1)[0].strip().lower() != CONTENT_TYPE:
             raise BackendError(
                 f"TorchServe answered {content_type or 'no content type'}, "
-                f"not {CONTENT_TYPE}: is the archive built by handlers.archive?"
+                f"not {CONTENT_TYPE}: is the archive built by deploy.torchserve.archive?"
             )
         try:
             outputs = decode_feed(payload)

@@ -192,7 +192,7 @@ def test_torchserve_role(stand_ins: tuple[dict[str, str], Path], tmp_path: Path)
     archive, serve = calls(record)
     assert archive["argv"][1:] == [  # type: ignore[index]
         "-m",
-        "handlers.archive",
+        "deploy.torchserve.archive",
         "--model-store",
         "/models",
         "--out-dir",

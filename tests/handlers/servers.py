@@ -17,8 +17,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from handlers.archive import build_archives
-from handlers.launcher import TorchServe, launch
+from deploy.torchserve.archive import build_archives
+from deploy.torchserve.launcher import TorchServe, launch
 from service.feeds import Feed
 from service.manifest import Manifest
 from service.processing import Limits, Processor, processor_for

@@ -16,8 +16,8 @@ import httpx
 import psutil
 import pytest
 
-from handlers.archive import build_archives
-from handlers.launcher import launch
+from deploy.torchserve.archive import build_archives
+from deploy.torchserve.launcher import launch
 from tests.handlers import torch_models
 from tests.handlers.servers import require_java
 from tests.servers import gateway

@@ -20,8 +20,8 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-from handlers.archive import build_archives
-from handlers.launcher import TorchServe, launch
+from deploy.torchserve.archive import build_archives
+from deploy.torchserve.launcher import TorchServe, launch
 from service.backends.tensor_payload import CONTENT_TYPE, decode_feed, encode_feed
 from service.backends.torchserve import TorchServeBackend
 from service.errors import (

@@ -7,7 +7,7 @@ payload codec, `handlers.decoding`). The archive is self-contained: TorchServe p
 extracted archive first on the worker's `sys.path`, so the shipped copies serve even where this
 project is not installed; the worker's Python needs torch, numpy, pillow, tokenizers, pydantic.
 
-    python -m handlers.archive --model-store model_store [--out-dir DIR] [--models a,b]
+    python -m deploy.torchserve.archive --model-store model_store [--out-dir DIR] [--models a,b]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from service.manifest import MANIFEST_FILE, Manifest, TextPreprocessing
 
 log = logging.getLogger(__name__)
 
-SOURCE_ROOT = Path(__file__).resolve().parents[1]
+SOURCE_ROOT = Path(__file__).resolve().parents[2]
 HANDLER_FILE = SOURCE_ROOT / "handlers" / "manifest_handler.py"
 SHIPPED_MODULES = (
     "service/__init__.py",
@@ -167,7 +167,7 @@ def _has_torchscript(version_dir: Path) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m handlers.archive",
+        prog="python -m deploy.torchserve.archive",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

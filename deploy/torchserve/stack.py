@@ -1,6 +1,6 @@
 """`BACKEND=torchserve make run`: TorchServe with the archives, and the gateway in front of it.
 
-    python -m handlers.stack --model-store model_store [--host H] [--port P] [--mode batched]
+    python -m deploy.torchserve.stack --model-store model_store [--host H] [--port P] [--mode batched]
 
 Serves every model that has both `<store>/<name>.mar` (`make archives`) and a version directory.
 TorchServe listens on loopback (`--torchserve-port`, +1 management, +2 metrics) with token auth
@@ -22,8 +22,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from handlers.archive import latest_versions
-from handlers.launcher import Ports, start_torchserve
+from deploy.torchserve.archive import latest_versions
+from deploy.torchserve.launcher import Ports, start_torchserve
 
 
 def servable_models(model_store: Path) -> list[str]:
@@ -35,7 +35,7 @@ def servable_models(model_store: Path) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m handlers.stack",
+        prog="python -m deploy.torchserve.stack",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

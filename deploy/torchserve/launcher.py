@@ -33,7 +33,7 @@ from dataclasses import astuple, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from handlers.archive import CONFIG_FILE, SOURCE_ROOT
+from deploy.torchserve.archive import CONFIG_FILE, SOURCE_ROOT
 
 DEFAULT_CONFIG = SOURCE_ROOT / "deploy" / "torchserve" / "config.properties"
 DEFAULT_LOG_CONFIG = SOURCE_ROOT / "deploy" / "torchserve" / "log4j2.xml"
@@ -444,11 +444,11 @@ def _models_arg(value: str) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m handlers.launcher`: serve archives until interrupted (prints the URLs)."""
+    """`python -m deploy.torchserve.launcher`: serve archives until interrupted (prints the URLs)."""
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m handlers.launcher",
+        prog="python -m deploy.torchserve.launcher",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,6 +1,6 @@
 """Measures TorchServe direct against the gateway in front of it, both modes, with wrk.
 
-    python -m handlers.compare --model-store model_store --model iris --body row.json \\
+    python -m loadtests.torchserve_compare --model-store model_store --model iris --body row.json \\
         --content-type application/json [--concurrency 32] [--duration 10] [--rounds 2]
 
 Setups, each on fresh processes, in rounds (so slow drifts of a shared machine hit all alike):
@@ -29,8 +29,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from handlers.archive import build_archives
-from handlers.launcher import free_port, start_torchserve
+from deploy.torchserve.archive import build_archives
+from deploy.torchserve.launcher import free_port, start_torchserve
 
 SETUPS = ("direct", "batched", "forward", "inprocess")
 WRK_SCRIPT = """
@@ -176,7 +176,7 @@ def measure(setup: str, args: argparse.Namespace, archives: Path, work: Path) ->
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m handlers.compare",
+        prog="python -m loadtests.torchserve_compare",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

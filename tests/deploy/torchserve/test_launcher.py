@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from handlers.launcher import (
+from deploy.torchserve.launcher import (
     DEFAULT_CONFIG,
     TorchServeError,
     copy_with_batching,

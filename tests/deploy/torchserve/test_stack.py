@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from handlers.archive import build_archives
-from handlers.launcher import free_port
-from handlers.stack import main, servable_models
+from deploy.torchserve.archive import build_archives
+from deploy.torchserve.launcher import free_port
+from deploy.torchserve.stack import main, servable_models
 from tests import tiny_models
 from tests.handlers import torch_models
 from tests.handlers.servers import require_java
@@ -43,7 +43,7 @@ def test_stack_serves_through_the_gateway_and_stops_cleanly(tmp_path: Path) -> N
     command = [
         sys.executable,
         "-m",
-        "handlers.stack",
+        "deploy.torchserve.stack",
         "--model-store",
         str(store),
         "--port",

@@ -1,0 +1,1 @@
+"""Deployment helpers (packaging and launching); the files beside them are deployment configs."""

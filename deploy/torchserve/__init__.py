@@ -1,0 +1,1 @@
+"""TorchServe tooling: build `.mar` archives, start a real TorchServe, run it behind the gateway."""
