@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.torchserve.archive import ArchiveError, build_archives
 from deploy.torchserve import archive
+from deploy.torchserve.archive import ArchiveError, build_archives
 from tests import tiny_models
 from tests.handlers import torch_models
 
