@@ -1,0 +1,359 @@
+"""Worker processes running TorchServe's own Python side, and the pool that supervises them.
+
+A `HandlerWorker` is one `ts/model_service_worker.py` process, started exactly as TorchServe's
+front end starts it (a Unix socket, the extracted archive first on `PYTHONPATH`), then told to
+load the archive's handler. It computes one batch at a time. The `WorkerPool` keeps
+`workers` of them per model version, hands each batch to a free one, and replaces a worker that
+dies or overruns `responseTimeout`: that batch gets 503 or 504, and the model is not ready
+while no worker is up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import importlib.util
+import logging
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.errors import BackendError, DeadlineExceeded, ModelNotReady
+from service.native.frames import (
+    HandlerRequest,
+    WorkerReply,
+    encode_load,
+    encode_predict,
+    read_reply,
+)
+
+log = logging.getLogger(__name__)
+
+LOG_TAIL_LINES = 40
+CONNECT_TIMEOUT_S = 60.0
+
+
+class WorkerDied(BackendError):
+    """The worker process exited while computing a batch; it is being replaced."""
+
+    status_code = 503
+    grpc_status = "UNAVAILABLE"
+
+
+class WorkerTimedOut(DeadlineExceeded):
+    """The handler overran `responseTimeout`; its worker is being replaced."""
+
+
+def _ts_file(*parts: str) -> Path:
+    """A file of the installed `ts` package, found without importing it (nor torch)."""
+    spec = importlib.util.find_spec("ts")
+    if spec is None or spec.origin is None:
+        raise BackendError(
+            "the torchserve-native backend needs TorchServe (pip install torchserve)"
+        )
+    return Path(spec.origin).parent.joinpath(*parts)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSpec:
+    """What every worker of one model version is started with."""
+
+    model_name: str
+    model_dir: Path
+    handler: str
+    batch_size: int
+    response_timeout_s: float
+    python: str = sys.executable
+    envelope: str = ""
+    threads: int | None = 1
+    """OMP_NUM_THREADS for the worker (None: inherit)."""
+
+
+class HandlerWorker:
+    """One worker process and the socket to it."""
+
+    def __init__(self, spec: WorkerSpec, index: int, gpu_id: int | None) -> None:
+        self.spec = spec
+        self.index = index
+        self.gpu_id = gpu_id
+        self.process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
+        self._pump: asyncio.Task[None] | None = None
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    def log_tail(self) -> str:
+        return "\n".join(self._tail)
+
+    async def start(self) -> None:
+        """Start the process, connect, load the handler; raises `BackendError` on failure."""
+        spec = self.spec
+        self._scratch = tempfile.TemporaryDirectory(prefix=f"ts-{spec.model_name}-")
+        socket_path = Path(self._scratch.name) / f"sock.{9000 + self.index}"
+        environment = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                [str(spec.model_dir), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
+            "TEMP": self._scratch.name,
+            "TMPDIR": self._scratch.name,
+        }
+        if spec.threads is not None:
+            environment["OMP_NUM_THREADS"] = str(spec.threads)
+        self.process = await asyncio.create_subprocess_exec(
+            spec.python,
+            str(_ts_file("model_service_worker.py")),
+            "--sock-type",
+            "unix",
+            "--sock-name",
+            str(socket_path),
+            "--metrics-config",
+            str(_ts_file("configs", "metrics.yaml")),
+            cwd=spec.model_dir,
+            env=environment,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        self._pump = asyncio.create_task(self._read_log(), name=f"{spec.model_name}-log")
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                self._reader, self._writer = await self._connect(socket_path)
+                self._writer.write(
+                    encode_load(
+                        model_name=spec.model_name,
+                        model_path=str(spec.model_dir),
+                        batch_size=spec.batch_size,
+                        handler=spec.handler,
+                        gpu_id=self.gpu_id,
+                        envelope=spec.envelope,
+                    )
+                )
+                await self._writer.drain()
+                reply = await read_reply(self._reader)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
+            await self.stop()
+            raise BackendError(
+                f"worker for {spec.model_name} did not start ({type(error).__name__}):\n"
+                f"{self.log_tail()}"
+            ) from None
+        if reply.code != 200:
+            await self.stop()
+            raise BackendError(
+                f"handler of {spec.model_name} failed to load: {reply.code} {reply.message}\n"
+                f"{self.log_tail()}"
+            )
+        log.info(
+            "%s worker %d ready (pid %s%s)",
+            spec.model_name,
+            self.index,
+            self.pid,
+            "" if self.gpu_id is None else f", gpu {self.gpu_id}",
+        )
+
+    async def _connect(
+        self, socket_path: Path
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Connect once the worker listens (it creates the socket file when it binds)."""
+        assert self.process is not None
+        delay = 0.01
+        while True:
+            if self.process.returncode is not None:
+                raise OSError(f"worker exited with {self.process.returncode}")
+            with contextlib.suppress(ConnectionRefusedError, FileNotFoundError):
+                return await asyncio.open_unix_connection(str(socket_path))
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    async def predict(self, batch: Sequence[HandlerRequest]) -> WorkerReply:
+        """Send one batch and wait for its reply (at most `responseTimeout`)."""
+        if self._writer is None or self._reader is None or not self.alive:
+            raise WorkerDied(f"worker {self.index} of {self.spec.model_name} is not running")
+        try:
+            async with asyncio.timeout(self.spec.response_timeout_s):
+                self._writer.write(encode_predict(batch))
+                await self._writer.drain()
+                return await read_reply(self._reader)
+        except TimeoutError:
+            await self.stop()
+            raise WorkerTimedOut(
+                f"{self.spec.model_name}: no answer within responseTimeout "
+                f"({self.spec.response_timeout_s:g} s); worker restarted"
+            ) from None
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            await self.stop()
+            raise WorkerDied(
+                f"worker {self.index} of {self.spec.model_name} died while computing; restarting"
+            ) from None
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Close the socket (the worker exits when its front end goes); kill if it lingers."""
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await self._writer.wait_closed()
+            self._writer = self._reader = None
+        process = self.process
+        if process is not None and process.returncode is None:
+            try:
+                async with asyncio.timeout(grace_s):
+                    await process.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGKILL)
+                await process.wait()
+        if self._pump is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._pump, timeout=1.0)
+            self._pump = None
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None
+
+    async def _read_log(self) -> None:
+        """Keep the worker's output (its log and TorchServe's `[METRICS]` lines) from
+        filling the pipe; the last lines go into error messages."""
+        assert self.process is not None and self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            text = line.decode("utf-8", "replace").rstrip()
+            if "[METRICS]" in text:
+                continue
+            self._tail.append(text)
+            log.debug("%s[%d]: %s", self.spec.model_name, self.index, text)
+
+
+class WorkerPool:
+    """`workers` HandlerWorkers for one model version; each batch goes to a free one.
+
+    A watcher per worker notices its exit (a crash, or a stop after a timeout) and starts a
+    replacement while the pool is below its target.
+    """
+
+    def __init__(self, spec: WorkerSpec, workers: int, gpu_ids: Sequence[int] = ()) -> None:
+        self.spec = spec
+        self.target = workers
+        self._gpu_ids = list(gpu_ids)
+        self._next_index = 0
+        self._workers: list[HandlerWorker] = []
+        self._idle: asyncio.Queue[HandlerWorker] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    @property
+    def live_workers(self) -> list[HandlerWorker]:
+        return [worker for worker in self._workers if worker.alive]
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.live_workers) and not self._closed
+
+    def pids(self) -> list[int]:
+        return [pid for worker in self.live_workers if (pid := worker.pid) is not None]
+
+    async def start(self) -> None:
+        """Start `workers` workers; the first failure stops the others and raises."""
+        try:
+            await self._grow(self.target)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def scale(self, workers: int) -> None:
+        """Grow or shrink to `workers`; a busy worker leaves once its batch is answered."""
+        self.target = workers
+        if len(self._workers) < workers:
+            await self._grow(workers - len(self._workers))
+        while len(self._workers) > workers:
+            worker = await self._idle.get()
+            if worker in self._workers:
+                self._workers.remove(worker)
+                await worker.stop()
+
+    async def run(self, batch: Sequence[HandlerRequest]) -> WorkerReply:
+        """Compute one batch on the next free worker (waiting for one if all are busy)."""
+        while True:
+            if self.target == 0:
+                raise ModelNotReady(f"{self.spec.model_name} has no workers (scaled to 0)")
+            worker = await self._idle.get()
+            if worker.alive and worker in self._workers:
+                break
+        try:
+            reply = await worker.predict(batch)
+        except BaseException:
+            if worker.alive:  # cancelled mid-batch: its answer would desynchronise the socket
+                await worker.stop()
+            raise
+        self._idle.put_nowait(worker)
+        return reply
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*(worker.stop() for worker in self._workers))
+        self._workers.clear()
+
+    # -- supervision -----------------------------------------------------------------------
+
+    def _new_worker(self) -> HandlerWorker:
+        index = self._next_index
+        self._next_index += 1
+        gpu = self._gpu_ids[index % len(self._gpu_ids)] if self._gpu_ids else None
+        return HandlerWorker(self.spec, index, gpu)
+
+    async def _grow(self, count: int) -> None:
+        fresh = [self._new_worker() for _ in range(count)]
+        results = await asyncio.gather(*(w.start() for w in fresh), return_exceptions=True)
+        for worker, result in zip(fresh, results, strict=True):
+            if not isinstance(result, BaseException):
+                self._workers.append(worker)
+                self._idle.put_nowait(worker)
+                self._spawn(self._watch(worker), f"{self.spec.model_name}-watch-{worker.index}")
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coroutine, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch(self, worker: HandlerWorker) -> None:
+        assert worker.process is not None
+        code = await worker.process.wait()
+        if self._closed or worker not in self._workers:
+            return  # stopped on purpose (scaled down, unloaded)
+        self._workers.remove(worker)
+        await worker.stop()
+        log.warning(
+            "%s worker %d (pid %s) exited with %s; starting a new one. Its last lines:\n%s",
+            self.spec.model_name,
+            worker.index,
+            worker.pid,
+            code,
+            worker.log_tail(),
+        )
+        delay = 0.5
+        while not self._closed and len(self._workers) < self.target:
+            try:
+                await self._grow(1)
+            except Exception:
+                log.exception("%s: starting a replacement worker failed", self.spec.model_name)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
