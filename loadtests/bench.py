@@ -40,6 +40,7 @@ SERVERS: tuple[ServerKind, ...] = (
     ),
     ServerKind("kserve", ("kserve-v2-json",), peer_systems.kserve),
     ServerKind("mlserver", ("mlserver-v2-json",), peer_systems.mlserver),
+    ServerKind("litserve", ("litserve-v2-json",), peer_systems.litserve),
     ServerKind(
         "gateway-torchscript", ("gateway-torchscript-v2-binary",), systems.gateway_torchscript
     ),

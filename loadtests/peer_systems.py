@@ -42,13 +42,16 @@ def _serve(
     base: str,
     settings: str,
     stop_timeout_s: float = 10.0,
+    ready: Sequence[str] | None = None,
 ) -> Iterator[ServerInfo]:
+    """Start a peer and wait for `ready` (default: the V2 health URLs of every model)."""
     started = time.monotonic()
     process = procs.spawn(
         command, ctx.work_dir / f"{label}.log", {"PEER_DEVICE": ctx.device, **env}, cwd=ctx.work_dir
     )
     try:
-        procs.wait_ready(ready_urls(base, ctx.models), process, ctx.startup_timeout_s)
+        urls = ready_urls(base, ctx.models) if ready is None else ready
+        procs.wait_ready(urls, process, ctx.startup_timeout_s)
         info = ServerInfo(label, process.pid, time.monotonic() - started, settings)
         info.rss_ready_mb = procs.tree_rss_mb(process.pid)
         yield info
@@ -189,4 +192,45 @@ def mlserver(ctx: Context) -> Iterator[Deployment]:
                     m.name: v2_requests(base, m, binary=False) for m in ctx.models
                 },
             },
+        )
+
+
+LITSERVE_BATCH_TIMEOUT_MS = 1.0
+"""LitServe waits this long for a batch to fill, every batch (its loop has no 'run now when
+idle'). 0 would not wait, but its worker then polls the queue without sleeping and takes a
+whole core from the server's own HTTP process on this 2-core machine. 1 ms is MLServer's
+max_batch_time here too."""
+
+
+@contextmanager
+def litserve(ctx: Context) -> Iterator[Deployment]:
+    """LitServe: one `LitAPI` per model at the V2 infer path, LitServe's batching."""
+    python = _peer_python(ctx, "litserve")
+    port = procs.free_port()
+    command = [
+        str(python),
+        str(SCRIPTS / "litserve_server.py"),
+        "--store",
+        str(ctx.store),
+        "--models",
+        ",".join(ctx.model_names),
+        "--port",
+        str(port),
+        "--batch-timeout-ms",
+        f"{LITSERVE_BATCH_TIMEOUT_MS:g}",
+        "--device",
+        ctx.device,
+    ]
+    base = f"http://127.0.0.1:{port}"
+    settings = (
+        "LitServer, 1 inference worker per model, 1 API server process; max_batch_size from "
+        f"the manifest, batch_timeout {LITSERVE_BATCH_TIMEOUT_MS:g} ms; predict() calls "
+        "ONNX Runtime"
+    )
+    with _serve(
+        ctx, "litserve", command, {}, base, settings, stop_timeout_s=5.0, ready=[f"{base}/health"]
+    ) as info:
+        yield Deployment(
+            [info],
+            {"litserve-v2-json": {m.name: v2_requests(base, m, binary=False) for m in ctx.models}},
         )

@@ -31,6 +31,7 @@ PEERS: dict[str, PeerSpec] = {
     "kserve": PeerSpec("kserve", ("kserve==0.21.0", ORT), "kserve"),
     # MLServer's parallel workers break with uvloop 0.22+.
     "mlserver": PeerSpec("mlserver", ("mlserver==1.7.1", "uvloop<0.22", ORT), "mlserver"),
+    "litserve": PeerSpec("litserve", ("litserve==0.2.19", ORT), "litserve"),
 }
 
 

@@ -56,6 +56,9 @@ SYSTEMS = {
     "kserve-v2-json": "KServe `ModelServer` with a `kserve.Model` calling ONNX Runtime, V2 JSON",
     "mlserver-v2-json": "Seldon MLServer with a custom runtime calling ONNX Runtime, adaptive "
     "batching, V2 JSON",
+    "litserve-v2-json": "Lightning LitServe with one `LitAPI` per model calling ONNX Runtime, "
+    "its own batching (`max_batch_size` from the manifest, `batch_timeout` 1 ms), the same V2 "
+    "JSON body at the same path",
     "gateway-torchscript-v2-binary": "GPU only: the gateway's TorchScript backend on CUDA, fp16",
 }
 
