@@ -259,9 +259,29 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             except TimeoutError:
                 return
 
+    def resize(self, instances: int) -> None:
+        """Run up to `instances` batches at once from now on (e.g. a handler pool was scaled);
+        an instance above the new count stops once its current batch is answered."""
+        if instances < 1:
+            raise ValueError("instances must be >= 1")
+        self.instances = instances
+        if not self._workers:
+            return
+        self._workers = [worker for worker in self._workers if not worker.done()]
+        running = {int(worker.get_name().rsplit("-", 1)[1]) for worker in self._workers}
+        for index in range(instances):
+            if index not in running:
+                self._workers.append(
+                    asyncio.create_task(self._work(index), name=f"batcher-worker-{index}")
+                )
+        assert self._wakeup is not None
+        self._wakeup.set()
+
     async def _work(self, instance: int) -> None:
         assert self._wakeup is not None and self._idle is not None
         while True:
+            if instance >= self.instances:
+                return  # resized down
             if not self._queue:
                 self._wakeup.clear()
                 if self._busy == 0:
