@@ -25,7 +25,12 @@ PROJECT_PACKAGES = (
     "torchserve",
     "locust",
 )
-PEER_PACKAGES = {"pytriton": "nvidia-pytriton", "kserve": "kserve", "mlserver": "mlserver"}
+PEER_PACKAGES = {
+    "pytriton": "nvidia-pytriton",
+    "kserve": "kserve",
+    "mlserver": "mlserver",
+    "litserve": "litserve",
+}
 
 
 def cpu_model() -> str:
