@@ -9,6 +9,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
+from service.backends.base import BatchTiming
+
 # From 100 µs (a tiny CPU model) to 10 s (a large GPU batch under load).
 LATENCY_BUCKETS = (
     0.0001,
@@ -66,7 +68,37 @@ class GatewayMetrics:
         )
         self.compute_duration = Histogram(
             "gateway_compute_duration_seconds",
-            "Backend time per batch.",
+            "Time per batch from dispatch to results: the sum of the four gateway_batch_* parts.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        # Triton's split of compute (compute_input / compute_infer / compute_output), plus the
+        # hop between the event loop and the compute thread, which Triton does not have.
+        self.batch_input = Histogram(
+            "gateway_batch_input_seconds",
+            "Input preparation per batch: merge, pad, conversion to the runtime's input type.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_backend = Histogram(
+            "gateway_batch_backend_seconds",
+            "The runtime call alone per batch (e.g. ONNX Runtime's session.run).",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_output = Histogram(
+            "gateway_batch_output_seconds",
+            "Output conversion and split back per request, per batch.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_handoff = Histogram(
+            "gateway_batch_handoff_seconds",
+            "Event loop to compute thread and back, per batch (0 for a batch run inline).",
             ["model", "version"],
             buckets=LATENCY_BUCKETS,
             registry=r,
@@ -163,6 +195,10 @@ class ModelObserver:
         self._batch = metrics.batch_size.labels(model, version)
         self._failures = metrics.batch_failures.labels(model, version)
         self._depth = metrics.queue_depth.labels(model, version)
+        self._input = metrics.batch_input.labels(model, version)
+        self._backend = metrics.batch_backend.labels(model, version)
+        self._output = metrics.batch_output.labels(model, version)
+        self._handoff = metrics.batch_handoff.labels(model, version)
 
     def batch_started(self, rows: int, queue_seconds: Sequence[float]) -> None:
         self._batch.observe(rows)
@@ -176,6 +212,12 @@ class ModelObserver:
 
     def queue_changed(self, rows: int) -> None:
         self._depth.set(rows)
+
+    def batch_timed(self, timing: BatchTiming) -> None:
+        self._input.observe(timing.input_s)
+        self._backend.observe(timing.backend_s)
+        self._output.observe(timing.output_s)
+        self._handoff.observe(timing.handoff_s)
 
 
 class _GpuCollector(Collector):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -15,9 +14,10 @@ from prometheus_client import Gauge
 from pydantic import ValidationError
 
 from service.backends.base import Backend
-from service.batcher import BatchTracer, DynamicBatcher, current_batch
+from service.batcher import BatchTracer, DynamicBatcher
+from service.compute import BatchRunner, InlinePolicy
 from service.errors import InvalidInput, ModelNotReady, NotFound, ServingError
-from service.feeds import Feed, merge, rows_of, split
+from service.feeds import Feed, rows_of
 from service.manifest import MANIFEST_FILE, Manifest
 from service.metrics import GatewayMetrics
 from service.processing import Limits, Processor, processor_for, warmup_feed
@@ -329,20 +329,12 @@ class ModelRepository:
         self, name: str, version: str, manifest: Manifest, backend: Backend
     ) -> DynamicBatcher[Feed, Feed]:
         max_batch = self.settings.max_batch_size or manifest.batching.max_batch_size
-
-        async def run_batch(feeds: list[Feed]) -> list[Feed]:
-            batch, rows = merge(feeds)
-            facts = current_batch.get()
-            if facts is None:
-                return split(await backend.infer(batch), rows)
-            started = time.perf_counter()
-            outputs = await backend.infer(batch)
-            facts.backend_s = time.perf_counter() - started
-            facts.padded_elements = sum(a.size for a in batch.values()) - sum(
-                a.size for feed in feeds for a in feed.values()
-            )
-            return split(outputs, rows)
-
+        observer = self.metrics.observer(name, version)
+        run_batch = BatchRunner(
+            backend,
+            inline=InlinePolicy(self.settings.inline_batch_max_ms / 1000.0),
+            observer=observer,
+        )
         return DynamicBatcher(
             run_batch,
             max_batch_size=max_batch,
@@ -350,7 +342,7 @@ class ModelRepository:
             max_queue_delay_s=self.settings.max_queue_delay_ms / 1000.0,
             instances=self.settings.instances,
             rows_of=rows_of,
-            observer=self.metrics.observer(name, version),
+            observer=observer,
             tracer=self.tracer,
         )
 

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-BackendName = Literal["onnxruntime", "torchscript", "pt2", "torchserve"]
+BackendName = Literal["onnxruntime", "torchscript", "pt2", "torchserve", "torchserve-native"]
 
 
 class Settings(BaseSettings):
@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     """Let ONNX Runtime's intra-op threads busy-wait briefly for the next parallel section.
     Measured side by side on 2 cores: 1.4-1.7x the c=1 throughput for digits, minilm and
     resnet18, neutral for iris; turn it off when other busy processes share the cores."""
+    inline_batch_max_ms: float = Field(default=0.5, ge=0)
+    """Run a batch on the event loop, without the hop to the compute thread, when the last 4
+    batches of its shape each took less than this in the runtime (0: always use the thread).
+    The loop is blocked only by shapes measured fast; one slow batch sends its shape back."""
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     """ONNX Runtime graph optimization level."""
     fp16: bool = False
@@ -115,5 +119,19 @@ class Settings(BaseSettings):
     `forward`: one TorchServe request per row, batched again by TorchServe's batcher."""
     torchserve_connections: int = Field(default=64, ge=1)
     """Connection pool size towards TorchServe, per model version."""
+    torchserve_model_store: Path | None = None
+    """`torchserve-native`: the folder holding the `.mar` archives (None: the config file's
+    model_store, else model_store)."""
+    torchserve_config: Path | None = None
+    """`torchserve-native`: a TorchServe config.properties; its model_store, load_models and
+    models= (batchSize, maxBatchDelay, minWorkers, responseTimeout) apply."""
+    torchserve_gpus: int = Field(default=0, ge=0)
+    """`torchserve-native`: GPUs to give the workers round-robin (TorchServe's number_of_gpu);
+    0 runs every worker on the CPU."""
+    torchserve_batch_delay: bool = False
+    """`torchserve-native`: wait up to each archive's maxBatchDelay for a fuller batch. Off:
+    the gateway's max_queue_delay_ms applies (no fixed window by default)."""
+    torchserve_worker_threads: int | None = Field(default=1, ge=1)
+    """`torchserve-native`: OMP_NUM_THREADS of each worker process (None: inherit)."""
     backend_probe_interval_s: float = Field(default=0.5, ge=0)
     """How often remote backends are health-checked to flip model readiness (0: never)."""

@@ -3,11 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from service.feeds import Feed
 from service.manifest import Manifest
+
+
+@dataclass(slots=True)
+class BatchTiming:
+    """Where one batch's time went (seconds); backends fill in their parts."""
+
+    input_s: float = 0.0
+    """Merge, pad, and conversion to the runtime's input type."""
+    backend_s: float = 0.0
+    """The runtime call alone (e.g. ONNX Runtime's `session.run`)."""
+    output_s: float = 0.0
+    """Conversion of the runtime's outputs and the split back per request."""
+    handoff_s: float = 0.0
+    """Event loop -> compute thread until it starts, plus thread done -> loop resumed."""
+    inline: bool = False
+    """The batch ran on the event loop thread (no hand-off)."""
+    rows: int = 0
+
+    @property
+    def total_s(self) -> float:
+        return self.input_s + self.backend_s + self.output_s + self.handoff_s
 
 
 class Backend(ABC):
@@ -30,6 +53,15 @@ class Backend(ABC):
     @abstractmethod
     async def infer(self, feed: Feed) -> Feed:
         """Compute outputs (name -> array, batch first) for a merged batch."""
+
+    async def infer_timed(self, feed: Feed, timing: BatchTiming, *, inline: bool = False) -> Feed:
+        """`infer`, filling in `timing`. A remote backend's whole call is its backend time;
+        `inline` (run on the event loop) only applies to local backends."""
+        started = time.perf_counter()
+        try:
+            return await self.infer(feed)
+        finally:
+            timing.backend_s = time.perf_counter() - started
 
     async def healthy(self) -> bool:
         """False when a remote backend cannot currently serve."""
@@ -57,8 +89,34 @@ class LocalBackend(Backend):
     async def load(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self.load_sync)
 
+    def run_timed(self, feed: Feed, timing: BatchTiming) -> Feed:
+        """`run`, timed as backend time. Backends that convert to and from the runtime's own
+        types (torch tensors) override it to book those conversions as input and output."""
+        started = time.perf_counter()
+        try:
+            return self.run(feed)
+        finally:
+            timing.backend_s = time.perf_counter() - started
+
     async def infer(self, feed: Feed) -> Feed:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self.run, feed)
+
+    async def infer_timed(self, feed: Feed, timing: BatchTiming, *, inline: bool = False) -> Feed:
+        if inline:
+            timing.inline = True
+            return self.run_timed(feed, timing)
+        submitted = time.perf_counter()
+        outputs, finished = await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._run_on_thread, feed, timing, submitted
+        )
+        timing.handoff_s += time.perf_counter() - finished
+        return outputs
+
+    def _run_on_thread(
+        self, feed: Feed, timing: BatchTiming, submitted: float
+    ) -> tuple[Feed, float]:
+        timing.handoff_s = time.perf_counter() - submitted
+        return self.run_timed(feed, timing), time.perf_counter()
 
     async def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

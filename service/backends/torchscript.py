@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from service.backends.base import LocalBackend
+from service.backends.base import BatchTiming, LocalBackend
 from service.errors import BackendError
 from service.feeds import Feed
 from service.manifest import Manifest
@@ -61,16 +62,38 @@ class TorchBackend(LocalBackend):
         raise NotImplementedError
 
     def run(self, feed: Feed) -> Feed:
+        return self._outputs(self._forward(self._inputs(feed)))
+
+    def run_timed(self, feed: Feed, timing: BatchTiming) -> Feed:
+        """Conversions to and from torch tensors (device copies included) are input and output."""
+        started = time.perf_counter()
+        args = self._inputs(feed)
+        computing = time.perf_counter()
+        timing.input_s += computing - started
+        try:
+            results = self._forward(args)
+        finally:
+            converting = time.perf_counter()
+            timing.backend_s = converting - computing
+        outputs = self._outputs(results)
+        timing.output_s += time.perf_counter() - converting
+        return outputs
+
+    def _inputs(self, feed: Feed) -> list[Any]:
         import torch
 
         device = torch.device(self.device_name)
-        args = [
+        return [
             torch.from_numpy(np.ascontiguousarray(feed[name])).to(device)
             for name in self._input_names
         ]
+
+    def _forward(self, args: list[Any]) -> list[Any]:
+        import torch
+
         autocast = (
             torch.autocast(device_type="cuda", dtype=torch.float16)
-            if self.fp16 and device.type == "cuda"
+            if self.fp16 and self.device_name == "cuda"
             else contextlib.nullcontext()
         )
         try:
@@ -78,7 +101,9 @@ class TorchBackend(LocalBackend):
                 result = self.module(*args)
         except Exception as error:
             raise BackendError(f"{self.name} failed: {error}") from error
-        results = result if isinstance(result, list | tuple) else [result]
+        return list(result) if isinstance(result, list | tuple) else [result]
+
+    def _outputs(self, results: list[Any]) -> Feed:
         return {
             name: tensor.detach().float().cpu().numpy()
             for name, tensor in zip(self._output_names, results, strict=True)
