@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from service.feeds import Feed
 from service.processing import ModelInputs, Processor
 from service.repository import LoadedModel
+
+if TYPE_CHECKING:
+    from service.native.frames import HandlerRequest
 
 WireT = TypeVar("WireT")
 """Whatever the adapter's encoder needs back from its decoder (request id, requested outputs,
@@ -57,3 +60,18 @@ class InferenceResult(Generic[WireT]):
     model: LoadedModel
     outputs: Feed
     body: DecodedBody[WireT]
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerCall:
+    """A request for a TorchServe archive's own handler (`torchserve-native`): the adapter
+    reads the body into TorchServe's request form; nothing of it is interpreted here."""
+
+    protocol: str
+    model: str
+    version: str | None
+    read: Callable[[], Awaitable[HandlerRequest]]
+    credentials: str | None = None
+    timeout_ms: float | None = None
+    disconnected: Callable[[], Awaitable[None]] | None = None
+    trace_context: Mapping[str, str] | None = None

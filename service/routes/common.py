@@ -58,12 +58,12 @@ def header_timeout_ms(request: Request) -> float | None:
     return timeout
 
 
-def _trace_context(request: Request) -> dict[str, str]:
+def trace_context(request: Request) -> dict[str, str]:
     headers = request.headers
     return {name: headers[name] for name in TRACE_HEADERS if name in headers}
 
 
-async def _disconnected(request: Request) -> None:
+async def disconnected(request: Request) -> None:
     """Returns once the client has gone (call only after the body has been read)."""
     while (await request.receive())["type"] != "http.disconnect":
         pass
@@ -85,8 +85,8 @@ async def serve(
             decode=decode,
             credentials=credentials(request),
             timeout_ms=header_timeout_ms(request),
-            disconnected=lambda: _disconnected(request),
-            trace_context=_trace_context(request) if plane.tracing is not None else None,
+            disconnected=lambda: disconnected(request),
+            trace_context=trace_context(request) if plane.tracing is not None else None,
         )
         return await plane.serve(inference, encode)
     except ServingError as error:

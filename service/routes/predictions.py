@@ -8,10 +8,19 @@ from fastapi import Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
-from service.errors import InvalidInput
-from service.inference import DecodedBody, InferenceResult
+from service.errors import InvalidInput, ServingError
+from service.inference import DecodedBody, HandlerCall, InferenceResult
 from service.processing import InstanceInputs, PayloadInputs, Processor, media_type, parse_json
-from service.routes.common import authorize_inference, dataplane_of, json_response, serve
+from service.routes.common import (
+    authorize_inference,
+    credentials,
+    dataplane_of,
+    disconnected,
+    header_timeout_ms,
+    json_response,
+    serve,
+    trace_context,
+)
 from service.routes.table import RouteSpec
 
 PREDICTIONS_BODY: dict[str, Any] = {
@@ -70,6 +79,8 @@ async def _uploads(request: Request) -> list[bytes]:
 
 async def predictions(request: Request) -> Response:
     """What TorchServe users send; the answer is a list when they sent several rows."""
+    if dataplane_of(request).settings.backend == "torchserve-native":
+        return await handler_predictions(request)
 
     async def decode(processor: Processor) -> DecodedBody[bool]:
         content_type = request.headers.get("content-type", "")
@@ -85,6 +96,39 @@ async def predictions(request: Request) -> Response:
         return json_response(answers if result.body.wire else answers[0])
 
     return await serve(request, "torchserve", decode, encode)
+
+
+async def handler_predictions(request: Request) -> Response:
+    """`torchserve-native`: the archive's handler reads the request and makes the answer,
+    status included; the gateway's own errors take TorchServe's error form too."""
+    from service.native.frames import HandlerResponse
+    from service.routes.native import handler_request, torchserve_error
+
+    plane = dataplane_of(request)
+
+    def encode(answer: HandlerResponse) -> Response:
+        headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-type"}
+        return Response(
+            answer.body,
+            status_code=answer.status,
+            media_type=answer.content_type or None,
+            headers=headers,
+        )
+
+    try:
+        call = HandlerCall(
+            protocol="torchserve",
+            model=request.path_params["model_name"],
+            version=request.path_params.get("version"),
+            read=lambda: handler_request(request),
+            credentials=credentials(request),
+            timeout_ms=header_timeout_ms(request),
+            disconnected=lambda: disconnected(request),
+            trace_context=trace_context(request) if plane.tracing is not None else None,
+        )
+        return await plane.serve_handler(call, encode)
+    except ServingError as error:
+        return torchserve_error(error)
 
 
 async def v1_predict(request: Request) -> Response:
