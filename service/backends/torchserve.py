@@ -175,46 +175,21 @@ class TorchServeBackend(Backend):
         )
 
     def _outputs(self, content_type: str, payload: bytes, rows: int) -> Feed:
-        if content_type.split(";", 1)[0].strip().lower() != CONTENT_TYPE:
-            raise BackendError(
-                f"TorchServe answered {content_type or 'no content type'}, "
-                f"not {CONTENT_TYPE}: is the archive built by deploy.torchserve.archive?"
-            )
-        try:
-            outputs = decode_feed(payload)
-        except InvalidInput as error:
-            raise BackendError(f"TorchServe answer: {error.message}") from None
-        missing = [name for name in self._output_names if name not in outputs]
-        if missing:
-            raise BackendError(f"TorchServe answer lacks outputs {missing}")
-        for name in self._output_names:
-            if outputs[name].shape[:1] != (rows,):
-                raise BackendError(
-                    f"TorchServe output {name!r} has shape {outputs[name].shape} for {rows} rows"
-                )
-        return {name: outputs[name] for name in self._output_names}
+        return tensor_answer(content_type, payload, rows, self._output_names, "TorchServe")
 
     def _error(self, status: int, payload: bytes) -> ServingError:
-        message = _json_field(payload, "message") or payload[:500].decode("utf-8", "replace")
         if _key_rejected(status, payload) or status in (401, 403):
             return BackendUnavailable(
                 "backend unavailable: TorchServe rejected the inference key "
                 "(check torchserve_token / torchserve_key_file)"
             )
         if status == 404:
+            message = _json_field(payload, "message") or payload[:500].decode("utf-8", "replace")
             return BackendUnavailable(
                 f"backend unavailable: TorchServe does not serve {self.manifest.name} "
                 f"version {self.manifest.version}: {message}"
             )
-        if status == 413:
-            return PayloadTooLarge(message)
-        if 400 <= status < 500:
-            return InvalidInput(message)
-        if status in (503, 507):
-            return BackendUnavailable(f"backend unavailable: TorchServe: {message}")
-        if status == 504:
-            return DeadlineExceeded(f"TorchServe: {message}")
-        return BackendError(f"TorchServe answered {status}: {message}")
+        return answer_error(status, payload, "TorchServe")
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -254,3 +229,41 @@ def _json_field(payload: bytes, key: str) -> str | None:
     if isinstance(value, dict) and isinstance(value.get(key), str):
         return str(value[key])
     return None
+
+
+def tensor_answer(
+    content_type: str, payload: bytes, rows: int, output_names: list[str], source: str
+) -> Feed:
+    """A handler's `.npz` answer -> the outputs the manifest names, `rows` rows each."""
+    if content_type.split(";", 1)[0].strip().lower() != CONTENT_TYPE:
+        raise BackendError(
+            f"{source} answered {content_type or 'no content type'}, "
+            f"not {CONTENT_TYPE}: is the archive built by deploy.torchserve.archive?"
+        )
+    try:
+        outputs = decode_feed(payload)
+    except InvalidInput as error:
+        raise BackendError(f"{source} answer: {error.message}") from None
+    missing = [name for name in output_names if name not in outputs]
+    if missing:
+        raise BackendError(f"{source} answer lacks outputs {missing}")
+    for name in output_names:
+        if outputs[name].shape[:1] != (rows,):
+            raise BackendError(
+                f"{source} output {name!r} has shape {outputs[name].shape} for {rows} rows"
+            )
+    return {name: outputs[name] for name in output_names}
+
+
+def answer_error(status: int, payload: bytes, source: str) -> ServingError:
+    """A handler's error answer (TorchServe's `{"code", "type", "message"}`) -> our error."""
+    message = _json_field(payload, "message") or payload[:500].decode("utf-8", "replace")
+    if status == 413:
+        return PayloadTooLarge(message)
+    if 400 <= status < 500:
+        return InvalidInput(message)
+    if status in (503, 507):
+        return BackendUnavailable(f"backend unavailable: {source}: {message}")
+    if status == 504:
+        return DeadlineExceeded(f"{source}: {message}")
+    return BackendError(f"{source} answered {status}: {message}")
