@@ -288,3 +288,54 @@ def slow_model(store: Path, name: str = "slow", width: int = 1024, depth: int = 
         provenance=_provenance(),
     )
     return _write(store, manifest, graph)
+
+
+def busy_model(store: Path, name: str = "busy", width: int = 64) -> Path:
+    """A regressor whose cost grows with its input's value, not its shape: feature `x0` (the
+    largest in the batch) is the number of `width`x`width` MatMul steps an ONNX Loop runs."""
+    rng = np.random.default_rng(RNG_SEED)
+    step = numpy_helper.from_array(
+        (rng.normal(size=(width, width)) / np.sqrt(width)).astype(np.float32), "W"
+    )
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("MatMul", ["state_in", "W"], ["product"]),
+            helper.make_node("Tanh", ["product"], ["state_out"]),
+        ],
+        "step",
+        [
+            helper.make_tensor_value_info("iteration", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("state_in", TensorProto.FLOAT, ["N", width]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("state_out", TensorProto.FLOAT, ["N", width]),
+        ],
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMax", ["features"], ["most"], keepdims=0),
+            helper.make_node("Cast", ["most"], ["steps"], to=TensorProto.INT64),
+            helper.make_node("MatMul", ["features", "ones"], ["state0"]),
+            helper.make_node("Loop", ["steps", "", "state0"], ["state"], body=body),
+            helper.make_node("ReduceMean", ["state"], ["prediction"], axes=[1], keepdims=1),
+        ],
+        name,
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 1])],
+        [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, ["N", 1])],
+        [step, numpy_helper.from_array(np.ones((1, width), dtype=np.float32), "ones")],
+    )
+    manifest = Manifest(
+        name=name,
+        version=1,
+        task=Task.TABULAR_REGRESSION,
+        inputs=[TensorSpec(name="features", datatype="FP32", shape=[-1, 1])],
+        outputs=[TensorSpec(name="prediction", datatype="FP32", shape=[-1, 1])],
+        preprocessing=TabularPreprocessing(feature_names=["x0"]),
+        batching=Batching(max_batch_size=4),
+        artifacts=Artifacts(onnx="model.onnx", torchscript=None),
+        provenance=_provenance(),
+    )
+    return _write(store, manifest, graph)
