@@ -22,16 +22,30 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from loadtests import grpc_load, peer_systems, procs, raw, server_metrics, systems, wrk
 from loadtests.catalog import DEFAULT_MODELS, BenchModel, ModelMissing, load_model
 from loadtests.grpc_load import GrpcRequest
 from loadtests.machine import describe
+from loadtests.records import (
+    Config,
+    Failure,
+    GeneratorCeiling,
+    Latency,
+    Machine,
+    Point,
+    RawModel,
+    Results,
+    ServerRecord,
+    ServerSplit,
+    Skipped,
+    SkippedModel,
+)
 from loadtests.systems import Context, Deployment, ServerKind, Target, Unavailable
 
 SERVERS: tuple[ServerKind, ...] = (
     ServerKind("gateway", systems.GATEWAY_SYSTEMS, systems.gateway),
+    ServerKind("gateway-2workers", ("gateway-2workers-v2-json",), systems.gateway_workers),
     ServerKind("torchserve", ("torchserve", "gateway-torchserve-v2-json"), systems.torchserve),
     ServerKind(
         "pytriton",
@@ -170,16 +184,14 @@ def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def load_models(
-    store: Path, names: Sequence[str], skipped: list[dict[str, Any]]
-) -> list[BenchModel]:
+def load_models(store: Path, names: Sequence[str], skipped: list[SkippedModel]) -> list[BenchModel]:
     models = []
     for name in names:
         try:
             models.append(load_model(store, name))
         except ModelMissing as error:
             log(f"skip model {name}: {error}")
-            skipped.append({"model": name, "reason": str(error)})
+            skipped.append(SkippedModel(model=name, reason=str(error)))
     return models
 
 
@@ -210,7 +222,7 @@ def measure_point(
     metrics_url: str | None = None,
     *,
     warm_up: bool = True,
-) -> dict[str, Any]:
+) -> Point:
     """One wrk (or gRPC generator) run; for our gateway also its own split of the time, from
     /metrics."""
 
@@ -223,21 +235,20 @@ def measure_point(
         load(args.warmup)
     before = server_metrics.scrape(metrics_url) if metrics_url else None
     result = load(args.duration)
-    point: dict[str, Any] = {
-        "system": system,
-        "model": model,
-        "concurrency": concurrency,
-        "requests": result.requests,
-        "errors": result.errors,
-        "seconds": round(result.seconds, 3),
-        "throughput": round(result.throughput, 2),
-        "latency_ms": {k: round(v, 3) for k, v in result.latency_ms.items()},
-    }
+    point = Point(
+        system=system,
+        model=model,
+        concurrency=concurrency,
+        requests=result.requests,
+        errors=result.errors,
+        seconds=round(result.seconds, 3),
+        throughput=round(result.throughput, 2),
+        latency_ms=Latency.model_validate({k: round(v, 3) for k, v in result.latency_ms.items()}),
+    )
     if isinstance(result, grpc_load.GrpcResult):
-        point["generator"] = result.generator
-        point["client_cpu_us_per_call"] = round(result.client_cpu_us_per_call, 1)
-        if result.error_codes:
-            point["error_codes"] = result.error_codes
+        point.generator = result.generator
+        point.client_cpu_us_per_call = round(result.client_cpu_us_per_call, 1)
+        point.error_codes = result.error_codes or None
     server = ""
     if metrics_url and before is not None:
         rows = [
@@ -246,17 +257,23 @@ def measure_point(
             if r.model == model
         ]
         if rows:
-            point["server_ms"] = {
-                key: round(value, 3)
-                for key, value in asdict(rows[0]).items()
-                if isinstance(value, float)
-            }
-            split = point["server_ms"]
+            split = ServerSplit.model_validate(
+                {
+                    key: round(value, 3) if isinstance(value, float) else value
+                    for key, value in asdict(rows[0]).items()
+                }
+            )
+            point.server_ms = split
             server = (
-                f"  [server: request {split.get('request_mean_ms', 0):.2f}, "
-                f"queue {split.get('queue_mean_ms', 0):.2f}, "
-                f"compute {split.get('compute_mean_ms', 0):.2f} ms, "
-                f"batch {split.get('mean_batch_size', 0):.1f}]"
+                f"  [server: request {split.request_mean_ms or 0:.2f}, "
+                f"queue {split.queue_mean_ms or 0:.2f}, "
+                f"compute {split.compute_mean_ms or 0:.2f} ms"
+                + (
+                    f" (backend {split.backend_mean_ms:.2f})"
+                    if split.backend_mean_ms is not None
+                    else ""
+                )
+                + f", batch {split.mean_batch_size or 0:.1f}]"
             )
     log(
         f"  {system:28s} {model:9s} c={concurrency:<3d} {result.throughput:9.1f} req/s  "
@@ -267,32 +284,51 @@ def measure_point(
     return point
 
 
-def median_run(points: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def median_run(points: Sequence[Point]) -> Point:
     """The run with the median throughput (the lower one of an even count), whole, so that its
     latencies and server split belong together; the other runs' throughputs go to 'repeats'."""
-    ordered = sorted(points, key=lambda point: point["throughput"])
-    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    ordered = sorted(points, key=lambda point: point.throughput)
+    chosen = ordered[(len(ordered) - 1) // 2].model_copy()
     if len(points) > 1:
-        chosen["repeats"] = [point["throughput"] for point in points]
+        chosen.repeats = [point.throughput for point in points]
     return chosen
 
 
 def run_raw(
-    models: Sequence[BenchModel], args: argparse.Namespace, results: dict[str, Any], round_: int
+    models: Sequence[BenchModel],
+    args: argparse.Namespace,
+    results: Results,
+    round_: int | str,
+    batches: Sequence[int] | None = None,
 ) -> None:
     """Measure the raw limit; a later round adds its points and the best of all is kept."""
     for model in models:
-        points = [
-            {**p.to_json(), "round": round_}
-            for p in raw.measure(model.version_dir, args.raw_batches, args.raw_seconds, args.device)
-        ]
-        entry = results["raw"].setdefault(model.name, {"batches": []})
-        entry["batches"].extend(points)
-        entry.update(raw.summarize(entry["batches"]))
-        log(
-            f"  raw {model.name} (round {round_}): limit {entry['limit_items_per_s']:.0f} items/s "
-            f"at batch {entry['limit_batch']}, batch-1 p50 {entry['batch1_p50_ms']} ms"
+        points = raw.measure(
+            model.version_dir,
+            list(batches or args.raw_batches),
+            args.raw_seconds,
+            args.device,
+            round_,
         )
+        entry = results.raw.setdefault(model.name, RawModel())
+        entry.batches.extend(points)
+        entry.summarize()
+        log(
+            f"  raw {model.name} (round {round_}): limit {entry.limit_items_per_s:.0f} items/s "
+            f"at batch {entry.limit_batch}, batch-1 p50 {entry.batch1_p50_ms} ms"
+        )
+
+
+def formed_batches(points: Sequence[Point], model: str, measured: Sequence[int]) -> list[int]:
+    """The batch sizes the gateway formed for `model` (each point's mean rows per batch,
+    rounded) that the raw limit has not measured yet: backend time per batch is compared with
+    the raw call at the same size."""
+    formed = {
+        size
+        for p in points
+        if p.model == model and p.server_ms and (size := p.server_ms.formed_batch) is not None
+    }
+    return sorted(formed - set(measured))
 
 
 @dataclass
@@ -306,7 +342,7 @@ def start_server(
     kind: ServerKind,
     ctx: Context,
     args: argparse.Namespace,
-    results: dict[str, Any],
+    results: Results,
     stack: ExitStack,
 ) -> Running | None:
     """Start one server inside `stack`; None (and a recorded reason) when it cannot run."""
@@ -318,13 +354,13 @@ def start_server(
         deployment = stack.enter_context(kind.start(ctx))
     except Unavailable as error:
         log(f"skip {kind.name}: {error}")
-        results["skipped"].append({"server": kind.name, "systems": wanted, "reason": str(error)})
+        results.skipped.append(Skipped(server=kind.name, systems=wanted, reason=str(error)))
         return None
     except Exception as error:  # one broken server must not end the whole run
         log(f"server {kind.name} failed: {error}")
         traceback.print_exc()
         reason = f"failed: {type(error).__name__}: {error}"
-        results["skipped"].append({"server": kind.name, "systems": wanted, "reason": reason})
+        results.skipped.append(Skipped(server=kind.name, systems=wanted, reason=reason))
         return None
     for info in deployment.servers:
         log(f"  {info.name}: ready in {info.cold_start_s:.1f} s, RSS {info.rss_ready_mb:.0f} MiB")
@@ -335,7 +371,7 @@ def sweep(
     models: Sequence[BenchModel],
     running: Sequence[Running],
     args: argparse.Namespace,
-    results: dict[str, Any],
+    results: Results,
     *,
     with_raw: bool,
 ) -> None:
@@ -353,11 +389,9 @@ def sweep(
                     targets.append((system, request, run.deployment.metrics.get(system)))
                     continue
                 log(f"  {system} / {model.name}: not measured: {problem}")
-                results["failures"].append(
-                    {"system": system, "model": model.name, "error": problem}
-                )
+                results.failures.append(Failure(system=system, model=model.name, error=problem))
         for concurrency in args.concurrency:
-            runs: dict[str, list[dict[str, Any]]] = {system: [] for system, _, _ in targets}
+            runs: dict[str, list[Point]] = {system: [] for system, _, _ in targets}
             for repetition in range(args.repeat):
                 for system, request, metrics_url in targets:
                     runs[system].append(
@@ -371,22 +405,29 @@ def sweep(
                             warm_up=repetition == 0,
                         )
                     )
-            results["points"] += [median_run(points) for points in runs.values()]
+            results.points += [median_run(points) for points in runs.values()]
         if with_raw and args.raw_rounds > 1:
             run_raw([model], args, results, 2)
+        if with_raw:
+            measured = [p.batch for p in results.raw[model.name].batches]
+            formed = formed_batches(results.points, model.name, measured)
+            if formed:
+                run_raw([model], args, results, "formed", formed)
 
 
-def record_servers(running: Sequence[Running], results: dict[str, Any]) -> None:
+def record_servers(running: Sequence[Running], results: Results) -> None:
     for run in running:
         for info in run.deployment.servers:
             info.rss_loaded_mb = procs.tree_rss_mb(info.pid)
-            results["servers"][info.name] = {
-                **asdict(info),
-                "systems": run.systems,
-                "cold_start_s": round(info.cold_start_s, 2),
-                "rss_ready_mb": round(info.rss_ready_mb, 1),
-                "rss_loaded_mb": round(info.rss_loaded_mb, 1),
-            }
+            results.servers[info.name] = ServerRecord(
+                name=info.name,
+                pid=info.pid,
+                settings=info.settings,
+                systems=run.systems,
+                cold_start_s=round(info.cold_start_s, 2),
+                rss_ready_mb=round(info.rss_ready_mb, 1),
+                rss_loaded_mb=round(info.rss_loaded_mb, 1),
+            )
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
@@ -405,31 +446,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     work_dir = args.out / f"bench-{stamp}"
     work_dir.mkdir(parents=True)
     names = args.models or [*DEFAULT_MODELS, *(GPU_MODELS if args.device == "cuda" else ())]
-    results: dict[str, Any] = {
-        "machine": describe(args.device),
-        "config": {
-            "models": names,
-            "systems": args.systems,
-            "concurrency": args.concurrency,
-            "duration_s": args.duration,
-            "warmup_s": args.warmup,
-            "repeat": args.repeat,
-            "raw_batches": args.raw_batches,
-            "device": args.device,
-            "slo_p99_ms": args.slo_ms,
-            "grpc_generator": args.grpc_generator,
-            "command": " ".join(
+    results = Results(
+        machine=Machine.model_validate(describe(args.device)),
+        config=Config(
+            models=names,
+            systems=args.systems,
+            concurrency=args.concurrency,
+            duration_s=args.duration,
+            warmup_s=args.warmup,
+            repeat=args.repeat,
+            raw_batches=args.raw_batches,
+            device=args.device,
+            slo_p99_ms=args.slo_ms,
+            grpc_generator=args.grpc_generator,
+            command=" ".join(
                 ["python -m loadtests.bench", *(sys.argv[1:] if argv is None else argv)]
             ),
-        },
-        "raw": {},
-        "servers": {},
-        "points": [],
-        "failures": [],
-        "skipped": [],
-        "skipped_models": [],
-    }
-    models = load_models(args.model_store.resolve(), names, results["skipped_models"])
+        ),
+    )
+    models = load_models(args.model_store.resolve(), names, results.skipped_models)
     if not models:
         log("no model to benchmark")
         return 1
@@ -442,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         install=not args.no_install,
     )
     if any(name.endswith("-grpc") for name in args.systems):
-        results["grpc_generator"] = measure_generator(args, work_dir)
+        results.grpc_generator = measure_generator(args, work_dir)
     with_raw = "raw" in args.systems
     if args.sequential:  # one server alive at a time; the raw limit before and after them all
         if with_raw:
@@ -465,12 +500,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from loadtests.report import baseline_of
 
         previous = json.loads(args.docs.joinpath("benchmarks.json").read_text())
-        results["baseline"] = baseline_of(previous)
-    results["config"]["order"] = "sequential" if args.sequential else "interleaved"
-    results["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    results["config"]["wall_s"] = round(time.monotonic() - started, 1)
+        results.baseline = baseline_of(previous)
+    results.config.order = "sequential" if args.sequential else "interleaved"
+    results.machine.load_average_end = [round(x, 2) for x in os.getloadavg()]
+    results.config.wall_s = round(time.monotonic() - started, 1)
     out_file = args.out / f"bench-{stamp}.json"
-    out_file.write_text(json.dumps(results, indent=1) + "\n")
+    out_file.write_text(json.dumps(results.dump(), indent=1) + "\n")
     shutil.copyfile(out_file, args.out / "latest.json")
     log(f"results: {out_file}")
     if not args.no_docs:
@@ -481,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def measure_generator(args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
+def measure_generator(args: argparse.Namespace, work_dir: Path) -> GeneratorCeiling:
     """The gRPC generator's ceiling here: against a do-nothing C++ server, at each benchmarked
     concurrency's ends (c=1 and the highest), with the CPU it spends per call."""
     from loadtests import grpc_ceiling
@@ -500,13 +535,16 @@ def measure_generator(args: argparse.Namespace, work_dir: Path) -> dict[str, Any
             max(1.0, min(args.duration, 3.0)),
             f"echo-{server}",
         )
-    for row in rows:
+    ceiling = GeneratorCeiling.model_validate(
+        {"engine": engine, "server": f"echo-{server}", "points": rows}
+    )
+    for row in ceiling.points:
         log(
-            f"  gRPC generator {row['generator']} vs echo-{server} c={row['concurrency']}: "
-            f"{row['throughput']:.0f} req/s, p50 {row['p50_ms']:.2f} ms, "
-            f"{row['client_cpu_us_per_call']:.0f} µs CPU per call"
+            f"  gRPC generator {row.generator} vs echo-{server} c={row.concurrency}: "
+            f"{row.throughput:.0f} req/s, p50 {row.p50_ms:.2f} ms, "
+            f"{row.client_cpu_us_per_call:.0f} µs CPU per call"
         )
-    return {"engine": engine, "server": f"echo-{server}", "points": rows}
+    return ceiling
 
 
 def serving_store(models: Sequence[BenchModel], root: Path) -> Path:

@@ -8,13 +8,13 @@ this machine.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from loadtests.payloads import sample_feed
+from loadtests.records import RawPoint
 from service.manifest import Manifest
 
 CPU = ["CPUExecutionProvider"]
@@ -23,19 +23,6 @@ CUDA = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvi
 
 def providers_for(device: str) -> list[str]:
     return CUDA if device == "cuda" else CPU
-
-
-@dataclass(frozen=True)
-class RawPoint:
-    batch: int
-    calls: int
-    items_per_s: float
-    p50_ms: float
-    p99_ms: float
-    spinning: bool = True
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def open_session(model_path: Path, device: str = "cpu", spinning: bool = True) -> Any:
@@ -55,7 +42,12 @@ def open_session(model_path: Path, device: str = "cpu", spinning: bool = True) -
 
 
 def measure_batch(
-    session: Any, feed: dict[str, np.ndarray], seconds: float, outputs: list[str], spinning: bool
+    session: Any,
+    feed: dict[str, np.ndarray],
+    seconds: float,
+    outputs: list[str],
+    spinning: bool,
+    round_: int | str = 1,
 ) -> RawPoint:
     rows = next(iter(feed.values())).shape[0]
     for _ in range(3):
@@ -79,13 +71,19 @@ def measure_batch(
         p50_ms=float(np.percentile(millis, 50)),
         p99_ms=float(np.percentile(millis, 99)),
         spinning=spinning,
+        round=round_,
     )
 
 
 def measure(
-    version_dir: Path, batches: list[int], seconds_per_batch: float, device: str = "cpu"
+    version_dir: Path,
+    batches: list[int],
+    seconds_per_batch: float,
+    device: str = "cpu",
+    round_: int | str = 1,
 ) -> list[RawPoint]:
-    """Items/s and per-call latency per batch size and spinning setting, the servers' inputs."""
+    """Items/s and per-call latency per batch size and spinning setting, the servers' inputs;
+    `round_` tags the points (1, 2, or 'formed' for the batch sizes a server formed)."""
     manifest = Manifest.read(version_dir)
     assert manifest.artifacts.onnx is not None, f"{manifest.name} has no ONNX file"
     outputs = [spec.name for spec in manifest.outputs]
@@ -95,19 +93,7 @@ def measure(
         session = open_session(version_dir / manifest.artifacts.onnx, device, spinning)
         for batch in batches:
             points.append(
-                measure_batch(session, feeds[batch], seconds_per_batch, outputs, spinning)
+                measure_batch(session, feeds[batch], seconds_per_batch, outputs, spinning, round_)
             )
         del session
     return points
-
-
-def summarize(points: list[dict[str, Any]]) -> dict[str, Any]:
-    """The limit (best items/s of any point) and the fastest batch-1 p50, from JSON points."""
-    best = max(points, key=lambda p: p["items_per_s"])
-    batch1 = [p["p50_ms"] for p in points if p["batch"] == 1]
-    return {
-        "limit_items_per_s": round(best["items_per_s"], 2),
-        "limit_batch": best["batch"],
-        "limit_spinning": best["spinning"],
-        "batch1_p50_ms": round(min(batch1), 4) if batch1 else None,
-    }

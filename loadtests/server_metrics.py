@@ -2,7 +2,9 @@
 
 The difference between a scrape before and one after the test gives, per model version: how
 many requests were answered, their mean and estimated p50/p99 server time, the mean time a
-request waited in the batch queue, the mean compute time per batch, and the mean batch size.
+request waited in the batch queue, the mean compute time per batch and its parts (input
+preparation, the backend call alone, output split, the thread hand-off: absent when the gateway
+does not export them), the mean batch size and how many batches of each size bucket formed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ REQUEST = "gateway_request_duration_seconds"
 QUEUE = "gateway_queue_duration_seconds"
 COMPUTE = "gateway_compute_duration_seconds"
 BATCH = "gateway_batch_size"
-HISTOGRAMS = (REQUEST, QUEUE, COMPUTE, BATCH)
+INPUT = "gateway_batch_input_seconds"
+BACKEND = "gateway_batch_backend_seconds"
+OUTPUT = "gateway_batch_output_seconds"
+HANDOFF = "gateway_batch_handoff_seconds"
+HISTOGRAMS = (REQUEST, QUEUE, COMPUTE, BATCH, INPUT, BACKEND, OUTPUT, HANDOFF)
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -121,6 +127,25 @@ class ModelSplit:
     """Per batch."""
     batches: int
     mean_batch_size: float | None
+    input_mean_ms: float | None = None
+    backend_mean_ms: float | None = None
+    output_mean_ms: float | None = None
+    handoff_mean_ms: float | None = None
+    """Per batch; None where the gateway has no such histogram (or ran no batch)."""
+    batch_sizes: dict[str, float] = field(default_factory=dict)
+    """Batches per `gateway_batch_size` bucket: upper bound in rows ("+Inf" last) -> count."""
+
+
+def _bucket_counts(histogram: Histogram) -> dict[str, float]:
+    """Cumulative bucket counts turned into counts per bucket, empty buckets left out."""
+    counts: dict[str, float] = {}
+    below = 0.0
+    for le in sorted(histogram.buckets):
+        n = histogram.buckets[le] - below
+        below = histogram.buckets[le]
+        if n > 0:
+            counts["+Inf" if math.isinf(le) else f"{le:g}"] = n
+    return counts
 
 
 def _ms(value: float | None) -> float | None:
@@ -138,7 +163,9 @@ def split(before: Snapshot, after: Snapshot) -> list[ModelSplit]:
     keys = sorted({key for series in deltas.values() for key, h in series.items() if h.count > 0})
     rows = []
     for key in keys:
-        request, queue, compute, batch = (deltas[name].get(key, Histogram()) for name in HISTOGRAMS)
+        request, queue, compute, batch, prepare, backend, output, handoff = (
+            deltas[name].get(key, Histogram()) for name in HISTOGRAMS
+        )
         rows.append(
             ModelSplit(
                 model=key[0],
@@ -151,6 +178,11 @@ def split(before: Snapshot, after: Snapshot) -> list[ModelSplit]:
                 compute_mean_ms=_ms(compute.mean),
                 batches=int(batch.count),
                 mean_batch_size=batch.mean,
+                input_mean_ms=_ms(prepare.mean),
+                backend_mean_ms=_ms(backend.mean),
+                output_mean_ms=_ms(output.mean),
+                handoff_mean_ms=_ms(handoff.mean),
+                batch_sizes=_bucket_counts(batch),
             )
         )
     return rows

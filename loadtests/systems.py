@@ -176,6 +176,41 @@ def gateway(ctx: Context) -> Iterator[Deployment]:
         )
 
 
+GATEWAY_WORKERS = 2
+
+
+def workers_setting() -> str | None:
+    """Why the gateway cannot run several workers, or None when its settings have `workers`
+    (`GATEWAY_WORKERS`). The settings ignore unknown variables, so without the field the
+    variable would silently give one worker measured under the wrong name."""
+    from service.settings import Settings
+
+    if "workers" not in Settings.model_fields:
+        return "the gateway has no GATEWAY_WORKERS setting (service.settings.Settings.workers)"
+    return None
+
+
+@contextmanager
+def gateway_workers(ctx: Context) -> Iterator[Deployment]:
+    """The same gateway with `GATEWAY_WORKERS=2`: serving processes sharing its ports."""
+    problem = workers_setting()
+    if problem is not None:
+        raise Unavailable(problem)
+    env = {"GATEWAY_WORKERS": str(GATEWAY_WORKERS)}
+    with run_gateway(ctx, "gateway-2workers", (), env) as (base, _grpc, info):
+        info.settings = f"GATEWAY_WORKERS={GATEWAY_WORKERS} " + info.settings
+        yield Deployment(
+            [info],
+            {
+                "gateway-2workers-v2-json": {
+                    m.name: v2_requests(base, m, binary=False) for m in ctx.models
+                }
+            },
+            # One scrape sums the workers (the gateway's multiprocess metrics).
+            {"gateway-2workers-v2-json": base},
+        )
+
+
 @contextmanager
 def gateway_torchscript(ctx: Context) -> Iterator[Deployment]:
     """GPU only: the gateway's TorchScript backend on CUDA, fp16 autocast."""

@@ -12,6 +12,7 @@ from tritonclient.grpc import service_pb2 as pb
 from loadtests import grpc_load, report
 from loadtests.catalog import load_model
 from loadtests.grpc_load import Histogram, WorkerResult
+from loadtests.records import Results
 from service.grpc import converters
 from tests.tiny_models import full_store
 
@@ -107,7 +108,7 @@ def _point(system: str, model: str, c: int, rps: float, p50: float) -> dict[str,
         "concurrency": c,
         "throughput": rps,
         "errors": 0,
-        "latency_ms": {"p50": p50, "p99": p50 * 2},
+        "latency_ms": {"mean": p50, "p50": p50, "p99": p50 * 2},
     }
 
 
@@ -120,8 +121,9 @@ def test_grpc_and_baseline_goals() -> None:
         ],
     }
     baseline = report.baseline_of(previous)
-    assert [p["system"] for p in baseline["points"]] == ["gateway-v2-json"]
+    assert [p.system for p in baseline.points] == ["gateway-v2-json"]
     results = {
+        "machine": {"date": "2026-12-02 00:00 UTC", "cpu": "test"},
         "config": {"models": ["iris"]},
         "raw": {"iris": {"limit_items_per_s": 1e6, "batch1_p50_ms": 0.01}},
         "points": [
@@ -131,14 +133,18 @@ def test_grpc_and_baseline_goals() -> None:
             _point("gateway-v2-json", "iris", 32, 2100, 14.0),
         ],
         "servers": {},
-        "baseline": baseline,
+        "baseline": baseline.model_dump(by_alias=True),
     }
-    rows = {(r["goal"][:24], r["ours"]): r for r in report.evaluate(results)}
+    typed = Results.model_validate(results)
+    rows = {
+        (r.goal[:24], r.ours): r
+        for r in [*report.evaluate(typed), *report.evaluate(typed, report.EARLIER_GOALS)]
+    }
     ratio = rows[("Gateway ÷ PyTriton throu", "gateway-v2-grpc")]
-    assert ratio["value"] == 2.0 and ratio["met"] is True
+    assert ratio.value == 2.0 and ratio.met is True
     overhead = rows[("c=1 p50 overhead over gR", "gateway-v2-grpc")]
-    assert overhead["value"] == pytest.approx(0.89) and overhead["met"] is True
+    assert overhead.value == pytest.approx(0.89) and overhead.met is True
     rest = rows[("REST throughput at c=32 ", "gateway-v2-json")]
-    assert rest["value"] == pytest.approx(2100 / 2400) and rest["met"] is False
-    assert rest["theirs"] == "previous run (2026-11-22 08:43 UTC)"
+    assert rest.value == pytest.approx(2100 / 2400) and rest.met is False
+    assert rest.theirs == "previous run (2026-11-22 08:43 UTC)"
     assert ("REST throughput at c=32 ", "gateway-v2-binary") not in rows  # measured in neither

@@ -10,6 +10,7 @@ import pytest
 
 from loadtests import bench, payloads, report, server_metrics, wrk
 from loadtests.catalog import load_model
+from loadtests.records import GoalRow, Point, Results
 from loadtests.shape import Steps
 from service.codecs import v2
 from tests.tiny_models import full_store
@@ -106,6 +107,9 @@ def test_server_split_is_the_difference_of_two_scrapes() -> None:
                     "gateway_compute_duration_seconds", labels, {"0.01": 25, "+Inf": 25}, 0.1
                 ),
                 _histogram("gateway_batch_size", labels, {"1.0": 10, "4.0": 35, "+Inf": 35}, 110),
+                _histogram(
+                    "gateway_batch_backend_seconds", labels, {"0.01": 25, "+Inf": 25}, 0.075
+                ),
             ]
         )
         + "\n"
@@ -117,21 +121,35 @@ def test_server_split_is_the_difference_of_two_scrapes() -> None:
     assert row.queue_mean_ms == pytest.approx(0.2)
     assert row.compute_mean_ms == pytest.approx(4.0)
     assert row.mean_batch_size == pytest.approx(4.0)
+    # Compute's parts: the backend call where exported, absent (None) where not.
+    assert row.backend_mean_ms == pytest.approx(3.0)
+    assert row.input_mean_ms is None and row.handoff_mean_ms is None
+    # The 25 batches of this run all fell in the (1, 4] rows bucket.
+    assert row.batch_sizes == {"4": 25}
 
 
-def _point(system: str, model: str, c: int, rps: float, p50: float) -> dict[str, Any]:
-    return {
+def _point(
+    system: str, model: str, c: int, rps: float, p50: float, **server: Any
+) -> dict[str, Any]:
+    point: dict[str, Any] = {
         "system": system,
         "model": model,
         "concurrency": c,
         "throughput": rps,
         "errors": 0,
-        "latency_ms": {"p50": p50, "p99": p50 * 2},
+        "latency_ms": {"mean": p50, "p50": p50, "p99": p50 * 2},
     }
+    if server:
+        point["server_ms"] = server
+    return point
+
+
+MACHINE = {"date": "2026-12-02 00:00 UTC", "cpu": "test"}
 
 
 def test_goals_are_stated_met_or_not() -> None:
     results = {
+        "machine": MACHINE,
         "config": {"models": ["iris", "minilm"]},
         "raw": {
             "iris": {"limit_items_per_s": 1e6, "batch1_p50_ms": 0.01},
@@ -148,20 +166,95 @@ def test_goals_are_stated_met_or_not() -> None:
         ],
         "servers": {"gateway": {"cold_start_s": 2.5, "rss_ready_mb": 420.0}},
     }
-    rows = {(r["goal"][:20], r["model"], r["ours"]): r for r in report.evaluate(results)}
+    typed = Results.model_validate(results)
+    rows = {
+        (r.goal[:20], r.model, r.ours): r
+        for r in [*report.evaluate(typed), *report.evaluate(typed, report.EARLIER_GOALS)]
+    }
     triton = rows[("Gateway ÷ PyTriton t", "iris", "gateway-v2-json")]
-    assert triton["value"] == 2.0 and triton["met"] is True
-    limit = rows[("Gateway best through", "minilm", "gateway-v2-binary")]
-    assert limit["value"] == pytest.approx(0.95) and limit["met"] is True
+    assert triton.value == 2.0 and triton.met is True
+    limit = rows[("Compute-bound: best ", "minilm", "gateway-v2-binary")]
+    assert limit.goal.startswith("Compute-bound: best throughput ÷ raw limit")
+    assert limit.value == pytest.approx(0.95) and limit.met is True
     overhead = rows[("c=1 p50 overhead: ga", "minilm", "gateway-v2-binary")]
-    assert overhead["value"] == pytest.approx(2.0) and overhead["met"] is False
-    assert rows[("c=1 p50 overhead: ga", "iris", "gateway-v2-json")]["met"] is True
+    assert overhead.value == pytest.approx(2.0) and overhead.met is False
+    assert rows[("c=1 p50 overhead: ga", "iris", "gateway-v2-json")].met is True
+    small = rows[("c=1 p50 overhead, sm", "iris", "gateway-v2-json")]
+    assert small.value == pytest.approx(0.79) and small.met is False
     front = rows[("Gateway in front of ", "iris", "gateway-torchserve-v2-json")]
-    assert front["value"] == pytest.approx(0.75) and front["met"] is False
+    assert front.value == pytest.approx(0.75) and front.met is False
     cold = rows[("Gateway cold start t", "all", "gateway")]
-    assert cold["value"] == 2.5 and cold["met"] is True
+    assert cold.value == 2.5 and cold.met is True
     memory = rows[("Gateway RSS once rea", "all", "gateway")]
-    assert memory["value"] == 420.0 and memory["met"] is False
+    assert memory.value == 420.0 and memory.met is False
+    # This goals stay in the table when not measured, saying why.
+    workers = rows[("2 workers ÷ 1 worker", "iris", "gateway-2workers-v2-json")]
+    assert workers.met is None and workers.value is None
+
+
+def test_backend_and_formed_batch_goals_use_the_raw_call_at_the_batch_formed() -> None:
+    raw_batches = [
+        {"batch": 1, "calls": 10, "items_per_s": 100.0, "p50_ms": 10.0, "p99_ms": 11.0},
+        {"batch": 8, "calls": 10, "items_per_s": 400.0, "p50_ms": 20.0, "p99_ms": 21.0},
+        {"batch": 32, "calls": 10, "items_per_s": 800.0, "p50_ms": 40.0, "p99_ms": 41.0},
+    ]
+    results = Results.model_validate(
+        {
+            "machine": MACHINE,
+            "config": {"models": ["minilm"]},
+            "raw": {"minilm": {"batches": raw_batches, "limit_items_per_s": 800.0}},
+            "points": [
+                _point(
+                    "gateway-v2-binary",
+                    "minilm",
+                    1,
+                    90,
+                    11.0,
+                    backend_mean_ms=10.5,
+                    mean_batch_size=1.0,
+                ),
+                # Mean rows per batch 7.6 -> batch 8: raw 20 ms per call, 400 items/s.
+                _point(
+                    "gateway-v2-binary",
+                    "minilm",
+                    16,
+                    380,
+                    40.0,
+                    backend_mean_ms=24.0,
+                    mean_batch_size=7.6,
+                ),
+            ],
+        }
+    )
+    rows = report.evaluate(results)
+
+    def row(goal: str, ours: str) -> GoalRow:
+        found_rows = [
+            r for r in rows if r.goal.startswith(goal) and r.ours == ours and r.model == "minilm"
+        ]
+        assert len(found_rows) == 1, found_rows
+        (found,) = found_rows
+        return found
+
+    at_1 = row(
+        "Backend time per batch ÷ raw call at the same batch size, c=1 ", "gateway-v2-binary"
+    )
+    assert at_1.value == pytest.approx(1.05) and at_1.met is True
+    at_16 = row(
+        "Backend time per batch ÷ raw call at the same batch size, c=16", "gateway-v2-binary"
+    )
+    assert at_16.value == pytest.approx(24.0 / 20.0) and at_16.met is False
+    formed = row("Compute-bound: best throughput ÷ raw items/s", "gateway-v2-binary")
+    assert formed.other == 400.0 and formed.value == pytest.approx(0.95) and formed.met is True
+    best_batch = row("Compute-bound: best throughput ÷ raw limit", "gateway-v2-binary")
+    assert best_batch.value == pytest.approx(380 / 800) and best_batch.met is False
+    # No backend histogram (an older gateway): not measured, never met.
+    assert (
+        row("Backend time per batch ÷ raw call at the same batch size, c=1 ", "gateway-v2-json").met
+        is None
+    )
+    # The bench measures the raw call at every batch size formed that it has not measured.
+    assert bench.formed_batches(results.points, "minilm", [1, 32]) == [8]
 
 
 def test_steps_ramp_per_scenario_then_stop() -> None:
@@ -177,13 +270,17 @@ def test_steps_ramp_per_scenario_then_stop() -> None:
 
 def test_repeated_runs_keep_the_median_run_whole() -> None:
     runs = [
-        _point("gateway-v2-json", "iris", 32, throughput, p50)
+        Point.model_validate(_point("gateway-v2-json", "iris", 32, throughput, p50))
         for throughput, p50 in ((900, 9.0), (1200, 7.0), (1000, 8.0))
     ]
     kept = bench.median_run(runs)
-    assert kept["throughput"] == 1000 and kept["latency_ms"]["p50"] == 8.0
-    assert kept["repeats"] == [900, 1200, 1000]
-    assert "repeats" not in bench.median_run(runs[:1])
-    others = [{**kept, "repeats": [100, 110, 105]}, {**kept, "repeats": [100, 120]}]
-    spread = report.repeat_spread({"points": [kept, *others, runs[0]]})
+    assert kept.throughput == 1000 and kept.latency_ms.p50 == 8.0
+    assert kept.repeats == [900, 1200, 1000]
+    assert bench.median_run(runs[:1]).repeats is None
+    others = [
+        kept.model_copy(update={"repeats": [100, 110, 105]}),
+        kept.model_copy(update={"repeats": [100, 120]}),
+    ]
+    results = Results.model_validate({"machine": MACHINE, "config": {"models": []}})
+    spread = report.repeat_spread(results.model_copy(update={"points": [kept, *others, runs[0]]}))
     assert spread == (pytest.approx(1.2), pytest.approx(1200 / 900))
