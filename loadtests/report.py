@@ -330,7 +330,8 @@ def evaluate(results: Results, goals: Sequence[Goal] = GOALS) -> list[GoalRow]:
     when a server was skipped); an earlier goal with nothing measured is left out."""
     rows = []
     for goal in goals:
-        for model in goal.models or tuple(models_of(results)):
+        measured = models_of(results)
+        for model in [m for m in goal.models or measured if m == "all" or m in measured]:
             for ours, theirs in goal.pairs:
                 row = GoalRow(
                     goal=goal.title,
