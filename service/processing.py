@@ -307,7 +307,9 @@ class ImageProcessor(Processor):
                 )
         except Image.DecompressionBombError as error:
             raise PayloadTooLarge(f"image rejected: {error}") from None
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        except UnidentifiedImageError:
+            raise InvalidInput("cannot decode image: not a known image format") from None
+        except (OSError, ValueError, SyntaxError) as error:
             raise InvalidInput(f"cannot decode image: {error}") from None
         pixels = np.asarray(resized, dtype=np.uint8)
         if self.pre.invert:

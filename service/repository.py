@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import Gauge
 from pydantic import ValidationError
@@ -22,6 +24,10 @@ from service.manifest import MANIFEST_FILE, Manifest
 from service.metrics import GatewayMetrics
 from service.processing import Limits, Processor, processor_for, warmup_feed
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.native.loader import ArchiveStore
+    from service.native.serving import HandlerRoute
 
 log = logging.getLogger(__name__)
 
@@ -60,19 +66,38 @@ class ModelVersion:
     state: State = State.LOADING
     reason: str = ""
     loaded: LoadedModel | None = None
+    handler: HandlerRoute | None = None
+    """A TorchServe archive's raw way in (`torchserve-native` backend only)."""
 
     @property
     def ready(self) -> bool:
         return self.state is State.READY
 
-    def serving(self) -> LoadedModel:
-        """The loaded model, or `ModelNotReady` saying why this version cannot serve."""
-        if self.state is not State.READY or self.loaded is None:
+    def _check_ready(self) -> None:
+        if self.state is not State.READY:
             detail = f": {self.reason}" if self.reason else ""
             raise ModelNotReady(
                 f"model {self.name!r} version {self.version} is {self.state}{detail}"
             )
+
+    def serving(self) -> LoadedModel:
+        """The loaded model, or `ModelNotReady` saying why this version cannot serve."""
+        self._check_ready()
+        if self.loaded is None:
+            if self.handler is not None:
+                raise InvalidInput(
+                    f"model {self.name!r} is a TorchServe archive without tensor declarations "
+                    f"(no model.json): call /predictions/{self.name}"
+                )
+            raise ModelNotReady(f"model {self.name!r} version {self.version} is not loaded")
         return self.loaded
+
+    def handler_route(self) -> HandlerRoute:
+        """The archive's handler workers, or why this version has none."""
+        self._check_ready()
+        if self.handler is None:
+            raise InvalidInput(f"model {self.name!r} is not served by a TorchServe handler")
+        return self.handler
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +164,12 @@ class ModelRepository:
             max_image_pixels=settings.max_image_pixels, max_text_chars=settings.max_text_chars
         )
         self._models: dict[str, dict[str, ModelVersion]] = {}
+        self.archives: ArchiveStore | None = None
+        if settings.backend == "torchserve-native":
+            from service.native.loader import ArchiveStore
+
+            self.archives = ArchiveStore(settings, metrics, tracer)
+            self.root = self.archives.root
         self._lock = asyncio.Lock()
         self._probe: asyncio.Task[None] | None = None
 
@@ -159,7 +190,7 @@ class ModelRepository:
         if version is None:
             ready = [v for v in versions.values() if v.ready]
             pool = ready or list(versions.values())
-            return max(pool, key=lambda v: int(v.version))
+            return max(pool, key=lambda v: version_key(v.version))
         found = versions.get(version)
         if found is None:
             raise NotFound(f"model {name!r} has no version {version!r}")
@@ -186,6 +217,8 @@ class ModelRepository:
 
     def discover(self) -> dict[str, list[str]]:
         """Model names and version directories on disk (only valid names and integer versions)."""
+        if self.archives is not None:
+            return self.archives.discover()
         found: dict[str, list[str]] = {}
         if not self.root.is_dir():
             return found
@@ -203,9 +236,17 @@ class ModelRepository:
                 found[model_dir.name] = sorted(versions, key=int)
         return found
 
-    async def load_all(self) -> None:
-        for name in self.discover():
-            await self.load(name)
+    async def load_all(self, skip: Collection[str] = ()) -> None:
+        """Load every model found, except those in `skip` (unloaded through the repository API
+        while other workers served, see `service.control`)."""
+        names = [name for name in self.discover() if name not in skip]
+        if self.archives is not None:
+            # Archive workers spend their start-up importing torch in their own processes:
+            # start them all at once.
+            await asyncio.gather(*(self._load_alone(name) for name in names))
+        else:
+            for name in names:
+                await self.load(name)
         interval = self.settings.backend_probe_interval_s
         if self._probe is None and interval > 0:
             self._probe = asyncio.create_task(self._probe_backends(interval), name="probe")
@@ -232,6 +273,13 @@ class ModelRepository:
                 await self._retire(old)
             return list(fresh.values())
 
+    async def _load_alone(self, name: str) -> None:
+        """`load`, without the repository lock (start-up only: nothing else runs yet)."""
+        self._models[name] = {
+            version: await self._load_version(name, version)
+            for version in self.discover().get(name, [])
+        }
+
     async def unload(self, name: str) -> None:
         async with self._lock:
             versions = self._models.pop(name, None)
@@ -249,6 +297,8 @@ class ModelRepository:
         for model in self.all_versions():
             await self._retire(model)
         self._models.clear()
+        if self.archives is not None:
+            self.archives.close()
 
     async def _probe_backends(self, interval: float) -> None:
         """Flip loaded versions READY <-> UNAVAILABLE as their backends' health changes
@@ -256,13 +306,17 @@ class ModelRepository:
         while True:
             await asyncio.sleep(interval)
             for model in self.all_versions():
-                if model.loaded is None:
+                if model.loaded is None and model.handler is None:
                     continue
                 probed = model.state is State.UNAVAILABLE and model.reason == BACKEND_DOWN
                 if model.state is not State.READY and not probed:
                     continue
                 try:
-                    healthy = await model.loaded.backend.healthy()
+                    healthy = (
+                        await model.loaded.backend.healthy()
+                        if model.loaded is not None
+                        else model.handler is not None and model.handler.pool.ready
+                    )
                 except Exception:
                     log.exception("health probe of %s v%s failed", model.name, model.version)
                     healthy = False
@@ -280,8 +334,12 @@ class ModelRepository:
         if model.loaded is not None:
             await model.loaded.batcher.close()
             await model.loaded.backend.close()
+        if model.handler is not None:
+            await model.handler.close()
 
     async def _load_version(self, name: str, version: str) -> ModelVersion:
+        if self.archives is not None:
+            return await self._load_archive(self.archives, name, version)
         path = self.root / name / version
         model = ModelVersion(name=name, version=version, path=path)
         gauge = self.metrics.model_ready.labels(name, version)
@@ -325,6 +383,50 @@ class ModelRepository:
                 await backend.close()
         return model
 
+    async def _load_archive(self, store: ArchiveStore, name: str, version: str) -> ModelVersion:
+        """A TorchServe archive: its handler workers, and the tensor way in when it ships our
+        model.json (then it is warmed up like any model)."""
+        model = ModelVersion(name=name, version=version, path=store.root / f"{name}.mar")
+        gauge = self.metrics.model_ready.labels(name, version)
+        gauge.set(0)
+        try:
+            archive = await store.load(name, version)
+        except ServingError as error:
+            model.state, model.reason = State.UNAVAILABLE, error.message
+        except Exception as error:
+            model.state, model.reason = State.UNAVAILABLE, f"{type(error).__name__}: {error}"
+        else:
+            model.handler = archive.route
+            if archive.manifest is not None and archive.backend is not None:
+                try:
+                    processor = processor_for(
+                        archive.manifest, archive.route.archive.path, self.limits
+                    )
+                    loaded = LoadedModel(
+                        name=name,
+                        version=version,
+                        manifest=archive.manifest,
+                        processor=processor,
+                        backend=archive.backend,
+                        batcher=self._batcher_for(name, version, archive.manifest, archive.backend),
+                        inflight=self.metrics.inflight.labels(name, version),
+                    )
+                    await self._warm_up(loaded)
+                except Exception as error:
+                    await archive.route.close()
+                    model.handler = None
+                    reason = error.message if isinstance(error, ServingError) else str(error)
+                    model.state, model.reason = State.UNAVAILABLE, reason
+                else:
+                    model.loaded = loaded
+            if model.handler is not None:
+                model.state = State.READY
+                gauge.set(1)
+                log.info("model %s v%s ready (%s)", name, version, _describe_route(archive.route))
+        if model.state is not State.READY:
+            log.error("model %s v%s failed to load: %s", name, version, model.reason)
+        return model
+
     def _batcher_for(
         self, name: str, version: str, manifest: Manifest, backend: Backend
     ) -> DynamicBatcher[Feed, Feed]:
@@ -355,6 +457,15 @@ class ModelRepository:
                 raise InvalidInput(
                     f"model outputs {sorted(outputs)}, manifest says {sorted(expected)}"
                 )
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """Numeric order of `1`, `2`, `1.0`, `1.10` (TorchServe archives carry dotted versions)."""
+    return tuple(int(part) if part.isdigit() else -1 for part in version.split("."))
+
+
+def _describe_route(route: HandlerRoute) -> str:
+    return f"torchserve-native[{route.archive.manifest.handler}, {route.pool.target} worker(s)]"
 
 
 def _describe(error: ValidationError) -> str:

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     """Run torch backends under fp16 autocast on CUDA."""
     instances: int = Field(default=1, ge=1)
     """Concurrent batches per model version (model instances)."""
+    workers: int = Field(default=1, ge=1)
+    """Serving processes sharing the HTTP and gRPC ports (SO_REUSEPORT), each with its own copy
+    of every model, under one supervisor that restarts crashed ones, sums their /metrics and
+    applies repository API calls on all of them. 1: a single process, no supervisor. Use it
+    when one event loop is the limit (small models, many cores); OpenMetrics exemplars are
+    only exported with 1 worker (docs/deploy.md)."""
     max_batch_size: int | None = Field(default=None, ge=1)
     """Override the manifest's suggested max batch size for every model."""
     max_queue_size: int = Field(default=256, ge=1)

@@ -103,5 +103,7 @@ def assert_answers_close(actual: Any, expected: Any, atol: float = 1e-4) -> None
         assert len(actual) == len(expected)
         for one, other in zip(actual, expected, strict=True):
             assert_answers_close(one, other, atol)
+    elif isinstance(expected, str):
+        assert actual == expected
     else:
         assert abs(actual - expected) <= atol, (actual, expected)
