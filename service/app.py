@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 async def _start(plane: DataPlane) -> None:
-    await plane.repository.load_all()
+    await plane.control.start()
     plane.started = True
     states = {f"{m.name}/{m.version}": m.state.value for m in plane.repository.all_versions()}
     log.info("gateway ready", extra={"models": states})
@@ -186,6 +186,7 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
                 log.warning("drain timed out with %d requests in flight", plane.active_requests)
             loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
+            await plane.control.close()
             await repository.close()
             if tracing is not None:
                 await asyncio.to_thread(tracing.shutdown)
@@ -204,6 +205,10 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
     specs = [*v2.routes(), *predictions.routes()]
     app.include_router(router_for(specs))
     app.include_router(operations.build_router())
+    if settings.backend == "torchserve-native":
+        from service.routes import torchserve_management
+
+        app.include_router(torchserve_management.build_router())
 
     @app.exception_handler(ServingError)
     async def serving_error(_request: Request, error: ServingError) -> Response:
