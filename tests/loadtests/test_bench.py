@@ -65,12 +65,17 @@ def test_tiny_run_writes_results_docs_and_plots(tmp_path: Path) -> None:
     assert results["machine"]["cpu"] and results["machine"]["versions"]["gateway"]
     assert set(results["raw"]) == {"tab", "img"}
     for raw in results["raw"].values():
-        assert [(p["batch"], p["spinning"]) for p in raw["batches"]] == [
+        configured = [p for p in raw["batches"] if p["round"] == 1]
+        assert [(p["batch"], p["spinning"]) for p in configured] == [
             (1, True),
             (4, True),
             (1, False),
             (4, False),
         ]
+        # Then the batch sizes the gateway formed that were not measured yet, both settings.
+        formed = [p for p in raw["batches"] if p["round"] == "formed"]
+        assert all(p["batch"] not in (1, 4) for p in formed)
+        assert len(formed) == 2 * len({p["batch"] for p in formed})
         assert raw["limit_items_per_s"] > 0 and raw["batch1_p50_ms"] > 0
     measured = {(p["system"], p["model"]) for p in results["points"]}
     for system in (
