@@ -32,6 +32,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"python -m service: error: {problems}", file=sys.stderr)
         raise SystemExit(2) from None
     configure(settings.log_level)
+    if settings.workers > 1:
+        from service.workers import supervise
+
+        raise SystemExit(supervise(settings))
     # Imported here so that `--help` and bad flags answer without loading the app stack.
     from service.server import run
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
@@ -38,6 +40,9 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = openmetrics.CONTENT_TYPE_LATEST
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+"""Set by `service.workers` for its workers: metric values then live in files there, one set
+per process, and a scrape of any worker sums them (prometheus-client's multiprocess mode)."""
 
 
 class GatewayMetrics:
@@ -45,6 +50,9 @@ class GatewayMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.multiprocess_dir = os.environ.get(MULTIPROCESS_DIR_ENV)
+        """Under `GATEWAY_WORKERS` > 1: where every worker's values are (see `render`)."""
+        self._own_collectors: list[Collector] = []
         r = self.registry
         self.requests = Counter(
             "gateway_requests",
@@ -120,19 +128,22 @@ class GatewayMetrics:
             "gateway_queue_depth",
             "Rows waiting in the batch queue.",
             ["model", "version"],
+            multiprocess_mode="livesum",
             registry=r,
         )
         self.inflight = Gauge(
             "gateway_inflight_requests",
             "Inference requests being handled.",
             ["model", "version"],
+            multiprocess_mode="livesum",
             registry=r,
         )
         self._request_children: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
         self.model_ready = Gauge(
             "gateway_model_ready",
-            "1 when the model version is ready to serve.",
+            "1 when the model version is ready to serve (on all workers).",
             ["model", "version"],
+            multiprocess_mode="livemin",
             registry=r,
         )
 
@@ -174,16 +185,32 @@ class GatewayMetrics:
             pynvml.nvmlInit()
         except Exception:
             return False
-        self.registry.register(_GpuCollector(pynvml))
+        collector = _GpuCollector(pynvml)
+        self.registry.register(collector)
+        self._own_collectors.append(collector)
         return True
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition and its content type: OpenMetrics (with exemplars) when the scraper
-        asks for it in `Accept`, else the Prometheus text format."""
+        asks for it in `Accept`, else the Prometheus text format.
+
+        With workers, every worker's values summed (gauges as their `multiprocess_mode` says:
+        queue depth and in-flight summed over live workers, readiness the minimum); there are
+        no exemplars then (prometheus-client's multiprocess mode does not keep them)."""
+        registry = self._exposed()
         if accept and OPENMETRICS_CONTENT_TYPE.split(";")[0] in accept:
-            exposition: bytes = openmetrics.generate_latest(self.registry)  # type: ignore[no-untyped-call]
+            exposition: bytes = openmetrics.generate_latest(registry)  # type: ignore[no-untyped-call]
             return exposition, OPENMETRICS_CONTENT_TYPE
-        return generate_latest(self.registry), CONTENT_TYPE
+        return generate_latest(registry), CONTENT_TYPE
+
+    def _exposed(self) -> CollectorRegistry:
+        if self.multiprocess_dir is None:
+            return self.registry
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        for collector in self._own_collectors:
+            merged.register(collector)
+        return merged
 
 
 class ModelObserver:

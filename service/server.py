@@ -17,14 +17,18 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
 
 from service.app import create_app, drain
+from service.control import RepositoryControl
 from service.dataplane import DataPlane
 from service.drain import Listener, drain_listeners
+from service.ports import reuse_port_socket
+from service.repository import ModelRepository
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,8 @@ QUIET_SECONDS = 0.5
 CLOSE_GRACE_SECONDS = 1.0
 """After the listeners close, how long accepted connections get to send and be answered."""
 CONNECTION_CLOSE = (b"connection", b"close")
+WORKER_HEADER = "Gateway-Worker"
+"""Names the worker process (its pid) on every HTTP answer, under `GATEWAY_WORKERS` > 1."""
 
 
 class UvicornListener:
@@ -204,8 +210,21 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def run(settings: Settings) -> None:
+ControlFactory = Callable[[ModelRepository], RepositoryControl]
+
+
+def run(settings: Settings, control: ControlFactory | None = None) -> None:
+    """Serve until a signal. A worker of `service.workers` passes its `control` and binds its
+    own SO_REUSEPORT sockets; each of its answers names it (`Gateway-Worker: <pid>`)."""
     app: FastAPI = create_app(settings)
+    plane: DataPlane = app.state.dataplane
+    sockets: list[socket.socket] | None = None
+    headers: list[tuple[str, str]] = []
+    if control is not None:
+        plane.control = control(plane.repository)
+        sockets = [reuse_port_socket(settings.host, settings.port)]
+        # Among uvicorn's default headers: no per-request cost.
+        headers = [(WORKER_HEADER, str(os.getpid()))]
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -221,5 +240,6 @@ def run(settings: Settings) -> None:
         # uvicorn's own shutdown waits after it for anything still unanswered.
         timeout_graceful_shutdown=max(1, round(CLOSE_GRACE_SECONDS)),
         timeout_keep_alive=30,
+        headers=headers,
     )
-    DrainingServer(config, app.state.dataplane, settings.drain_seconds).run()
+    DrainingServer(config, plane, settings.drain_seconds).run(sockets)

@@ -108,8 +108,9 @@ class GrpcServer:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
-                # One process owns the port: a second gateway on it must fail, not share it.
-                ("grpc.so_reuseport", 0),
+                # One process owns the port: a second gateway on it must fail, not share it;
+                # workers share it (service.workers reserves it against other gateways).
+                ("grpc.so_reuseport", int(settings.workers > 1)),
             ],
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.plane), server)

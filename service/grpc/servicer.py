@@ -214,7 +214,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                 f"load parameters are not supported ({sorted(request.parameters)}); "
                 "models load from the model store as they are"
             )
-        models = await self.plane.repository.load(request.model_name)
+        models = await self.plane.control.load(request.model_name)
         failed = [model for model in models if not model.ready]
         if failed:
             raise InvalidInput("; ".join(f"v{m.version}: {m.reason}" for m in failed))
@@ -225,5 +225,5 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
     ) -> pb.RepositoryModelUnloadResponse:
         self.plane.authorize_management(_credentials(context))
-        await self.plane.repository.unload(request.model_name)
+        await self.plane.control.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()

@@ -84,7 +84,7 @@ def build_router() -> APIRouter:
     )
     async def load(request: Request, model_name: str) -> Response:
         _authorize_management(request)
-        models = await dataplane_of(request).repository.load(model_name)
+        models = await dataplane_of(request).control.load(model_name)
         failed = [model for model in models if not model.ready]
         body = {"name": model_name, "versions": [_index_entry(model) for model in models]}
         if failed:
@@ -98,7 +98,7 @@ def build_router() -> APIRouter:
     )
     async def unload(request: Request, model_name: str) -> Response:
         _authorize_management(request)
-        await dataplane_of(request).repository.unload(model_name)
+        await dataplane_of(request).control.unload(model_name)
         return json_response({"name": model_name, "unloaded": True})
 
     return router
