@@ -36,6 +36,9 @@ def numpy_dtype(datatype: str) -> np.dtype[np.generic]:
 
 
 def v2_datatype(array: np.ndarray) -> str:
+    name = _V2_BY_KIND.get(array.dtype)  # native byte order: no new dtype to build
+    if name is not None:
+        return name
     if array.dtype == np.object_:
         return "BYTES"
     try:

@@ -176,6 +176,16 @@ def framed(header: bytes, tail: bytes) -> tuple[bytes, str]:
             ),
             "truncated",
         ),
+        (
+            b'{"inputs": [{"name": "a", "datatype": "UINT8", "shape": [2], "data": [1, 300]}]}',
+            None,
+            "does not fit datatype UINT8",
+        ),
+        (
+            b'{"inputs": [{"name": "a", "datatype": "FP32", "shape": [2], "data": [1, [2]]}]}',
+            None,
+            "does not fit datatype FP32",
+        ),
         (b'{"inputs": []}', "9999", "does not fit"),
         (b'{"inputs": []}', "abc", "integer"),
         (
@@ -205,6 +215,15 @@ def test_malformed_requests(body: bytes, header_length: str | None, message: str
 
     with pytest.raises(InvalidInput, match=message):
         decode_and_read_timeout()
+
+
+def test_flat_and_nested_json_data_decode_alike() -> None:
+    def decoded(data: list[object]) -> np.ndarray:
+        tensor = {"name": "a", "datatype": "UINT8", "shape": [2, 2], "data": data}
+        return v2.decode_request(orjson.dumps({"inputs": [tensor]}), None).inputs[0].data
+
+    np.testing.assert_array_equal(decoded([1, 2, 3, 4]), decoded([[1, 2], [3, 4]]))
+    assert decoded([1, 2, 3, 4]).dtype == np.uint8
 
 
 def test_unknown_requested_output() -> None:
