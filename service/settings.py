@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+import json
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+def _names(value: Any) -> Any:
+    """`a,b` or a JSON list (environment, `.env` and flags alike)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+Names = Annotated[list[str], NoDecode, BeforeValidator(_names)]
+"""A list setting written `a,b` or as a JSON list."""
 
 BackendName = Literal["onnxruntime", "torchscript", "pt2", "torchserve", "torchserve-native"]
 
@@ -42,13 +56,13 @@ class Settings(BaseSettings):
     """Largest gRPC message received or sent; larger ones get RESOURCE_EXHAUSTED."""
     model_store: Path = Path("model_store")
     """Directory holding `<model>/<version>/model.json` trees."""
-    models: list[str] | None = None
+    models: Names | None = None
     """Serve only these model names (default: every model found); `a,b` or a JSON list."""
     backend: BackendName | None = None
     """Backend for every model; None uses `onnxruntime`."""
     device: Literal["cpu", "cuda"] = "cpu"
     """Device for the torch backends; for ONNX Runtime the providers decide."""
-    providers: list[str] = ["CPUExecutionProvider"]
+    providers: Names = ["CPUExecutionProvider"]
     """ONNX Runtime execution providers in order of preference, `A,B` or a JSON list; missing
     ones are skipped."""
     intra_op_threads: int = Field(default=0, ge=0)
@@ -97,7 +111,7 @@ class Settings(BaseSettings):
     """Labels returned by /predictions for classifiers."""
     drain_seconds: float = Field(default=20.0, ge=0)
     """Grace period on SIGTERM for queued and in-flight requests."""
-    cors_origins: list[str] = []
+    cors_origins: Names = []
     """Allowed CORS origins; CORS stays off while empty."""
     log_level: str = "info"
     """Log level of the gateway's JSON logs (debug, info, warning, error)."""

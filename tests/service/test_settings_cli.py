@@ -152,3 +152,13 @@ def test_bad_flags_exit_2_before_serving(
         cli.main(args)
     assert exited.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_list_settings_read_commas_or_json_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GATEWAY_MODELS", "iris, digits")
+    monkeypatch.setenv("GATEWAY_PROVIDERS", '["CUDAExecutionProvider", "CPUExecutionProvider"]')
+    settings = Settings()
+    assert settings.models == ["iris", "digits"]
+    assert settings.providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
