@@ -7,7 +7,8 @@ the listener without resetting connections the kernel already established, and g
 short grace to be answered; then uvicorn stops. A second signal stops at once.
 
 The gRPC server (`service.grpc.server`) runs in the same event loop and joins the same drain
-as a second listener.
+as a second listener. Under `GATEWAY_WORKERS` > 1 each worker process runs this whole server
+(`service.workers`).
 """
 
 from __future__ import annotations

@@ -213,3 +213,17 @@ async def test_sigterm_drains_every_worker(tmp_path: Path) -> None:
         assert server.process.wait(timeout=60) == 0
         _gone, alive = psutil.wait_procs(children, timeout=30)
         assert alive == [], "processes outlived the supervisor"
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
+    store = classifier(tmp_path / "store").parent.parent
+    with gateway(store, tmp_path, env=WORKERS) as server:
+        every_worker_ready(server)
+        workers = [psutil.Process(pid) for pid in worker_pids(server)]
+        server.process.kill()
+        server.process.wait()
+        # Their control sockets close: each drains itself and exits.
+        gone, alive = psutil.wait_procs(workers, timeout=60)
+        assert alive == []
+        # Not children of this process: psutil cannot read their exit status, only that they left.
+        assert len(gone) == 2
