@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 import json
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
 
 def _names(value: Any) -> Any:
     """`a,b` or a JSON list (environment, `.env` and flags alike)."""
