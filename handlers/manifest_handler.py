@@ -18,7 +18,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from ts.torch_handler.base_handler import BaseHandler
 
@@ -29,11 +28,12 @@ from handlers.decoding import (
     encode_answer,
     error_body,
 )
-from service.datatypes import numpy_dtype
+from service.backends.torch_module import TorchModule
 from service.errors import BackendError, InvalidInput, ServingError
 from service.feeds import Feed, merge, split
+from service.input_limits import Limits
 from service.manifest import Manifest
-from service.processing import Limits, Processor, processor_for
+from service.processing import Processor, processor_for
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +48,7 @@ class ManifestHandler(BaseHandler):  # type: ignore[misc]  # TorchServe ships no
         super().__init__()
         self.processor: Processor | None = None
         self.top_k = 5
-        self.input_names: list[str] = []
-        self.output_dtypes: dict[str, np.dtype[Any]] = {}
+        self.runner: TorchModule | None = None
 
     def initialize(self, context: Any) -> None:
         """Read the manifest, pick the device (`gpu_id` when CUDA is present), load the module."""
@@ -68,14 +67,13 @@ class ManifestHandler(BaseHandler):  # type: ignore[misc]  # TorchServe ships no
         if threads > 0:
             torch.set_num_threads(threads)
         self.processor = processor_for(manifest, model_dir, limits)
-        self.input_names = [spec.name for spec in manifest.inputs]
-        self.output_dtypes = {spec.name: numpy_dtype(spec.datatype) for spec in manifest.outputs}
         self.device = choose_device(properties.get("gpu_id"))
         if manifest.artifacts.torchscript is None:
             raise InvalidInput(f"{manifest.name} has no TorchScript artifact")
         self.model_pt_path = str(model_dir / manifest.artifacts.torchscript)
         self.model = torch.jit.load(self.model_pt_path, map_location=self.device)  # type: ignore[no-untyped-call]
         self.model.eval()
+        self.runner = TorchModule(self.model, manifest, self.device)
         self.manifest = context.manifest
         self.initialized = True
         log.info("%s v%d on %s", manifest.name, manifest.version, self.device)
@@ -105,19 +103,10 @@ class ManifestHandler(BaseHandler):  # type: ignore[misc]  # TorchServe ships no
         return decoded
 
     def inference(self, data: Feed, *args: Any, **kwargs: Any) -> Feed:
-        """One merged feed -> outputs (name -> array, batch first)."""
-        inputs = [as_tensor(data[name], self.device) for name in self.input_names]
-        with torch.inference_mode():
-            result = self.model(*inputs)
-        results = result if isinstance(result, list | tuple) else [result]
-        if len(results) != len(self.output_dtypes):
-            raise BackendError(
-                f"module returned {len(results)} outputs; manifest names {len(self.output_dtypes)}"
-            )
-        return {
-            name: tensor.detach().cpu().numpy().astype(dtype, copy=False)
-            for (name, dtype), tensor in zip(self.output_dtypes.items(), results, strict=True)
-        }
+        """One merged feed -> outputs (name -> array, batch first), as the gateway's torch
+        backends compute it."""
+        assert self.runner is not None
+        return self.runner(data)
 
     def postprocess(self, data: list[tuple[Decoded | ServingError, Outcome]]) -> list[bytes]:
         """(request, outputs or error) pairs -> response bodies, with per-request status."""
@@ -196,12 +185,6 @@ def choose_device(gpu_id: Any) -> torch.device:
     if gpu_id is not None and torch.cuda.is_available():
         return torch.device(f"cuda:{int(gpu_id)}")
     return torch.device("cpu")
-
-
-def as_tensor(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    if not array.flags.writeable or not array.flags.c_contiguous:
-        array = np.array(array, order="C")  # arrays decoded from a payload are read-only
-    return torch.from_numpy(array).to(device)
 
 
 def as_serving_error(error: Exception) -> ServingError:

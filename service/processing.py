@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from service.datatypes import numpy_dtype
 from service.errors import InvalidInput, PayloadTooLarge
 from service.feeds import Feed, merge
+from service.input_limits import Limits
 from service.manifest import (
     ImagePreprocessing,
     Manifest,
@@ -33,15 +34,6 @@ from service.manifest import (
     TensorSpec,
     TextPreprocessing,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Input limits that protect the server from hostile or broken clients."""
-
-    max_image_pixels: int = 16_000_000
-    max_text_chars: int = 8_192
-    max_rows: int = 1_024
 
 
 @dataclass(slots=True)

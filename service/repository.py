@@ -20,9 +20,10 @@ from service.batcher import BatchTracer, DynamicBatcher
 from service.compute import BatchRunner, InlinePolicy
 from service.errors import InvalidInput, ModelNotReady, NotFound, ServingError
 from service.feeds import Feed, rows_of
+from service.input_limits import Limits
 from service.manifest import MANIFEST_FILE, Manifest
 from service.metrics import GatewayMetrics
-from service.processing import Limits, Processor, processor_for, warmup_feed
+from service.processing import Processor, processor_for, warmup_feed
 from service.settings import Settings
 
 if TYPE_CHECKING:

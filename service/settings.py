@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.input_limits import MAX_IMAGE_PIXELS, MAX_TEXT_CHARS
+
 
 def _names(value: Any) -> Any:
     """`a,b` or a JSON list (environment, `.env` and flags alike)."""
@@ -104,9 +106,9 @@ class Settings(BaseSettings):
     """Require the inference token on health and /metrics too."""
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Largest request body; larger ones get 413 without being read."""
-    max_image_pixels: int = Field(default=16_000_000, ge=1)
+    max_image_pixels: int = Field(default=MAX_IMAGE_PIXELS, ge=1)
     """Largest decoded image (width*height); bigger images are rejected before decoding."""
-    max_text_chars: int = Field(default=20_000, ge=1)
+    max_text_chars: int = Field(default=MAX_TEXT_CHARS, ge=1)
     """Longest text accepted for embedding models."""
     top_k: int = Field(default=5, ge=1)
     """Labels returned by /predictions for classifiers."""

@@ -30,12 +30,14 @@ HANDLER_FILE = SOURCE_ROOT / "handlers" / "manifest_handler.py"
 SHIPPED_MODULES = (
     "service/__init__.py",
     "service/errors.py",
+    "service/input_limits.py",
     "service/datatypes.py",
     "service/feeds.py",
     "service/manifest.py",
     "service/processing.py",
     "service/backends/__init__.py",
     "service/backends/tensor_payload.py",
+    "service/backends/torch_module.py",
     "handlers/__init__.py",
     "handlers/decoding.py",
 )

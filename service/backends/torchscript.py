@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from service.backends.base import BatchTiming, LocalBackend
+from service.backends.torch_module import TorchModule
 from service.errors import BackendError
 from service.feeds import Feed
 from service.manifest import Manifest
@@ -37,8 +35,7 @@ class TorchBackend(LocalBackend):
         self.fp16 = fp16
         self.threads = threads
         self.module: Any = None
-        self._input_names = [spec.name for spec in manifest.inputs]
-        self._output_names = [spec.name for spec in manifest.outputs]
+        self._runner: TorchModule | None = None
 
     @property
     def description(self) -> str:
@@ -80,34 +77,22 @@ class TorchBackend(LocalBackend):
         return outputs
 
     def _inputs(self, feed: Feed) -> list[Any]:
-        import torch
-
-        device = torch.device(self.device_name)
-        return [
-            torch.from_numpy(np.ascontiguousarray(feed[name])).to(device)
-            for name in self._input_names
-        ]
+        return self._module().inputs(feed)
 
     def _forward(self, args: list[Any]) -> list[Any]:
-        import torch
-
-        autocast = (
-            torch.autocast(device_type="cuda", dtype=torch.float16)
-            if self.fp16 and self.device_name == "cuda"
-            else contextlib.nullcontext()
-        )
-        try:
-            with torch.inference_mode(), autocast:
-                result = self.module(*args)
-        except Exception as error:
-            raise BackendError(f"{self.name} failed: {error}") from error
-        return list(result) if isinstance(result, list | tuple) else [result]
+        return self._module().forward(args)
 
     def _outputs(self, results: list[Any]) -> Feed:
-        return {
-            name: tensor.detach().float().cpu().numpy()
-            for name, tensor in zip(self._output_names, results, strict=True)
-        }
+        return self._module().outputs(results)
+
+    def _module(self) -> TorchModule:
+        if self._runner is None:
+            import torch
+
+            self._runner = TorchModule(
+                self.module, self.manifest, torch.device(self.device_name), fp16=self.fp16
+            )
+        return self._runner
 
 
 class TorchScriptBackend(TorchBackend):

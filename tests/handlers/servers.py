@@ -20,8 +20,9 @@ import pytest
 from deploy.torchserve.archive import build_archives
 from deploy.torchserve.launcher import TorchServe, launch
 from service.feeds import Feed
+from service.input_limits import Limits
 from service.manifest import Manifest
-from service.processing import Limits, Processor, processor_for
+from service.processing import Processor, processor_for
 from tests.handlers import torch_models
 
 BATCH_SIZE = 8

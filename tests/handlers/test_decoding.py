@@ -14,8 +14,9 @@ from PIL import Image
 from handlers.decoding import decode_request, encode_answer, error_body, media_type
 from service.backends.tensor_payload import CONTENT_TYPE, decode_feed, encode_feed
 from service.errors import InvalidInput, PayloadTooLarge
+from service.input_limits import Limits
 from service.manifest import Manifest
-from service.processing import Limits, Processor, processor_for
+from service.processing import Processor, processor_for
 from tests import tiny_models
 
 

@@ -11,8 +11,9 @@ import pytest
 from PIL import Image
 
 from service.errors import InvalidInput, PayloadTooLarge
+from service.input_limits import Limits
 from service.manifest import Manifest
-from service.processing import Limits, processor_for
+from service.processing import processor_for
 from tests.tiny_models import full_store
 
 
