@@ -27,10 +27,14 @@ train: setup
 	$(PY) -m training all --missing --model-store $(MODEL_STORE)
 
 # BACKEND=torchserve: TorchServe serves the archives, the gateway runs in front (deploy/torchserve/stack.py).
+# BACKEND=torchserve-native: the gateway serves the archives itself, running their handlers.
 run: train
 ifeq ($(BACKEND),torchserve)
 	$(MAKE) archives
 	$(PY) -m deploy.torchserve.stack --model-store $(MODEL_STORE) --host $(HOST) --port $(PORT) --grpc-port $(GRPC_PORT)
+else ifeq ($(BACKEND),torchserve-native)
+	$(MAKE) archives
+	$(PY) -m service --backend torchserve-native --model-store $(MODEL_STORE) --host $(HOST) --port $(PORT) --grpc-port $(GRPC_PORT)
 else
 	$(PY) -m service --model-store $(MODEL_STORE) --host $(HOST) --port $(PORT) --grpc-port $(GRPC_PORT)
 endif

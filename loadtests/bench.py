@@ -46,7 +46,11 @@ from loadtests.systems import Context, Deployment, ServerKind, Target, Unavailab
 SERVERS: tuple[ServerKind, ...] = (
     ServerKind("gateway", systems.GATEWAY_SYSTEMS, systems.gateway),
     ServerKind("gateway-2workers", ("gateway-2workers-v2-json",), systems.gateway_workers),
-    ServerKind("torchserve", ("torchserve", "gateway-torchserve-v2-json"), systems.torchserve),
+    ServerKind(
+        "torchserve",
+        ("torchserve", "gateway-torchserve-v2-json", "gateway-native-mar"),
+        systems.torchserve,
+    ),
     ServerKind(
         "pytriton",
         ("pytriton-v2-json", "pytriton-v2-binary", "pytriton-v2-grpc"),

@@ -29,7 +29,9 @@ class Goal:
     title: str
     kind: str
     """'ratio_at' (ours ÷ theirs at one concurrency), 'ratio_raw' (best ÷ raw limit),
-    'ratio_formed' (best ÷ raw items/s at the batch size that point formed), 'overhead' (ours
+    'ratio_formed' (best ÷ raw items/s at the batch size that point formed), 'p50_ratio_at'
+    (ours ÷ theirs p50 latency at one concurrency), 'cold_start_ratio' (the cold start of the
+    server running `ours` ÷ that of `theirs`), 'overhead' (ours
     p50 at c=1 - raw batch-1 p50), 'backend' (the gateway's backend time per batch ÷ the raw
     call at the same batch size, at `concurrency`), 'cold_start' (seconds to ready) and 'rss'
     (MiB once ready) of the server that runs `ours`, 'baseline' (ours ÷ the same system in the
@@ -44,7 +46,14 @@ class Goal:
     @property
     def at_most(self) -> bool:
         """The figure must stay at or below the target (a time, a size), not reach it."""
-        return self.kind in ("overhead", "backend", "cold_start", "rss")
+        return self.kind in (
+            "overhead",
+            "backend",
+            "cold_start",
+            "rss",
+            "p50_ratio_at",
+            "cold_start_ratio",
+        )
 
 
 SYSTEMS = {
@@ -57,6 +66,9 @@ SYSTEMS = {
     "gateway-torchserve-v2-json": "our gateway (V2 JSON) with its `torchserve` backend: each "
     "batch one pre-batched request to a second TorchServe (`torchserve-behind-gateway`, "
     "batch_size 1, as `BACKEND=torchserve make run` deploys it)",
+    "gateway-native-mar": "our gateway's `torchserve-native` backend on the same `.mar` "
+    "archives as `torchserve` (its handler in a worker process, the gateway's batcher), same "
+    "body as `gateway-predictions`",
     "torchserve": "TorchServe 0.12 directly, the project's handler on the TorchScript export of "
     "the same model, same body as `gateway-predictions`, token auth on",
     "pytriton-v2-json": "Triton through NVIDIA PyTriton (dynamic batcher, Python function "
@@ -168,8 +180,31 @@ GOALS = (
         tuple((system, "previous run") for system in REST_SYSTEMS),
         BASELINE_TARGET,
     ),
+    Goal(
+        "Native archives: `torchserve-native` ÷ TorchServe direct throughput at c=32, same "
+        "archive and body (goal ≥ 2)",
+        "ratio_at",
+        (("gateway-native-mar", "torchserve"),),
+        2.0,
+        ("digits", "resnet18"),
+    ),
+    Goal(
+        "Native archives: c=1 p50 of `torchserve-native` ÷ TorchServe direct's (goal ≤ 0.5)",
+        "p50_ratio_at",
+        (("gateway-native-mar", "torchserve"),),
+        0.5,
+        concurrency=1,
+    ),
+    Goal(
+        "Native archives: cold start from archives to ready ÷ TorchServe's (goal ≤ 0.33)",
+        "cold_start_ratio",
+        (("gateway-native-mar", "torchserve"),),
+        1 / 3,
+        ("all",),
+    ),
 )
-"""This issue's goals (performance: the serving tax, every core, Triton-style measurement)."""
+"""This issue's goals (performance: the serving tax, every core, Triton-style measurement),
+and the native-archive runtime's."""
 
 EARLIER_GOALS = (
     Goal(
@@ -301,6 +336,10 @@ def _figures(
         mine = best.throughput if best else None
         other = same.items_per_s if same else None
         return mine, other, (mine / other if mine and other else None), "items/s"
+    if goal.kind == "p50_ratio_at":
+        a, b = (_at(results, s, model, goal.concurrency) for s in (ours, theirs))
+        mine, other = (a.latency_ms.p50 if a else None), (b.latency_ms.p50 if b else None)
+        return mine, other, (mine / other if mine and other else None), "ms"
     if goal.kind == "backend":
         mine, other = backend_ratio(raw, _at(results, ours, model, goal.concurrency))
         return mine, other, (mine / other if mine is not None and other else None), "ms/batch"
@@ -341,6 +380,16 @@ def evaluate(results: Results, goals: Sequence[Goal] = GOALS) -> list[GoalRow]:
                     target=goal.target,
                     unit="",
                 )
+                if goal.kind == "cold_start_ratio":
+                    mine_server, their_server = (results.servers.get(s) for s in (ours, theirs))
+                    if mine_server is None or their_server is None:
+                        continue
+                    row.unit = "s"
+                    row.mine, row.other = mine_server.cold_start_s, their_server.cold_start_s
+                    row.value = row.mine / row.other if row.other else None
+                    row.met = row.value is not None and row.value <= goal.target
+                    rows.append(row)
+                    continue
                 if goal.kind in ("cold_start", "rss"):
                     server = results.servers.get(ours)
                     if server is None:

@@ -269,9 +269,12 @@ def torchserve(ctx: Context) -> Iterator[Deployment]:
         gateway_base, _grpc, gateway_info = stack.enter_context(
             run_gateway(ctx, "gateway-torchserve", ["--backend", "torchserve"], env)
         )
+        native_base, _grpc, native_info = stack.enter_context(
+            _native_gateway(ctx, archives, batch_size)
+        )
         base = str(direct.inference_url).rstrip("/")
         yield Deployment(
-            servers=[direct_info, behind_info, gateway_info],
+            servers=[direct_info, behind_info, gateway_info, native_info],
             targets={
                 "torchserve": {
                     m.name: predictions_request(base, m, direct.token) for m in ctx.models
@@ -279,9 +282,37 @@ def torchserve(ctx: Context) -> Iterator[Deployment]:
                 "gateway-torchserve-v2-json": {
                     m.name: v2_requests(gateway_base, m, binary=False) for m in ctx.models
                 },
+                "gateway-native-mar": {
+                    m.name: predictions_request(native_base, m) for m in ctx.models
+                },
             },
-            metrics={"gateway-torchserve-v2-json": gateway_base},
+            metrics={
+                "gateway-torchserve-v2-json": gateway_base,
+                "gateway-native-mar": native_base,
+            },
         )
+
+
+@contextmanager
+def _native_gateway(
+    ctx: Context, archives: Path, batch_size: int
+) -> Iterator[tuple[str, str, ServerInfo]]:
+    """The gateway's `torchserve-native` backend on the very archives TorchServe direct
+    serves, with its batch settings (1 worker, the same batchSize; no batch window)."""
+    from deploy.torchserve.launcher import copy_with_batching
+
+    store = ctx.work_dir / "native-archives"
+    store.mkdir(parents=True, exist_ok=True)
+    settings = {"batchSize": batch_size, "minWorkers": 1, "maxWorkers": 1}
+    for name in ctx.model_names:
+        copy_with_batching(archives / f"{name}.mar", store / f"{name}.mar", settings)
+    args = ["--backend", "torchserve-native", "--torchserve-model-store", str(store)]
+    with run_gateway(ctx, "gateway-native-mar", args) as (base, grpc, info):
+        info.settings = (
+            f"{info.settings}; archives of `torchserve`, batchSize {batch_size}, 1 worker "
+            "process per model running the archive's handler"
+        )
+        yield base, grpc, info
 
 
 def _start_torchserve(
