@@ -70,10 +70,16 @@ class Settings(BaseSettings):
     ones are skipped."""
     intra_op_threads: int = Field(default=0, ge=0)
     """ONNX Runtime / torch intra-op threads per model instance (0: runtime default)."""
-    intra_op_spinning: bool = True
-    """Let ONNX Runtime's intra-op threads busy-wait briefly for the next parallel section.
-    Measured side by side on 2 cores: 1.4-1.7x the c=1 throughput for digits, minilm and
-    resnet18, neutral for iris; turn it off when other busy processes share the cores."""
+    intra_op_spinning: bool = False
+    """Let ONNX Runtime's intra-op threads busy-wait briefly for the next parallel section
+    (default for every model; `intra_op_spinning_models` overrides it per model). Off by
+    default: measured side by side on 2 cores shared with other work, off gave 1.8x (resnet18),
+    3.8x (minilm) and 1.8x (digits) the c=1 throughput, 0.97-1.6x at c=32, and 1.4-2.2x less
+    CPU per request everywhere; iris is neutral (its batches run inline). On idle, dedicated
+    cores, spinning gave 1.4-1.7x at c=1 for digits, minilm and resnet18 (earlier record)."""
+    intra_op_spinning_models: dict[str, bool] = {}
+    """Per-model `intra_op_spinning`, `{"resnet18":true}`: spin for the heavy models when
+    the cores are theirs alone, never for tiny ones (nothing parallel to wait for)."""
     inline_batch_max_ms: float = Field(default=0.5, ge=0)
     """Run a batch on the event loop, without the hop to the compute thread, when the last 4
     batches of its shape each took less than this in the runtime (0: always use the thread).

@@ -102,8 +102,8 @@ def _json_tensor(name: str, datatype: str, shape: list[int], data: Any) -> np.nd
     dtype = numpy_dtype(datatype)
     try:
         if isinstance(data, list) and data and not isinstance(data[0], list):
-            # Flat data (what tritonclient sends): fromiter converts 784 pixels in half the
-            # time of asarray, which first scans the list for nesting; same errors.
+            # Flat data (what tritonclient sends): fromiter is 1.2x asarray's speed (784
+            # pixels, interleaved runs), which first scans the list for nesting; same errors.
             array = np.fromiter(data, dtype=dtype, count=len(data))
         else:
             array = np.asarray(data, dtype=dtype)

@@ -63,3 +63,25 @@ async def test_spinning_setting_reaches_the_session(
     options = backend.session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == entry
     await backend.close()
+
+
+@pytest.mark.parametrize(("default", "override", "entry"), [(False, True, "1"), (True, False, "0")])
+async def test_spinning_per_model_overrides_the_default(
+    tmp_path: Path, default: bool, override: bool, entry: str
+) -> None:
+    from service.repository import build_backend
+    from service.settings import Settings
+
+    directory = classifier(tmp_path)
+    manifest = Manifest.read(directory)
+    settings = Settings(
+        intra_op_spinning=default,
+        intra_op_spinning_models={manifest.name: override, "other": default},
+        _env_file=None,
+    )  # type: ignore[call-arg]
+    backend = build_backend(manifest, directory, settings)
+    assert isinstance(backend, OnnxRuntimeBackend)
+    await backend.load()
+    options = backend.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == entry
+    await backend.close()
