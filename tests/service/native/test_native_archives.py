@@ -204,3 +204,22 @@ async def test_torchserve_metric_aliases_are_exported(native: GatewayProcess) ->
             line.startswith(name.split("{")[0]) and 'model_name="reg"' in line
             for line in text.splitlines()
         ), name
+
+
+def test_archives_with_model_json_serve_stock_grpc_clients(
+    torchserve: TorchServeStack, native: GatewayProcess
+) -> None:
+    import tritonclient.grpc as grpcclient
+
+    rows = np.array([[5.1, 3.5, 1.4, 0.2]], np.float32)
+    item = grpcclient.InferInput("features", list(rows.shape), "FP32")
+    item.set_data_from_numpy(rows)
+    client = grpcclient.InferenceServerClient(native.grpc_address)
+    try:
+        assert client.is_model_ready("tab")
+        result = client.infer("tab", [item])
+    finally:
+        client.close()
+    expected = torchserve.reference("tab").outputs({"features": rows})
+    name = next(iter(expected))
+    np.testing.assert_allclose(result.as_numpy(name), expected[name], atol=1e-4)

@@ -1,0 +1,102 @@
+"""Reading TorchServe's config.properties, model stores and archives."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from service.errors import InvalidInput
+from service.native.archives import (
+    ArchiveManifest,
+    ServingOptions,
+    StoreConfig,
+    extract,
+    read_properties,
+)
+
+PROPERTIES = """\
+# TorchServe's own example layout
+inference_address=http://0.0.0.0:8080
+model_store = store
+load_models=digits.mar,fast=iris.mar
+models={\\
+  "digits": {\\
+    "1.0": {\\
+        "defaultVersion": true,\\
+        "marName": "digits.mar",\\
+        "minWorkers": 2,\\
+        "batchSize": 8,\\
+        "maxBatchDelay": 50,\\
+        "responseTimeout": 30\\
+    }\\
+  }\\
+}
+"""
+
+
+def mar(path: Path, name: str, version: str = "1.0", extra: dict[str, bytes] | None = None) -> Path:
+    manifest = {"model": {"modelName": name, "modelVersion": version, "handler": "h.py"}}
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("MAR-INF/MANIFEST.json", json.dumps(manifest))
+        archive.writestr("h.py", "def handle(data, context):\n    return data\n")
+        for member, data in (extra or {}).items():
+            archive.writestr(member, data)
+    return path
+
+
+def test_properties_with_continued_lines(tmp_path: Path) -> None:
+    file = tmp_path / "config.properties"
+    file.write_text(PROPERTIES)
+    properties = read_properties(file)
+    assert properties["inference_address"] == "http://0.0.0.0:8080"
+    assert properties["model_store"] == "store"
+    assert json.loads(properties["models"])["digits"]["1.0"]["batchSize"] == 8
+
+
+def test_store_config_reads_load_models_and_models(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    for name in ("digits", "iris", "other"):
+        mar(tmp_path / "store" / f"{name}.mar", name)
+    file = tmp_path / "config.properties"
+    file.write_text(PROPERTIES)
+    config = StoreConfig.read(file, default_store=tmp_path / "ignored")
+    assert config.model_store == tmp_path / "store"
+    assert sorted(config.archives()) == ["digits", "fast"]
+    assert config.options_for("digits", "1.0") == ServingOptions(
+        batch_size=8, max_batch_delay_ms=50, min_workers=2, response_timeout_s=30.0
+    )
+    assert config.options_for("fast", "1.0") == ServingOptions()
+    everything = StoreConfig(tmp_path / "store")
+    assert sorted(everything.archives()) == ["digits", "iris", "other"]
+
+
+def test_the_archive_config_wins_and_bad_values_are_refused() -> None:
+    options = ServingOptions(batch_size=8).merged({"batchSize": 4, "responseTimeout": 2})
+    assert (options.batch_size, options.response_timeout_s) == (4, 2.0)
+    with pytest.raises(InvalidInput, match="batchSize"):
+        ServingOptions().merged({"batchSize": 0})
+    with pytest.raises(InvalidInput, match="must be a number"):
+        ServingOptions().merged({"minWorkers": "many"})
+
+
+def test_extraction_is_private_reused_and_safe(tmp_path: Path) -> None:
+    archive = mar(tmp_path / "m.mar", "m", "2.0", {"model-config.yaml": b"batchSize: 3\n"})
+    first = extract(archive, tmp_path / "x")
+    assert first.manifest == ArchiveManifest.read(archive)
+    assert first.manifest.version == "2.0"
+    assert (first.path / "h.py").is_file()
+    assert extract(archive, tmp_path / "x").path == first.path
+    evil = mar(tmp_path / "evil.mar", "evil", extra={"../../escape.py": b"x"})
+    with pytest.raises(InvalidInput, match="escapes"):
+        extract(evil, tmp_path / "x")
+    assert not (tmp_path / "escape.py").exists()
+
+
+def test_not_an_archive(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.mar"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(InvalidInput, match="not a model archive"):
+        ArchiveManifest.read(junk)
