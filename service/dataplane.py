@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, TypeVar
 from prometheus_client import Gauge
 
 from service.auth import check_token
-from service.control import LocalControl, RepositoryControl
 from service.batcher import BatchTrace, DynamicBatcher, current_trace
+from service.control import LocalControl, RepositoryControl
 from service.errors import ClientDisconnected, NotFound, ServingError, ShuttingDown
 from service.feeds import Feed, rows_of
 from service.inference import DecodedBody, HandlerCall, InferenceRequest, InferenceResult, WireT
