@@ -76,7 +76,7 @@ class GatewayMetrics:
         )
         self.compute_duration = Histogram(
             "gateway_compute_duration_seconds",
-            "Time per batch from dispatch to results: the sum of the four gateway_batch_* parts.",
+            "Time per batch from dispatch to results: the gateway_batch_* parts, then answering.",
             ["model", "version"],
             buckets=LATENCY_BUCKETS,
             registry=r,
