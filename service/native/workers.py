@@ -11,13 +11,9 @@ while no worker is up.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import importlib.util
 import logging
-import os
-import signal
-import sys
 import tempfile
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
@@ -32,10 +28,12 @@ from service.native.frames import (
     encode_predict,
     read_reply,
 )
+from service.native.processes import WorkerProcess
 
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 40
+LOG_TAIL_BYTES = 16_384
 CONNECT_TIMEOUT_S = 60.0
 
 
@@ -69,7 +67,6 @@ class WorkerSpec:
     handler: str
     batch_size: int
     response_timeout_s: float
-    python: str = sys.executable
     envelope: str = ""
     threads: int | None = 1
     """OMP_NUM_THREADS for the worker (None: inherit)."""
@@ -82,11 +79,10 @@ class HandlerWorker:
         self.spec = spec
         self.index = index
         self.gpu_id = gpu_id
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: WorkerProcess | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
-        self._tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL_LINES)
-        self._pump: asyncio.Task[None] | None = None
+        self._log_file: Path | None = None
         self._scratch: tempfile.TemporaryDirectory[str] | None = None
 
     @property
@@ -98,39 +94,30 @@ class HandlerWorker:
         return self.process is not None and self.process.returncode is None
 
     def log_tail(self) -> str:
-        return "\n".join(self._tail)
+        """The last lines the worker logged (kept in its scratch directory)."""
+        if self._log_file is None or not self._log_file.is_file():
+            return ""
+        with self._log_file.open("rb") as log_file:
+            log_file.seek(max(0, log_file.seek(0, 2) - LOG_TAIL_BYTES))
+            text = log_file.read().decode("utf-8", "replace")
+        return "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
 
     async def start(self) -> None:
         """Start the process, connect, load the handler; raises `BackendError` on failure."""
         spec = self.spec
         self._scratch = tempfile.TemporaryDirectory(prefix=f"ts-{spec.model_name}-")
-        socket_path = Path(self._scratch.name) / f"sock.{9000 + self.index}"
-        environment = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(
-                [str(spec.model_dir), *filter(None, [os.environ.get("PYTHONPATH")])]
-            ),
-            "TEMP": self._scratch.name,
-            "TMPDIR": self._scratch.name,
-        }
-        if spec.threads is not None:
-            environment["OMP_NUM_THREADS"] = str(spec.threads)
-        self.process = await asyncio.create_subprocess_exec(
-            spec.python,
-            str(_ts_file("model_service_worker.py")),
-            "--sock-type",
-            "unix",
-            "--sock-name",
-            str(socket_path),
-            "--metrics-config",
-            str(_ts_file("configs", "metrics.yaml")),
-            cwd=spec.model_dir,
-            env=environment,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+        scratch = Path(self._scratch.name)
+        socket_path = scratch / f"sock.{9000 + self.index}"
+        self._log_file = scratch / "worker.log"
+        self.process = await WorkerProcess.start(
+            name=f"{spec.model_name}-worker-{self.index}",
+            socket_name=socket_path,
+            metrics_config=_ts_file("configs", "metrics.yaml"),
+            model_dir=spec.model_dir,
+            scratch=scratch,
+            log_file=self._log_file,
+            threads=spec.threads,
         )
-        self._pump = asyncio.create_task(self._read_log(), name=f"{spec.model_name}-log")
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
                 self._reader, self._writer = await self._connect(socket_path)
@@ -147,17 +134,13 @@ class HandlerWorker:
                 await self._writer.drain()
                 reply = await read_reply(self._reader)
         except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
-            await self.stop()
-            raise BackendError(
-                f"worker for {spec.model_name} did not start ({type(error).__name__}):\n"
-                f"{self.log_tail()}"
-            ) from None
+            await self.stop(clean=False)
+            message = f"worker for {spec.model_name} did not start ({type(error).__name__})"
+            raise BackendError(f"{message}:\n{self.last_words()}") from None
         if reply.code != 200:
-            await self.stop()
-            raise BackendError(
-                f"handler of {spec.model_name} failed to load: {reply.code} {reply.message}\n"
-                f"{self.log_tail()}"
-            )
+            await self.stop(clean=False)
+            message = f"handler of {spec.model_name} failed to load: {reply.code} {reply.message}"
+            raise BackendError(f"{message}\n{self.last_words()}")
         log.info(
             "%s worker %d ready (pid %s%s)",
             spec.model_name,
@@ -190,18 +173,23 @@ class HandlerWorker:
                 await self._writer.drain()
                 return await read_reply(self._reader)
         except TimeoutError:
-            await self.stop()
+            await self.stop(clean=False)
             raise WorkerTimedOut(
                 f"{self.spec.model_name}: no answer within responseTimeout "
                 f"({self.spec.response_timeout_s:g} s); worker restarted"
             ) from None
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
-            await self.stop()
+            await self.stop(clean=False)
             raise WorkerDied(
                 f"worker {self.index} of {self.spec.model_name} died while computing; restarting"
             ) from None
 
-    async def stop(self, grace_s: float = 5.0) -> None:
+    def last_words(self) -> str:
+        tail = self.log_tail()
+        self.cleanup()
+        return tail
+
+    async def stop(self, grace_s: float = 5.0, *, clean: bool = True) -> None:
         """Close the socket (the worker exits when its front end goes); kill if it lingers."""
         if self._writer is not None:
             self._writer.close()
@@ -214,27 +202,16 @@ class HandlerWorker:
                 async with asyncio.timeout(grace_s):
                     await process.wait()
             except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGKILL)
+                process.kill()
                 await process.wait()
-        if self._pump is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._pump, timeout=1.0)
-            self._pump = None
+        if clean:
+            self.cleanup()
+
+    def cleanup(self) -> None:
+        """Remove the scratch directory (its socket and log) once nobody needs the log."""
         if self._scratch is not None:
             self._scratch.cleanup()
             self._scratch = None
-
-    async def _read_log(self) -> None:
-        """Keep the worker's output (its log and TorchServe's `[METRICS]` lines) from
-        filling the pipe; the last lines go into error messages."""
-        assert self.process is not None and self.process.stdout is not None
-        while line := await self.process.stdout.readline():
-            text = line.decode("utf-8", "replace").rstrip()
-            if "[METRICS]" in text:
-                continue
-            self._tail.append(text)
-            log.debug("%s[%d]: %s", self.spec.model_name, self.index, text)
 
 
 class WorkerPool:
@@ -340,14 +317,14 @@ class WorkerPool:
         if self._closed or worker not in self._workers:
             return  # stopped on purpose (scaled down, unloaded)
         self._workers.remove(worker)
-        await worker.stop()
+        await worker.stop(clean=False)
         log.warning(
             "%s worker %d (pid %s) exited with %s; starting a new one. Its last lines:\n%s",
             self.spec.model_name,
             worker.index,
             worker.pid,
             code,
-            worker.log_tail(),
+            worker.last_words(),
         )
         delay = 0.5
         while not self._closed and len(self._workers) < self.target:
