@@ -4,11 +4,13 @@ header, client disconnects, and handing a decoded request to the data plane."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
+from starlette.datastructures import UploadFile
 
 from service.auth import bearer_token
 from service.dataplane import DataPlane
@@ -91,3 +93,29 @@ async def serve(
         return await plane.serve(inference, encode)
     except ServingError as error:
         return error_response(error)
+
+
+@dataclass(frozen=True, slots=True)
+class FormField:
+    name: str
+    value: bytes
+    content_type: str
+    """The part's content type ('' for a plain field)."""
+
+
+async def form_fields(request: Request) -> list[FormField]:
+    """Every field of a multipart or url-encoded form, files read, in order."""
+    try:
+        form = await request.form()
+    except Exception as error:  # malformed multipart
+        raise InvalidInput(f"cannot parse the form body: {error}") from None
+    try:
+        fields: list[FormField] = []
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                fields.append(FormField(name, await value.read(), value.content_type or ""))
+            else:
+                fields.append(FormField(name, value.encode("utf-8"), ""))
+        return fields
+    finally:
+        await form.close()

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from fastapi import Request
 from fastapi.responses import Response
-from starlette.datastructures import UploadFile
 
-from service.errors import InvalidInput, ServingError
+from service.errors import ServingError
 from service.native.frames import HandlerRequest, Parameter
 from service.native.serving import (
     TORCHSERVE_ERROR_TYPES,
@@ -20,6 +19,7 @@ from service.native.serving import (
     torchserve_error_body,
 )
 from service.processing import media_type
+from service.routes.common import form_fields
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
@@ -30,28 +30,14 @@ async def handler_request(request: Request) -> HandlerRequest:
     ]
     kind = media_type(request.headers.get("content-type", ""))
     if kind in FORM_TYPES:
-        parameters += await _form_fields(request)
+        parameters += [
+            Parameter(field.name, field.value, field.content_type)
+            for field in await form_fields(request)
+        ]
     else:
         parameters.append(Parameter("body", await request.body(), kind))
     headers = tuple((name.lower(), value) for name, value in request.headers.items())
     return HandlerRequest(next_request_id(), tuple(parameters), headers)
-
-
-async def _form_fields(request: Request) -> list[Parameter]:
-    try:
-        form = await request.form()
-    except Exception as error:  # malformed multipart
-        raise InvalidInput(f"cannot parse the form body: {error}") from None
-    try:
-        fields: list[Parameter] = []
-        for name, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                fields.append(Parameter(name, await value.read(), value.content_type or ""))
-            else:
-                fields.append(Parameter(name, value.encode("utf-8")))
-        return fields
-    finally:
-        await form.close()
 
 
 def torchserve_error(error: ServingError) -> Response:

@@ -6,7 +6,6 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
-from starlette.datastructures import UploadFile
 
 from service.errors import InvalidInput, ServingError
 from service.inference import DecodedBody, HandlerCall, InferenceResult
@@ -16,6 +15,7 @@ from service.routes.common import (
     credentials,
     dataplane_of,
     disconnected,
+    form_fields,
     header_timeout_ms,
     json_response,
     serve,
@@ -59,19 +59,7 @@ V1_BODY: dict[str, Any] = {
 
 async def _uploads(request: Request) -> list[bytes]:
     """Files (or plain fields) of a multipart form, in order."""
-    try:
-        form = await request.form()
-    except Exception as error:  # malformed multipart
-        raise InvalidInput(f"cannot parse multipart body: {error}") from None
-    try:
-        parts: list[bytes] = []
-        for _key, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                parts.append(await value.read())
-            else:
-                parts.append(value.encode("utf-8"))
-    finally:
-        await form.close()
+    parts = [field.value for field in await form_fields(request)]
     if not parts:
         raise InvalidInput("multipart body holds no file")
     return parts

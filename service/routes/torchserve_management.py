@@ -4,7 +4,10 @@ from a URL), scale workers, unregister. Answers and errors in TorchServe's shape
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
 from enum import Enum
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -51,79 +54,78 @@ def _archive_name(url: str | None) -> str:
     return url[: -len(ARCHIVE_SUFFIX)]
 
 
+Handler = Callable[..., Awaitable[Response]]
+
+
+def torchserve_answers(handler: Handler) -> Handler:
+    """Authorize on the management token; errors come back in TorchServe's form."""
+
+    @functools.wraps(handler)
+    async def answer(request: Request, *args: Any, **kwargs: Any) -> Response:
+        try:
+            dataplane_of(request).authorize_management(credentials(request))
+            return await handler(request, *args, **kwargs)
+        except ServingError as error:
+            return torchserve_error(error)
+
+    return answer
+
+
 def build_router() -> APIRouter:
     router = APIRouter()
 
-    def authorize(request: Request) -> None:
-        dataplane_of(request).authorize_management(credentials(request))
-
     @router.get("/models", tags=TAGS, summary="List models (TorchServe)")
+    @torchserve_answers
     async def list_models(request: Request) -> Response:
-        try:
-            authorize(request)
-            names = dataplane_of(request).repository.names()
-            return json_response(
-                {"models": [{"modelName": n, "modelUrl": f"{n}{ARCHIVE_SUFFIX}"} for n in names]}
-            )
-        except ServingError as error:
-            return torchserve_error(error)
+        names = dataplane_of(request).repository.names()
+        return json_response(
+            {"models": [{"modelName": n, "modelUrl": f"{n}{ARCHIVE_SUFFIX}"} for n in names]}
+        )
 
     @router.get("/models/{model_name}", tags=TAGS, summary="Describe a model (TorchServe)")
+    @torchserve_answers
     async def describe(request: Request, model_name: str) -> Response:
-        try:
-            authorize(request)
-            versions = dataplane_of(request).repository.versions(model_name)
-            return json_response([_describe(model) for model in versions.values()])
-        except ServingError as error:
-            return torchserve_error(error)
+        versions = dataplane_of(request).repository.versions(model_name)
+        return json_response([_describe(model) for model in versions.values()])
 
     @router.post("/models", tags=TAGS, summary="Register an archive of the store (TorchServe)")
+    @torchserve_answers
     async def register(request: Request) -> Response:
-        try:
-            authorize(request)
-            name = _archive_name(request.query_params.get("url"))
-            plane = dataplane_of(request)
-            if name in plane.repository.names():
-                raise InvalidInput(f"Model {name} is already registered.")
-            models = await plane.control.load(name)
-            failed = [model for model in models if not model.ready]
-            if failed:
-                raise InvalidInput("; ".join(f"{m.name} v{m.version}: {m.reason}" for m in failed))
-            workers = request.query_params.get("initial_workers")
-            if workers is not None:
-                await _scale(models, _count(workers))
-            (model,) = models[-1:]
-            target = model.handler.pool.target if model.handler is not None else 0
-            return json_response(
-                {
-                    "status": f'Model "{name}" Version: {model.version} registered with '
-                    f"{target} initial workers"
-                }
-            )
-        except ServingError as error:
-            return torchserve_error(error)
+        name = _archive_name(request.query_params.get("url"))
+        plane = dataplane_of(request)
+        if name in plane.repository.names():
+            raise InvalidInput(f"Model {name} is already registered.")
+        models = await plane.control.load(name)
+        failed = [model for model in models if not model.ready]
+        if failed:
+            raise InvalidInput("; ".join(f"{m.name} v{m.version}: {m.reason}" for m in failed))
+        workers = request.query_params.get("initial_workers")
+        if workers is not None:
+            await _scale(models, _count(workers))
+        (model,) = models[-1:]
+        target = model.handler.pool.target if model.handler is not None else 0
+        return json_response(
+            {
+                "status": f'Model "{name}" Version: {model.version} registered with '
+                f"{target} initial workers"
+            }
+        )
 
     @router.put("/models/{model_name}", tags=TAGS, summary="Scale workers (TorchServe)")
+    @torchserve_answers
     async def scale(request: Request, model_name: str) -> Response:
-        try:
-            authorize(request)
-            count = _count(request.query_params.get("min_worker"))
-            versions = dataplane_of(request).repository.versions(model_name)
-            await _scale(list(versions.values()), count)
-            return json_response({"status": f"Workers scaled to {count} for model: {model_name}"})
-        except ServingError as error:
-            return torchserve_error(error)
+        count = _count(request.query_params.get("min_worker"))
+        versions = dataplane_of(request).repository.versions(model_name)
+        await _scale(list(versions.values()), count)
+        return json_response({"status": f"Workers scaled to {count} for model: {model_name}"})
 
     @router.delete("/models/{model_name}", tags=TAGS, summary="Unregister (TorchServe)")
+    @torchserve_answers
     async def unregister(request: Request, model_name: str) -> Response:
-        try:
-            authorize(request)
-            plane = dataplane_of(request)
-            plane.repository.versions(model_name)  # 404 when unknown
-            await plane.control.unload(model_name)
-            return json_response({"status": f'Model "{model_name}" unregistered'})
-        except ServingError as error:
-            return torchserve_error(error)
+        plane = dataplane_of(request)
+        plane.repository.versions(model_name)  # 404 when unknown
+        await plane.control.unload(model_name)
+        return json_response({"status": f'Model "{model_name}" unregistered'})
 
     return router
 
