@@ -27,7 +27,8 @@ from tests.defaults import DEFAULT_MODELS
 from tests.handlers.servers import Reference, assert_answers_close, require_java
 from tests.servers import GatewayProcess, gateway
 
-pytestmark = pytest.mark.integration
+# Module fixtures start a TorchServe and gateways (minutes on 2 busy cores) in the first test.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 @dataclass

@@ -19,7 +19,8 @@ from service.backends.tensor_payload import CONTENT_TYPE, decode_feed, encode_fe
 from tests.handlers.servers import TorchServeStack, assert_answers_close, shared_torchserve
 from tests.servers import GatewayProcess, gateway
 
-pytestmark = pytest.mark.integration
+# Module fixtures start a TorchServe and gateways (minutes on 2 busy cores) in the first test.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 NATIVE = {"GATEWAY_BACKEND": "torchserve-native"}
 

@@ -22,7 +22,8 @@ from tests.handlers.servers import assert_answers_close, require_java
 from tests.servers import GatewayProcess, gateway
 from tests.service.native.archives import custom_archive, stock_archive
 
-pytestmark = pytest.mark.integration
+# Module fixtures start a TorchServe and gateways (minutes on 2 busy cores) in the first test.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 TOKEN = "manage-me"
 JSON = {"Content-Type": "application/json"}
