@@ -24,6 +24,12 @@ ABSENT = "\u2013"  # an en dash
 """A figure this run does not have (a histogram the gateway does not export, a point not run)."""
 
 
+RATIO_OF_MS = "ms, as a ratio"
+"""A goal row's unit: two latencies (ms) and their ratio."""
+RATIO_OF_S = "s, as a ratio"
+"""A goal row's unit: two durations (s) and their ratio."""
+
+
 @dataclass(frozen=True)
 class Goal:
     title: str
@@ -339,7 +345,7 @@ def _figures(
     if goal.kind == "p50_ratio_at":
         a, b = (_at(results, s, model, goal.concurrency) for s in (ours, theirs))
         mine, other = (a.latency_ms.p50 if a else None), (b.latency_ms.p50 if b else None)
-        return mine, other, (mine / other if mine and other else None), "ms"
+        return mine, other, (mine / other if mine and other else None), RATIO_OF_MS
     if goal.kind == "backend":
         mine, other = backend_ratio(raw, _at(results, ours, model, goal.concurrency))
         return mine, other, (mine / other if mine is not None and other else None), "ms/batch"
@@ -384,7 +390,7 @@ def evaluate(results: Results, goals: Sequence[Goal] = GOALS) -> list[GoalRow]:
                     mine_server, their_server = (results.servers.get(s) for s in (ours, theirs))
                     if mine_server is None or their_server is None:
                         continue
-                    row.unit = "s"
+                    row.unit = RATIO_OF_S
                     row.mine, row.other = mine_server.cold_start_s, their_server.cold_start_s
                     row.value = row.mine / row.other if row.other else None
                     row.met = row.value is not None and row.value <= goal.target
@@ -548,7 +554,15 @@ def _goal_table(rows: Sequence[GoalRow]) -> list[str]:
     ]
     for row in rows:
         unit = row.unit
-        if unit in ("s", "MiB"):
+        if unit in (RATIO_OF_MS, RATIO_OF_S):
+            shown = "ms" if unit == RATIO_OF_MS else "s"
+            digits = 2 if unit == RATIO_OF_MS else 1
+            figures = (
+                f"{_num(row.mine, digits)} {shown}" if row.mine is not None else ABSENT,
+                f"{_num(row.other, digits)} {shown}" if row.other is not None else ABSENT,
+                f"{row.value:.2f}x" if row.value is not None else ABSENT,
+            )
+        elif unit in ("s", "MiB"):
             mine = row.mine or 0.0
             figures = (f"{mine:.1f} {unit}" if unit == "s" else f"{mine:.0f} {unit}", "-", "-")
         elif unit in ("ms", "ms/batch"):
