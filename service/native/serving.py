@@ -9,11 +9,11 @@ come back. The tensor way sends one pre-batched `.npz` request per gateway batch
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -63,7 +63,8 @@ TORCHSERVE_ERROR_TYPES = {
 
 
 def torchserve_error_body(code: int, message: str, kind: str | None = None) -> bytes:
-    """TorchServe's error JSON, byte for byte (pretty-printed with two-space indents)."""
+    """TorchServe's error JSON: its three keys, pretty-printed with two-space indents as its
+    front end writes them."""
     kind = kind or ("InternalServerException" if code >= 500 else "BadRequestException")
     return (
         f'{{\n  "code": {code},\n  "type": "{kind}",\n  "message": {_json_string(message)}\n}}'
@@ -71,8 +72,6 @@ def torchserve_error_body(code: int, message: str, kind: str | None = None) -> b
 
 
 def _json_string(text: str) -> str:
-    import json
-
     return json.dumps(text, ensure_ascii=False)
 
 
@@ -145,7 +144,11 @@ class HandlerRoute:
         await self.pool.close()
 
 
-def handler_batch_function(pool: WorkerPool):  # type: ignore[no-untyped-def]
+def handler_batch_function(
+    pool: WorkerPool,
+) -> Callable[[list[HandlerRequest]], Awaitable[list[HandlerResponse]]]:
+    """The batch function of an archive's raw way in: one worker call per batch."""
+
     async def run(batch: list[HandlerRequest]) -> list[HandlerResponse]:
         reply = await pool.run(batch)
         failure = batch_failure(reply)
@@ -237,7 +240,3 @@ def manifest_in(archive: ExtractedArchive) -> Manifest | None:
             "%s: model.json unreadable (%s); serving /predictions only", archive.path, error
         )
         return None
-
-
-def extracted_root(store_root: Path) -> Path:
-    return store_root
