@@ -32,7 +32,7 @@ JSON_CONTENT_TYPE = JSON_MEDIA_TYPE
 __all__ = ["Decoded", "decode_request", "encode_answer", "error_body", "media_type"]
 
 AnswerKind = Literal["tensors", "one", "many"]
-"""`tensors`: raw outputs as `.npz`; `one`: one prediction; `many`: a list of predictions."""
+"""`tensors`: raw outputs as a safetensors payload; `one`: one prediction; `many`: a list of predictions."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,7 @@ def decode_request(
 
 
 def feed_from_tensor_payload(processor: Processor, payload: bytes) -> Feed:
-    """A pre-batched `.npz` payload -> feed, checked against the manifest like V2 tensors."""
+    """A pre-batched safetensors payload -> feed, checked against the manifest like V2 tensors."""
     arrays = decode_feed(payload)
     tensors = [
         Tensor(name, v2_datatype(array), list(array.shape), array) for name, array in arrays.items()

@@ -33,7 +33,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
     configure(settings.log_level)
     if settings.workers > 1:
-        from service.workers import supervise
+        from service.supervisor import supervise
 
         raise SystemExit(supervise(settings))
     # Imported here so that `--help` and bad flags answer without loading the app stack.

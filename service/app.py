@@ -28,9 +28,9 @@ from service.errors import ServingError
 from service.fastpath import FastPath
 from service.limits import BodyLimitMiddleware
 from service.metrics import GatewayMetrics
-from service.repository import ModelRepository
+from service.models.store import repository_for
 from service.routes import operations, predictions, v2
-from service.routes.common import error_response, json_response
+from service.routes.errors import boundary_for
 from service.routes.table import router_for
 from service.settings import Settings
 from service.tracing import Tracing
@@ -38,17 +38,9 @@ from service.tracing import Tracing
 log = logging.getLogger(__name__)
 
 
-async def _start(plane: DataPlane) -> None:
-    await plane.control.start()
-    plane.started = True
-    states = {f"{m.name}/{m.version}": m.state.value for m in plane.repository.all_versions()}
-    log.info("gateway ready", extra={"models": states})
-
-
 async def drain(plane: DataPlane, timeout_s: float) -> bool:
     """Refuse new work, then wait for in-flight requests; True when all were answered."""
-    plane.draining = True
-    return await plane.wait_idle(timeout_s)
+    return await plane.drain(timeout_s)
 
 
 ERROR_SCHEMA = {
@@ -170,13 +162,14 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
         metrics.add_gpu_collector()
     if tracing is None and settings.tracing:
         tracing = Tracing(settings)
-    repository = ModelRepository(settings, metrics, tracer=tracing)
+    repository = repository_for(settings, metrics, tracing)
     plane = DataPlane(settings, repository, metrics, tracing)
+    errors = boundary_for(settings.serves_archives)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Listen at once (liveness answers) and load models behind readiness.
-        loading = asyncio.create_task(_start(plane), name="load-models")
+        loading = asyncio.create_task(plane.start(), name="load-models")
         app.state.loading = loading
         try:
             yield
@@ -186,8 +179,7 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
                 log.warning("drain timed out with %d requests in flight", plane.active_requests)
             loading.cancel()
             await asyncio.gather(loading, return_exceptions=True)
-            await plane.control.close()
-            await repository.close()
+            await plane.close()
             if tracing is not None:
                 await asyncio.to_thread(tracing.shutdown)
 
@@ -205,34 +197,36 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
     specs = [*v2.routes(), *predictions.routes()]
     app.include_router(router_for(specs))
     app.include_router(operations.build_router())
-    if settings.backend == "torchserve-native":
+    if settings.serves_archives:
         from service.routes import torchserve_management
 
         app.include_router(torchserve_management.build_router())
 
+    # The one HTTP error boundary (with the fast path): every error, in its route's form.
     @app.exception_handler(ServingError)
-    async def serving_error(_request: Request, error: ServingError) -> Response:
-        return error_response(error)
+    async def serving_error(request: Request, error: ServingError) -> Response:
+        return errors.answer(request.url.path, error)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, error: RequestValidationError) -> Response:
+    async def validation_error(request: Request, error: RequestValidationError) -> Response:
         first = error.errors()[0] if error.errors() else {"msg": "invalid request"}
-        return json_response({"error": f"invalid request: {first.get('msg')}"}, 400)
+        return errors.response(request.url.path, 400, f"invalid request: {first.get('msg')}")
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, error: StarletteHTTPException) -> Response:
-        return json_response({"error": str(error.detail)}, error.status_code, error.headers)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        return errors.response(
+            request.url.path, error.status_code, str(error.detail), error.headers
+        )
 
     @app.exception_handler(Exception)
-    async def unexpected(_request: Request, error: Exception) -> Response:
-        log.exception("unhandled error")
-        return json_response({"error": "internal server error"}, 500)
+    async def unexpected(request: Request, error: Exception) -> Response:
+        return errors.unexpected(request.url.path)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     # Every HTTP request passes the body limit; the fast path serves inference and hands the
     # rest to FastAPI's own stack (telemetry, error middleware, router).
     front: ASGIApp = FastPath(
-        partial(FastAPI.__call__, app), routes=[spec for spec in specs if spec.hot]
+        partial(FastAPI.__call__, app), routes=[spec for spec in specs if spec.hot], errors=errors
     )
     front = BodyLimitMiddleware(front, max_body_bytes=settings.max_body_bytes)
     if settings.cors_origins:

@@ -1,7 +1,7 @@
 """Who applies repository API calls: this process alone, or every worker of a supervisor.
 
 The routes and the gRPC servicer call `DataPlane.control`, never the repository's load/unload
-directly. With one process that is `LocalControl`. Under `GATEWAY_WORKERS=N` (`service.workers`)
+directly. With one process that is `LocalControl`. Under `GATEWAY_WORKERS=N` (`service.supervisor`)
 it is `SharedControl`: the call goes to the supervisor over this worker's control socket, the
 supervisor sends it to every worker in turn-taking order (one call at a time, so all workers
 see the same sequence), and the caller is answered once every live worker has applied it, with

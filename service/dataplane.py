@@ -1,9 +1,14 @@
-"""The data plane: one request's way through the server, the same for every protocol.
+"""The data plane: every protocol verb, the same for every transport.
 
-`DataPlane.serve` takes a protocol-neutral `InferenceRequest` and an encoder, and owns every
-step between them: authorization, one model lookup, the body decode (off the event loop when
-the processor says it is CPU-heavy), one deadline policy, the batcher, leaving the queue when
-the client goes away, metric labels and the request log. No HTTP or gRPC type appears here.
+Adapters (V2 REST, KServe V1, TorchServe's `/predictions` and management API, gRPC) decode,
+call one method here and encode; none of them touches the repository. The verbs: live, ready,
+server and model metadata, model readiness, infer, and the repository's index, load, unload
+and scale. Each checks its own credentials.
+
+`infer` owns every step of one request between the adapter's decode and encode: authorization,
+one model lookup (before the body is read, so an unknown model is 404 whatever it holds), the
+served model's way in, one deadline policy, leaving the queue when the client goes away, metric
+labels, spans and the request log. No HTTP or gRPC type appears here.
 """
 
 from __future__ import annotations
@@ -12,44 +17,68 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import Any, TypeVar
 
-from prometheus_client import Gauge
-
+from service import __version__
 from service.auth import check_token
-from service.batcher import BatchTrace, DynamicBatcher, current_trace
+from service.batcher import BatchTrace, current_trace
 from service.control import LocalControl, RepositoryControl
-from service.errors import ClientDisconnected, NotFound, ServingError, ShuttingDown
-from service.feeds import Feed, rows_of
-from service.inference import DecodedBody, HandlerCall, InferenceRequest, InferenceResult, WireT
+from service.errors import InvalidInput, NotFound, ServingError, ShuttingDown
+from service.inference import AnswerT, Call, InferenceRequest
 from service.metrics import GatewayMetrics
-from service.repository import LoadedModel, ModelRepository
+from service.models.served import Workers
+from service.repository import IndexEntry as IndexEntry
+from service.repository import ModelRepository, ModelVersion
 from service.settings import Settings
-from service.tracing import RequestSpan, Tracing
-
-if TYPE_CHECKING:
-    from service.native.frames import HandlerResponse
+from service.tracing import Tracing
 
 ResponseT = TypeVar("ResponseT")
-ItemT = TypeVar("ItemT")
-ResultT = TypeVar("ResultT")
 request_log = logging.getLogger("service.requests")
+log = logging.getLogger(__name__)
 
 CLIENT_GONE = 499
 """Status recorded for a request whose client went away (nginx's convention)."""
+SERVER_NAME = "model-serving-gateway"
+EXTENSIONS = ("binary_tensor_data", "model_repository", "parameters")
+"""The Open Inference Protocol extensions this server implements."""
 
 
-@dataclass(slots=True)
-class _Record:
-    """What one request's body tells the frame around it."""
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    ready: bool
+    reason: str = ""
 
-    span: RequestSpan | None
-    code: int = 500
-    labels: tuple[str, str] | None = None
-    rows: int | None = None
-    failure: str | None = None
+
+@dataclass(frozen=True, slots=True)
+class ModelReadiness:
+    name: str
+    version: str
+    ready: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LoadOutcome:
+    """What a load left: every version on disk with its state; `failure` names the versions
+    that could not load and why ('' when all loaded)."""
+
+    name: str
+    versions: list[IndexEntry]
+
+    @property
+    def failure(self) -> str:
+        return "; ".join(
+            f"v{entry.version}: {entry.reason}" for entry in self.versions if entry.state != "READY"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelWorkers:
+    """A version and its workers (TorchServe's describe)."""
+
+    entry: IndexEntry
+    workers: Workers
 
 
 class DataPlane:
@@ -80,6 +109,11 @@ class DataPlane:
     def active_requests(self) -> int:
         return self._active
 
+    @property
+    def traced(self) -> bool:
+        """Whether adapters should pass on the caller's trace context."""
+        return self.tracing is not None
+
     # -- policies ----------------------------------------------------------------------------
 
     def authorize_inference(self, token: str | None) -> None:
@@ -92,91 +126,103 @@ class DataPlane:
             )
         check_token(token, self.settings.management_token, self.settings.inference_token)
 
-    def deadline(self, *timeouts_ms: float | None) -> float | None:
-        """Absolute deadline (monotonic clock): the shortest of the protocol's timeouts and the
-        server default."""
-        limits = [t for t in (*timeouts_ms, self.settings.default_timeout_ms) if t is not None]
-        if not limits:
-            return None
-        return time.monotonic() + min(limits) / 1000.0
+    def authorize_probe(self, token: str | None) -> None:
+        """Health and metrics: open, unless the settings protect them with the inference
+        token."""
+        if self.settings.protect_health_and_metrics:
+            self.authorize_inference(token)
 
-    # -- one request -------------------------------------------------------------------------
+    # -- lifecycle -----------------------------------------------------------------------------
 
-    async def serve(
+    async def start(self) -> None:
+        """Load the models the gateway starts with; then it is ready."""
+        await self.control.start()
+        self.started = True
+        states = {f"{m.name}/{m.version}": m.state.value for m in self.repository.all_versions()}
+        log.info("gateway ready", extra={"models": states})
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Refuse new work, then wait for in-flight requests; True when all were answered."""
+        self.draining = True
+        return await self.wait_idle(timeout_s)
+
+    async def close(self) -> None:
+        await self.control.close()
+        await self.repository.close()
+
+    # -- health and metadata -------------------------------------------------------------------
+
+    def live(self, credentials: str | None) -> bool:
+        self.authorize_probe(credentials)
+        return True
+
+    def readiness(self, credentials: str | None) -> Readiness:
+        self.authorize_probe(credentials)
+        if self.ready:
+            return Readiness(True)
+        return Readiness(False, "shutting down" if self.draining else "loading models")
+
+    def metrics_text(self, credentials: str | None, accept: str | None) -> tuple[bytes, str]:
+        """The exposition (body, content type) the scraper's `Accept` asks for."""
+        self.authorize_probe(credentials)
+        return self.metrics.render(accept)
+
+    def server_metadata(self, credentials: str | None) -> dict[str, Any]:
+        self.authorize_inference(credentials)
+        return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
+
+    def model_metadata(
+        self, name: str, version: str | None, credentials: str | None
+    ) -> dict[str, Any]:
+        """Name, versions, platform and tensors; a version that did not load has no tensors."""
+        self.authorize_inference(credentials)
+        entry = self.repository.get(name, version)
+        body: dict[str, Any] = {
+            "name": entry.name,
+            "versions": self.repository.version_names(name),
+            **entry.model.metadata().as_dict(),
+        }
+        if "parameters" in body:
+            body["parameters"]["state"] = entry.state.value
+        return body
+
+    def model_ready(
+        self, name: str, version: str | None, credentials: str | None
+    ) -> ModelReadiness:
+        self.authorize_inference(credentials)
+        entry = self.repository.get(name, version)
+        return ModelReadiness(entry.name, entry.version, entry.ready)
+
+    # -- inference -----------------------------------------------------------------------------
+
+    async def infer(
         self,
-        request: InferenceRequest[WireT],
-        encode: Callable[[InferenceResult[WireT]], ResponseT],
+        request: InferenceRequest[AnswerT],
+        encode: Callable[[AnswerT], ResponseT],
     ) -> ResponseT:
-        """Run `request` and return `encode(result)`. Raises `ServingError` (after counting it)
-        for the adapter to turn into its protocol's error."""
-        with self._served(request.protocol, request.model, request.trace_context) as record:
-            self._admit(request.credentials)
+        """Run `request` and return `encode(answer)`. Raises `ServingError` (after counting it)
+        for the adapter's error boundary."""
+        with self._served(request) as call:
+            self.authorize_inference(request.credentials)
+            if self.draining:
+                raise ShuttingDown("server is shutting down")
             entry = self.repository.get(request.model, request.version)
-            record.labels = (entry.name, entry.version)
-            model = entry.serving()
-            span = record.span
-            if span is None:
-                feed, body = await self._decode(request, model)
-            else:
-                with span.child("decode"):
-                    feed, body = await self._decode(request, model)
-                record.rows = rows_of(feed)
-            deadline = self.deadline(request.timeout_ms, body.timeout_ms)
-            outputs = await self._submit(
-                model.batcher, model.inflight, feed, deadline, request.disconnected
-            )
-            result = InferenceResult(model, outputs, body)
-            if span is None:
-                response = encode(result)
-            else:
-                with span.child("encode"):
-                    response = encode(result)
-            record.code = 200
+            call.labels = (entry.name, entry.version)
+            answer = await request.body.run(entry.serving(), call)
+            with call.stage("encode"):
+                response = encode(answer)
+            if call.code is None:
+                call.code = 200
             return response
 
-    async def serve_handler(
-        self, call: HandlerCall, encode: Callable[[HandlerResponse], ResponseT]
-    ) -> ResponseT:
-        """Run one request through a TorchServe archive's own handler (`torchserve-native`):
-        the body goes to the handler as it came, and its answer (status included) comes back
-        as the handler made it."""
-        with self._served(call.protocol, call.model, call.trace_context) as record:
-            self._admit(call.credentials)
-            entry = self.repository.get(call.model, call.version)
-            record.labels = (entry.name, entry.version)
-            route = entry.handler_route()
-            request = await call.read()
-            record.rows = 1
-            started = time.perf_counter()
-            try:
-                answer = await self._submit(
-                    route.batcher,
-                    route.inflight,
-                    request,
-                    self.deadline(call.timeout_ms),
-                    call.disconnected,
-                )
-            finally:
-                route.aliases.request_done(entry.name, entry.version, time.perf_counter() - started)
-            record.code = answer.status
-            if answer.status >= 400:
-                record.failure = answer.reason or f"handler answered {answer.status}"
-            return encode(answer)
-
-    def _admit(self, credentials: str | None) -> None:
-        self.authorize_inference(credentials)
-        if self.draining:
-            raise ShuttingDown("server is shutting down")
-
     @contextlib.contextmanager
-    def _served(
-        self, protocol: str, model: str, trace_context: Mapping[str, str] | None
-    ) -> Iterator[_Record]:
+    def _served(self, request: InferenceRequest[Any]) -> Iterator[Call]:
         """Everything around one request, whatever its way through: the active count, the
         span, the metrics and the request log, with the status the body set or raised."""
         started = time.perf_counter()
+        protocol, model = request.protocol, request.model
         span = (
-            self.tracing.start_request(protocol, model, trace_context)
+            self.tracing.start_request(protocol, model, request.trace_context)
             if self.tracing is not None
             else None
         )
@@ -186,88 +232,39 @@ class DataPlane:
         if trace is not None:
             trace.span = span.span if span is not None else None
             current_trace.set(trace)
-        record = _Record(span=span)
+        call = Call(
+            span,
+            timeout_ms=request.timeout_ms,
+            default_timeout_ms=self.settings.default_timeout_ms,
+            disconnected=request.disconnected,
+        )
         self._active += 1
         self._idle.clear()
         try:
-            yield record
+            yield call
         except ServingError as error:
-            record.code, record.failure = error.status_code, error.message
+            call.code, call.failure = error.status_code, error.message
             raise
         except asyncio.CancelledError:
-            record.code = CLIENT_GONE
+            call.code = CLIENT_GONE
             raise
         finally:
             self._active -= 1
             if self._active == 0:
                 self._idle.set()
             seconds = time.perf_counter() - started
+            code = call.code if call.code is not None else 500
             trace_id = span.trace_id if span is not None else None
-            labels = record.labels
+            labels = call.labels
             # Only known models and versions become labels, so clients cannot grow the set.
             if labels is not None:
-                self.metrics.observe_request(
-                    *labels, protocol, record.code, seconds, trace_id=trace_id
-                )
+                self.metrics.observe_request(*labels, protocol, code, seconds, trace_id=trace_id)
             if span is not None and trace is not None:
                 span.finish(
-                    code=record.code,
-                    labels=labels,
-                    rows=record.rows,
-                    trace=trace,
-                    error=record.failure,
+                    code=code, labels=labels, rows=call.rows, trace=trace, error=call.failure
                 )
             if self.settings.log_requests and trace is not None:
-                self._log(protocol, model, labels, record.code, seconds, trace, trace_id)
-
-    async def _decode(
-        self, request: InferenceRequest[WireT], model: LoadedModel
-    ) -> tuple[Feed, DecodedBody[WireT]]:
-        """The wire body, then the feed (off the event loop when the processor says so)."""
-        body = await request.decode(model.processor)
-        processor = model.processor
-        if processor.decodes_heavily(body.inputs):
-            return await asyncio.to_thread(processor.feed, body.inputs), body
-        return processor.feed(body.inputs), body
-
-    async def _submit(
-        self,
-        batcher: DynamicBatcher[ItemT, ResultT],
-        inflight: Gauge,
-        item: ItemT,
-        deadline: float | None,
-        disconnected: Callable[[], Awaitable[None]] | None,
-    ) -> ResultT:
-        """Queue `item` on the model's batcher; leave the queue if the client goes away.
-
-        A request that will be dispatched at once has nothing to leave, so it skips the watcher.
-        """
-        inflight.inc()
-        try:
-            if disconnected is None or batcher.dispatches_immediately:
-                return await batcher.submit(item, deadline=deadline)
-            handler = asyncio.current_task()
-            assert handler is not None
-            gone = False
-
-            async def watch() -> None:
-                nonlocal gone
-                await disconnected()
-                gone = True
-                handler.cancel()
-
-            watcher = asyncio.get_running_loop().create_task(watch())
-            try:
-                return await batcher.submit(item, deadline=deadline)
-            except asyncio.CancelledError:
-                if not gone:
-                    raise
-                handler.uncancel()
-                raise ClientDisconnected("client disconnected") from None
-            finally:
-                watcher.cancel()
-        finally:
-            inflight.dec()
+                self._log(protocol, model, labels, code, seconds, trace, trace_id)
 
     def _log(
         self,
@@ -293,6 +290,67 @@ class DataPlane:
                 "batch_rows": trace.batch_rows,
             },
         )
+
+    # -- the repository (management token) -----------------------------------------------------
+
+    def repository_index(
+        self, credentials: str | None, *, ready_only: bool = False
+    ) -> list[IndexEntry]:
+        self.authorize_management(credentials)
+        entries = self.repository.index()
+        if ready_only:
+            entries = [entry for entry in entries if entry.state == "READY"]
+        return entries
+
+    def model_names(self, credentials: str | None) -> list[str]:
+        """The models loaded (whatever their state)."""
+        self.authorize_management(credentials)
+        return self.repository.names()
+
+    def model_workers(self, name: str, credentials: str | None) -> list[ModelWorkers]:
+        self.authorize_management(credentials)
+        return [
+            ModelWorkers(IndexEntry.of(version), version.model.workers())
+            for version in self._versions(name)
+        ]
+
+    async def load(self, name: str, credentials: str | None) -> LoadOutcome:
+        """Load or reload `name` wherever this gateway serves (every worker)."""
+        self.authorize_management(credentials)
+        models = await self.control.load(name)
+        return LoadOutcome(name, [IndexEntry.of(model) for model in models])
+
+    async def register(
+        self, name: str, workers: int | None, credentials: str | None
+    ) -> ModelWorkers:
+        """TorchServe's register: load a model not loaded yet, then scale it to `workers`.
+        Answers the latest version and its workers."""
+        self.authorize_management(credentials)
+        if name in self.repository.names():
+            raise InvalidInput(f"Model {name} is already registered.")
+        outcome = await self.load(name, credentials)
+        if outcome.failure:
+            raise InvalidInput(f"{name} {outcome.failure}")
+        if workers is not None:
+            await self.scale(name, workers, credentials)
+        latest = self.repository.get(name)
+        return ModelWorkers(IndexEntry.of(latest), latest.model.workers())
+
+    async def unload(self, name: str, credentials: str | None) -> None:
+        self.authorize_management(credentials)
+        await self.control.unload(name)
+
+    async def scale(self, name: str, workers: int, credentials: str | None) -> None:
+        """Set the worker count of every version of `name`."""
+        self.authorize_management(credentials)
+        if workers < 0:
+            raise InvalidInput("min_worker must be a whole number >= 0")
+        for version in self._versions(name):
+            await version.model.scale(workers)
+
+    def _versions(self, name: str) -> list[ModelVersion]:
+        versions = self.repository.versions(name)
+        return [versions[v] for v in self.repository.version_names(name)]
 
     # -- drain ---------------------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ anything this path does not match (other methods, odd paths) falls through to Fa
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 from starlette.convertors import Convertor
@@ -17,15 +16,14 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.errors import ServingError
-from service.routes.common import error_response, json_response
+from service.routes.errors import ErrorBoundary
 from service.routes.table import Endpoint, RouteSpec
-
-log = logging.getLogger(__name__)
 
 
 class FastPath:
-    def __init__(self, app: ASGIApp, routes: Sequence[RouteSpec]) -> None:
+    def __init__(self, app: ASGIApp, routes: Sequence[RouteSpec], errors: ErrorBoundary) -> None:
         self.app = app
+        self.errors = errors
         self.routes: list[
             tuple[frozenset[str], object, dict[str, Convertor[object]], Endpoint]
         ] = []
@@ -53,8 +51,7 @@ class FastPath:
         try:
             response = await endpoint(request)
         except ServingError as error:
-            response = error_response(error)
+            response = self.errors.answer(scope["path"], error)
         except Exception:
-            log.exception("unhandled error")
-            response = json_response({"error": "internal server error"}, 500)
+            response = self.errors.unexpected(scope["path"])
         await response(scope, receive, send)

@@ -1,29 +1,47 @@
-"""Protocol-neutral inference requests and results: what every transport adapter decodes into
-and encodes from. Nothing here knows HTTP or gRPC.
+"""Protocol-neutral inference requests: the one envelope every transport adapter decodes into,
+and the per-request frame (`Call`) a served model computes in. Nothing here knows HTTP or gRPC.
 
 An adapter builds an `InferenceRequest` from what it knows before reading the body (protocol,
-model, version, credentials, a transport deadline) plus a `decode` step that reads and parses
-the body. The data plane looks the model up first, so an unknown model is 404 whatever the body
-holds, and then calls `decode` with the model's processor (a TorchServe JSON body means one
-instance or a list of them depending on the model's task).
+model, version, credentials, a transport deadline) plus a *body*: how to read the rest. The
+data plane looks the model up first, so an unknown model is 404 whatever the body holds, then
+hands the body to the served model, which picks its way in (double dispatch, no branch on the
+kind of model):
+
+- `TensorBody`: tensors (V2 REST, gRPC, KServe V1), decoded with the model's processor;
+- `HandlerBody`: TorchServe's raw request form, for an archive's own handler;
+- `PredictionsBody`: TorchServe's `/predictions`, which is either of the two above depending
+  on the model (a processor reads the body, or the archive's handler does).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+import contextlib
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+from prometheus_client import Gauge
+
+from service.batcher import DynamicBatcher
+from service.errors import ClientDisconnected
 from service.feeds import Feed
 from service.processing import ModelInputs, Processor
-from service.repository import LoadedModel
+from service.tracing import RequestSpan
 
 if TYPE_CHECKING:
-    from service.native.frames import HandlerRequest
+    from service.models.served import ServedModel
+    from service.models.tensor import TensorModel
+    from service.native.frames import HandlerRequest, HandlerResponse
 
 WireT = TypeVar("WireT")
 """Whatever the adapter's encoder needs back from its decoder (request id, requested outputs,
 whether to answer with a list)."""
+ResultT = TypeVar("ResultT")
+ItemT = TypeVar("ItemT")
+AnswerT = TypeVar("AnswerT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,15 +53,155 @@ class DecodedBody(Generic[WireT]):
 
 
 Decoder = Callable[[Processor], Awaitable[DecodedBody[WireT]]]
+RawReader = Callable[[], Awaitable["HandlerRequest"]]
 
 
 @dataclass(frozen=True, slots=True)
-class InferenceRequest(Generic[WireT]):
+class InferenceResult(Generic[WireT]):
+    model: TensorModel
+    outputs: Feed
+    body: DecodedBody[WireT]
+
+
+class Call:
+    """One admitted request as a served model sees it: its span, its deadline, its client's
+    disconnect, and what the request log and metrics record of it."""
+
+    __slots__ = (
+        "_default_timeout_ms",
+        "_disconnected",
+        "_timeout_ms",
+        "code",
+        "failure",
+        "labels",
+        "rows",
+        "span",
+    )
+
+    def __init__(
+        self,
+        span: RequestSpan | None,
+        *,
+        timeout_ms: float | None,
+        default_timeout_ms: float | None,
+        disconnected: Callable[[], Awaitable[None]] | None,
+    ) -> None:
+        self.span = span
+        self._timeout_ms = timeout_ms
+        self._default_timeout_ms = default_timeout_ms
+        self._disconnected = disconnected
+        self.code: int | None = None
+        """The status to record; None until the request is answered or fails."""
+        self.failure: str | None = None
+        self.labels: tuple[str, str] | None = None
+        self.rows: int | None = None
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """A child span around one stage (decode, encode) when the request is traced."""
+        if self.span is None:
+            yield
+        else:
+            with self.span.child(name):
+                yield
+
+    def deadline(self, body_timeout_ms: float | None = None) -> float | None:
+        """Absolute deadline (monotonic clock): the shortest of the transport's timeout, the
+        body's and the server default."""
+        limits = [
+            t
+            for t in (self._timeout_ms, body_timeout_ms, self._default_timeout_ms)
+            if t is not None
+        ]
+        if not limits:
+            return None
+        return time.monotonic() + min(limits) / 1000.0
+
+    async def submit(
+        self,
+        batcher: DynamicBatcher[ItemT, ResultT],
+        inflight: Gauge,
+        item: ItemT,
+        deadline: float | None,
+    ) -> ResultT:
+        """Queue `item` on a model's batcher; leave the queue if the client goes away.
+
+        A request that will be dispatched at once has nothing to leave, so it skips the watcher.
+        """
+        inflight.inc()
+        try:
+            disconnected = self._disconnected
+            if disconnected is None or batcher.dispatches_immediately:
+                return await batcher.submit(item, deadline=deadline)
+            handler = asyncio.current_task()
+            assert handler is not None
+            gone = False
+
+            async def watch() -> None:
+                nonlocal gone
+                await disconnected()
+                gone = True
+                handler.cancel()
+
+            watcher = asyncio.get_running_loop().create_task(watch())
+            try:
+                return await batcher.submit(item, deadline=deadline)
+            except asyncio.CancelledError:
+                if not gone:
+                    raise
+                handler.uncancel()
+                raise ClientDisconnected("client disconnected") from None
+            finally:
+                watcher.cancel()
+        finally:
+            inflight.dec()
+
+
+class RequestBody(ABC, Generic[AnswerT]):
+    """How the rest of a request is read, and which way into a served model it takes."""
+
+    @abstractmethod
+    async def run(self, model: ServedModel, call: Call) -> AnswerT:
+        """Compute the answer with `model`."""
+
+
+@dataclass(frozen=True, slots=True)
+class TensorBody(RequestBody[InferenceResult[WireT]]):
+    decode: Decoder[WireT]
+
+    async def run(self, model: ServedModel, call: Call) -> InferenceResult[WireT]:
+        return await model.infer(self.decode, call)
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerBody(RequestBody["HandlerResponse"]):
+    read: RawReader
+
+    async def run(self, model: ServedModel, call: Call) -> HandlerResponse:
+        return await model.handle(self.read, call)
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionsBody(RequestBody["HandlerResponse"]):
+    """TorchServe's `/predictions`: an archive's handler reads the request as it came
+    (`read`); any other model decodes it with its processor (`decode`) and answers with
+    `answer(result)`, in the same raw form a handler answers."""
+
+    decode: Decoder[bool]
+    read: RawReader
+    answer: Callable[[InferenceResult[bool]], HandlerResponse]
+
+    async def run(self, model: ServedModel, call: Call) -> HandlerResponse:
+        return await model.predict(self, call)
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRequest(Generic[AnswerT]):
     protocol: str
     """Metric and log label: `v2`, `grpc`, `torchserve`, `v1`."""
     model: str
     version: str | None
-    decode: Decoder[WireT]
+    body: RequestBody[AnswerT]
     credentials: str | None = None
     """The bearer token the client presented, if any."""
     timeout_ms: float | None = None
@@ -53,25 +211,3 @@ class InferenceRequest(Generic[WireT]):
     handler itself (gRPC)."""
     trace_context: Mapping[str, str] | None = None
     """The caller's `traceparent` / `tracestate`, when it sent them."""
-
-
-@dataclass(frozen=True, slots=True)
-class InferenceResult(Generic[WireT]):
-    model: LoadedModel
-    outputs: Feed
-    body: DecodedBody[WireT]
-
-
-@dataclass(frozen=True, slots=True)
-class HandlerCall:
-    """A request for a TorchServe archive's own handler (`torchserve-native`): the adapter
-    reads the body into TorchServe's request form; nothing of it is interpreted here."""
-
-    protocol: str
-    model: str
-    version: str | None
-    read: Callable[[], Awaitable[HandlerRequest]]
-    credentials: str | None = None
-    timeout_ms: float | None = None
-    disconnected: Callable[[], Awaitable[None]] | None = None
-    trace_context: Mapping[str, str] | None = None

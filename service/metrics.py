@@ -41,7 +41,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS_CONTENT_TYPE = openmetrics.CONTENT_TYPE_LATEST
 MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
-"""Set by `service.workers` for its workers: metric values then live in files there, one set
+"""Set by `service.supervisor` for its workers: metric values then live in files there, one set
 per process, and a scrape of any worker sums them (prometheus-client's multiprocess mode)."""
 
 

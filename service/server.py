@@ -8,7 +8,7 @@ short grace to be answered; then uvicorn stops. A second signal stops at once.
 
 The gRPC server (`service.grpc.server`) runs in the same event loop and joins the same drain
 as a second listener. Under `GATEWAY_WORKERS` > 1 each worker process runs this whole server
-(`service.workers`).
+(`service.supervisor`).
 """
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ ControlFactory = Callable[[ModelRepository], RepositoryControl]
 
 
 def run(settings: Settings, control: ControlFactory | None = None) -> None:
-    """Serve until a signal. A worker of `service.workers` passes its `control` and binds its
+    """Serve until a signal. A worker of `service.supervisor` passes its `control` and binds its
     own SO_REUSEPORT sockets; each of its answers names it (`Gateway-Worker: <pid>`)."""
     app: FastAPI = create_app(settings)
     plane: DataPlane = app.state.dataplane

@@ -164,3 +164,8 @@ class Settings(BaseSettings):
     """`torchserve-native`: OMP_NUM_THREADS of each worker process (None: inherit)."""
     backend_probe_interval_s: float = Field(default=0.5, ge=0)
     """How often remote backends are health-checked to flip model readiness (0: never)."""
+
+    @property
+    def serves_archives(self) -> bool:
+        """The store holds TorchServe archives, served by their own handlers."""
+        return self.backend == "torchserve-native"

@@ -1,6 +1,6 @@
 """TorchServe backend: the gateway batches, TorchServe (with `handlers.manifest_handler`) computes.
 
-Feeds travel as `.npz` tensor payloads (`service.backends.tensor_payload`) to
+Feeds travel as safetensors tensor payloads (`service.backends.tensor_payload`) to
 `/predictions/<name>/<version>`, so the archive's version must match the manifest's. Two modes:
 
 - `batched` (default): each gateway batch is one TorchServe request; give those models
@@ -234,7 +234,7 @@ def _json_field(payload: bytes, key: str) -> str | None:
 def tensor_answer(
     content_type: str, payload: bytes, rows: int, output_names: list[str], source: str
 ) -> Feed:
-    """A handler's `.npz` answer -> the outputs the manifest names, `rows` rows each."""
+    """A handler's safetensors answer -> the outputs the manifest names, `rows` rows each."""
     if content_type.split(";", 1)[0].strip().lower() != CONTENT_TYPE:
         raise BackendError(
             f"{source} answered {content_type or 'no content type'}, "

@@ -113,7 +113,7 @@ def infer_response(
 
 
 def model_metadata(metadata: Mapping[str, Any]) -> pb.ModelMetadataResponse:
-    """`service.metadata.model_metadata` -> ModelMetadataResponse."""
+    """`DataPlane.model_metadata` -> ModelMetadataResponse."""
 
     def tensors(specs: list[dict[str, Any]]) -> list[pb.ModelMetadataResponse.TensorMetadata]:
         return [

@@ -109,7 +109,7 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
                 # One process owns the port: a second gateway on it must fail, not share it;
-                # workers share it (service.workers reserves it against other gateways).
+                # workers share it (service.supervisor reserves it against other gateways).
                 ("grpc.so_reuseport", int(settings.workers > 1)),
             ],
         )

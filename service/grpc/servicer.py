@@ -1,6 +1,6 @@
 """`inference.GRPCInferenceService`: converts messages and calls the shared data plane.
 
-Every method only decodes, calls the data plane or the repository, and encodes; errors become
+Every method only decodes, calls the data plane, and encodes; errors become
 status codes in one place (`service.grpc.errors`). Methods of Triton's superset that this
 gateway does not implement (shared memory, statistics, trace and log settings, model config)
 answer UNIMPLEMENTED from the generated base class.
@@ -17,14 +17,13 @@ import grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from service import metadata
 from service.auth import bearer_token
 from service.codecs import v2
 from service.dataplane import DataPlane
 from service.errors import InvalidInput, ServingError
 from service.grpc import converters
 from service.grpc.errors import translate_errors
-from service.inference import DecodedBody, InferenceRequest, InferenceResult
+from service.inference import DecodedBody, InferenceRequest, InferenceResult, TensorBody
 from service.processing import Processor, TensorInputs
 from service.tracing import TRACE_HEADERS
 
@@ -58,48 +57,39 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 
     # -- health and metadata -------------------------------------------------------------------
 
-    def _probe(self, context: grpc.aio.ServicerContext) -> None:
-        if self.plane.settings.protect_health_and_metrics:
-            self.plane.authorize_inference(_credentials(context))
-
     @translate_errors
     async def ServerLive(
         self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerLiveResponse:
-        self._probe(context)
-        return pb.ServerLiveResponse(live=True)
+        return pb.ServerLiveResponse(live=self.plane.live(_credentials(context)))
 
     @translate_errors
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerReadyResponse:
-        self._probe(context)
-        return pb.ServerReadyResponse(ready=self.plane.ready)
+        readiness = self.plane.readiness(_credentials(context))
+        return pb.ServerReadyResponse(ready=readiness.ready)
 
     @translate_errors
     async def ModelReady(
         self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelReadyResponse:
-        self.plane.authorize_inference(_credentials(context))
-        model = self.plane.repository.get(request.name, request.version or None)
-        return pb.ModelReadyResponse(ready=model.ready)
+        state = self.plane.model_ready(request.name, request.version or None, _credentials(context))
+        return pb.ModelReadyResponse(ready=state.ready)
 
     @translate_errors
     async def ServerMetadata(
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
-        self.plane.authorize_inference(_credentials(context))
-        return pb.ServerMetadataResponse(**metadata.server_metadata())
+        return pb.ServerMetadataResponse(**self.plane.server_metadata(_credentials(context)))
 
     @translate_errors
     async def ModelMetadata(
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
-        self.plane.authorize_inference(_credentials(context))
-        repository = self.plane.repository
-        model = repository.get(request.name, request.version or None)
-        versions = sorted(repository.versions(request.name), key=int)
-        return converters.model_metadata(metadata.model_metadata(model, versions))
+        return converters.model_metadata(
+            self.plane.model_metadata(request.name, request.version or None, _credentials(context))
+        )
 
     # -- inference -----------------------------------------------------------------------------
 
@@ -122,12 +112,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             protocol=PROTOCOL,
             model=message.model_name,
             version=message.model_version or None,
-            decode=decode,
+            body=TensorBody(decode),
             credentials=_credentials(context),
             timeout_ms=_timeout_ms(context),
-            trace_context=_trace_context(context) if self.plane.tracing is not None else None,
+            trace_context=_trace_context(context) if self.plane.traced else None,
         )
-        return await self.plane.serve(request, encode)
+        return await self.plane.infer(request, encode)
 
     @translate_errors
     async def ModelInfer(
@@ -191,10 +181,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def RepositoryIndex(
         self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
     ) -> pb.RepositoryIndexResponse:
-        self.plane.authorize_management(_credentials(context))
-        entries = self.plane.repository.index()
-        if request.ready:
-            entries = [entry for entry in entries if entry.state == "READY"]
+        entries = self.plane.repository_index(_credentials(context), ready_only=request.ready)
         return pb.RepositoryIndexResponse(
             models=[
                 pb.RepositoryIndexResponse.ModelIndex(
@@ -208,22 +195,21 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def RepositoryModelLoad(
         self, request: pb.RepositoryModelLoadRequest, context: grpc.aio.ServicerContext
     ) -> pb.RepositoryModelLoadResponse:
-        self.plane.authorize_management(_credentials(context))
+        token = _credentials(context)
+        self.plane.authorize_management(token)  # before the parameters are read
         if request.parameters:
             raise InvalidInput(
                 f"load parameters are not supported ({sorted(request.parameters)}); "
                 "models load from the model store as they are"
             )
-        models = await self.plane.control.load(request.model_name)
-        failed = [model for model in models if not model.ready]
-        if failed:
-            raise InvalidInput("; ".join(f"v{m.version}: {m.reason}" for m in failed))
+        outcome = await self.plane.load(request.model_name, token)
+        if outcome.failure:
+            raise InvalidInput(outcome.failure)
         return pb.RepositoryModelLoadResponse()
 
     @translate_errors
     async def RepositoryModelUnload(
         self, request: pb.RepositoryModelUnloadRequest, context: grpc.aio.ServicerContext
     ) -> pb.RepositoryModelUnloadResponse:
-        self.plane.authorize_management(_credentials(context))
-        await self.plane.control.unload(request.model_name)
+        await self.plane.unload(request.model_name, _credentials(context))
         return pb.RepositoryModelUnloadResponse()

@@ -10,6 +10,7 @@ length-prefixed; lists end with -1.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -54,6 +55,14 @@ class WorkerReply:
     code: int
     message: str
     predictions: list[HandlerResponse]
+
+
+_request_ids = itertools.count()
+
+
+def next_request_id() -> str:
+    """A request id for TorchServe's frames, unique in this process."""
+    return f"gw-{next(_request_ids)}"
 
 
 def _string(value: str | bytes) -> bytes:

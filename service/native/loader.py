@@ -1,50 +1,43 @@
-"""Finds the archives to serve and turns one into a running `HandlerRoute` (+ its manifest
-and tensor backend, when the archive declares tensors)."""
+"""The loader of TorchServe archives (`torchserve-native`): finds the `.mar` files the
+settings point at, extracts one, starts its handler pool and, when it declares tensors, its
+tensor model too."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
-from service.batcher import BatchTracer
-from service.manifest import Manifest
-from service.metrics import GatewayMetrics
+from service.backends.native_handler import NativeHandlerBackend
+from service.batcher import DynamicBatcher
+from service.errors import ServingError
+from service.manifest import MANIFEST_FILE, Manifest
+from service.models.loader import ModelLoader
+from service.models.tensor import ServingContext, start_tensor_model
+from service.native.aliases import TorchServeAliases
+from service.native.archive_model import ArchiveModel, TensorArchiveModel, handler_batch_function
 from service.native.archives import (
     ArchiveManifest,
+    ExtractedArchive,
     ServingOptions,
     StoreConfig,
     archive_for,
     extract,
 )
-from service.native.serving import (
-    HandlerRoute,
-    NativeTensorBackend,
-    TorchServeAliases,
-    make_handler_route,
-    manifest_in,
-)
-from service.native.workers import WorkerPool, WorkerSpec
-from service.settings import Settings
+from service.native.frames import HandlerRequest, HandlerResponse
+from service.native.handler_pool import HandlerPool, HandlerSpec
+from service.processing import processor_for
+
+log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class LoadedArchive:
-    route: HandlerRoute
-    manifest: Manifest | None
-    backend: NativeTensorBackend | None
+class ArchiveLoader(ModelLoader):
+    parallel_start = True
 
-
-class ArchiveStore:
-    """The `.mar` files the settings point at, and how to start each."""
-
-    def __init__(
-        self, settings: Settings, metrics: GatewayMetrics, tracer: BatchTracer | None
-    ) -> None:
-        self.settings = settings
-        self.metrics = metrics
-        self.tracer = tracer
+    def __init__(self, context: ServingContext) -> None:
+        self.context = context
+        settings = context.settings
         default_store = settings.torchserve_model_store or settings.model_store
         if settings.torchserve_config is not None:
             config = StoreConfig.read(settings.torchserve_config, default_store)
@@ -55,7 +48,7 @@ class ArchiveStore:
         else:
             config = StoreConfig(default_store)
         self.config = config
-        self.aliases = TorchServeAliases(metrics.registry)
+        self.aliases = TorchServeAliases(context.metrics.registry)
         self._scratch = tempfile.TemporaryDirectory(prefix="gateway-mar-")
         self.extracted = Path(self._scratch.name)
 
@@ -66,8 +59,9 @@ class ArchiveStore:
     def discover(self) -> dict[str, list[str]]:
         """Model name -> [the archive's version]."""
         found: dict[str, list[str]] = {}
+        wanted = self.context.settings.models
         for name, path in self.config.archives().items():
-            if self.settings.models and name not in self.settings.models:
+            if wanted and name not in wanted:
                 continue
             try:
                 found[name] = [ArchiveManifest.read(path).version]
@@ -75,42 +69,87 @@ class ArchiveStore:
                 found[name] = ["1.0"]
         return found
 
-    async def load(self, name: str, version: str) -> LoadedArchive:
+    async def load(self, name: str, version: str) -> ArchiveModel:
+        settings = self.context.settings
         path = archive_for(self.config.archives(), name)
         extracted = await asyncio.to_thread(extract, path, self.extracted)
         options = self.config.options_for(name, version).merged(extracted.model_config())
-        spec = WorkerSpec(
+        spec = HandlerSpec(
             model_name=name,
             model_dir=extracted.path,
             handler=extracted.manifest.handler,
             batch_size=options.batch_size,
             response_timeout_s=options.response_timeout_s,
-            threads=self.settings.torchserve_worker_threads,
+            threads=settings.torchserve_worker_threads,
         )
         workers = options.min_workers if options.min_workers > 0 else 1
-        pool = WorkerPool(spec, workers, gpu_ids=range(self.settings.torchserve_gpus))
+        pool = HandlerPool(spec, workers, gpu_ids=range(settings.torchserve_gpus))
         await pool.start()
-        route = make_handler_route(
+        model = self._raw_model(name, version, extracted, options, pool)
+        manifest = manifest_in(extracted)
+        if manifest is None:
+            return model
+        try:
+            tensors = await start_tensor_model(
+                self.context,
+                name,
+                version,
+                manifest,
+                processor_for(manifest, extracted.path, self.context.limits),
+                NativeHandlerBackend(manifest, pool),
+            )
+        except BaseException:
+            await model.close()
+            raise
+        return TensorArchiveModel(model, tensors)
+
+    def _raw_model(
+        self,
+        name: str,
+        version: str,
+        archive: ExtractedArchive,
+        options: ServingOptions,
+        pool: HandlerPool,
+    ) -> ArchiveModel:
+        settings = self.context.settings
+        metrics = self.context.metrics
+        delay_ms = (
+            options.max_batch_delay_ms
+            if settings.torchserve_batch_delay
+            else settings.max_queue_delay_ms
+        )
+        batcher: DynamicBatcher[HandlerRequest, HandlerResponse] = DynamicBatcher(
+            handler_batch_function(pool),
+            max_batch_size=options.batch_size,
+            max_queue_size=max(settings.max_queue_size, options.batch_size),
+            max_queue_delay_s=delay_ms / 1000.0,
+            instances=max(1, pool.target),
+            observer=self.aliases.observer(metrics.observer(name, version), name, version),
+            tracer=self.context.tracer,
+        )
+        return ArchiveModel(
             name,
             version,
-            extracted,
+            archive,
             options,
             pool,
-            max_queue_size=self.settings.max_queue_size,
-            max_queue_delay_s=self._queue_delay(options),
-            observer=self.metrics.observer(name, version),
-            tracer=self.tracer,
-            inflight=self.metrics.inflight.labels(name, version),
-            aliases=self.aliases,
+            batcher,
+            metrics.inflight.labels(name, version),
+            self.aliases,
         )
-        manifest = manifest_in(extracted)
-        backend = NativeTensorBackend(manifest, pool) if manifest is not None else None
-        return LoadedArchive(route, manifest, backend)
-
-    def _queue_delay(self, options: ServingOptions) -> float:
-        if self.settings.torchserve_batch_delay:
-            return options.max_batch_delay_ms / 1000.0
-        return self.settings.max_queue_delay_ms / 1000.0
 
     def close(self) -> None:
         self._scratch.cleanup()
+
+
+def manifest_in(archive: ExtractedArchive) -> Manifest | None:
+    """Our `model.json`, when the archive ships one (then V2 and gRPC serve it too)."""
+    if not (archive.path / MANIFEST_FILE).is_file():
+        return None
+    try:
+        return Manifest.read(archive.path)
+    except (ValueError, ServingError) as error:
+        log.warning(
+            "%s: model.json unreadable (%s); serving /predictions only", archive.path, error
+        )
+        return None

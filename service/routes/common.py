@@ -1,9 +1,9 @@
-"""HTTP pieces every route shares: JSON and error responses, credentials, the request deadline
-header, client disconnects, and handing a decoded request to the data plane."""
+"""HTTP pieces every route shares: JSON responses, credentials, the request deadline header,
+client disconnects, form fields, and the envelope of an inference request."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,23 +14,20 @@ from starlette.datastructures import UploadFile
 
 from service.auth import bearer_token
 from service.dataplane import DataPlane
-from service.errors import InvalidInput, ServingError
-from service.inference import Decoder, InferenceRequest, InferenceResult, WireT
+from service.errors import InvalidInput
+from service.inference import AnswerT, InferenceRequest, RequestBody
 from service.tracing import TRACE_HEADERS
 
 JSON = "application/json"
+JSON_NUMPY = orjson.OPT_SERIALIZE_NUMPY
 TIMEOUT_HEADER = "x-request-timeout-ms"
 
 
 def json_response(
     content: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
-    body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+    body = orjson.dumps(content, option=JSON_NUMPY)
     return Response(body, status_code=status_code, media_type=JSON, headers=headers)
-
-
-def error_response(error: ServingError) -> Response:
-    return json_response({"error": error.message}, error.status_code, error.headers)
 
 
 def dataplane_of(request: Request) -> DataPlane:
@@ -40,10 +37,6 @@ def dataplane_of(request: Request) -> DataPlane:
 
 def credentials(request: Request) -> str | None:
     return bearer_token(request.headers.get("authorization"))
-
-
-def authorize_inference(request: Request) -> None:
-    dataplane_of(request).authorize_inference(credentials(request))
 
 
 def header_timeout_ms(request: Request) -> float | None:
@@ -71,28 +64,21 @@ async def disconnected(request: Request) -> None:
         pass
 
 
-async def serve(
-    request: Request,
-    protocol: str,
-    decode: Decoder[WireT],
-    encode: Callable[[InferenceResult[WireT]], Response],
-) -> Response:
-    """Hand one HTTP inference request to the data plane; its errors become `{"error": ...}`."""
+def inference_request(
+    request: Request, protocol: str, body: RequestBody[AnswerT]
+) -> InferenceRequest[AnswerT]:
+    """The envelope of one HTTP inference request: what is known before its body is read."""
     plane = dataplane_of(request)
-    try:
-        inference = InferenceRequest(
-            protocol=protocol,
-            model=request.path_params["model_name"],
-            version=request.path_params.get("version"),
-            decode=decode,
-            credentials=credentials(request),
-            timeout_ms=header_timeout_ms(request),
-            disconnected=lambda: disconnected(request),
-            trace_context=trace_context(request) if plane.tracing is not None else None,
-        )
-        return await plane.serve(inference, encode)
-    except ServingError as error:
-        return error_response(error)
+    return InferenceRequest(
+        protocol=protocol,
+        model=request.path_params["model_name"],
+        version=request.path_params.get("version"),
+        body=body,
+        credentials=credentials(request),
+        timeout_ms=header_timeout_ms(request),
+        disconnected=lambda: disconnected(request),
+        trace_context=trace_context(request) if plane.traced else None,
+    )
 
 
 @dataclass(frozen=True, slots=True)

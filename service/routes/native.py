@@ -3,7 +3,7 @@
 The request is cut up as TorchServe's front end cuts it: every query argument is a parameter,
 then either each field of a form (multipart or url-encoded) or the whole body as the
 parameter `body` with the request's media type; every header goes along, names in lower case.
-Errors the gateway raises on this route are written in TorchServe's error form.
+The handler's answer goes back as it made it.
 """
 
 from __future__ import annotations
@@ -11,13 +11,7 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.responses import Response
 
-from service.errors import ServingError
-from service.native.frames import HandlerRequest, Parameter
-from service.native.serving import (
-    TORCHSERVE_ERROR_TYPES,
-    next_request_id,
-    torchserve_error_body,
-)
+from service.native.frames import HandlerRequest, HandlerResponse, Parameter, next_request_id
 from service.processing import media_type
 from service.routes.common import form_fields
 
@@ -40,7 +34,12 @@ async def handler_request(request: Request) -> HandlerRequest:
     return HandlerRequest(next_request_id(), tuple(parameters), headers)
 
 
-def torchserve_error(error: ServingError) -> Response:
-    kind = TORCHSERVE_ERROR_TYPES.get(error.status_code)
-    body = torchserve_error_body(error.status_code, error.message, kind)
-    return Response(body, error.status_code, media_type="application/json", headers=error.headers)
+def handler_response(answer: HandlerResponse) -> Response:
+    """A handler's answer as it made it: status, content type, headers and body."""
+    headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-type"}
+    return Response(
+        answer.body,
+        status_code=answer.status,
+        media_type=answer.content_type or None,
+        headers=headers,
+    )

@@ -3,26 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from service.dataplane import IndexEntry
 from service.metrics import CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE
-from service.repository import IndexEntry, ModelVersion
-from service.routes.common import authorize_inference, credentials, dataplane_of, json_response
+from service.routes.common import credentials, dataplane_of, json_response
 
 
-def _protected_probe(request: Request) -> None:
-    if dataplane_of(request).settings.protect_health_and_metrics:
-        authorize_inference(request)
-
-
-def _authorize_management(request: Request) -> None:
-    dataplane_of(request).authorize_management(credentials(request))
-
-
-def _index_entry(model: ModelVersion) -> dict[str, str]:
-    return dataclasses.asdict(IndexEntry.of(model))
+def _entry(entry: IndexEntry) -> dict[str, str]:
+    return dataclasses.asdict(entry)
 
 
 def build_router() -> APIRouter:
@@ -30,24 +22,20 @@ def build_router() -> APIRouter:
 
     @router.get("/v2/health/live", tags=["Health"], summary="Liveness")
     async def live(request: Request) -> Response:
-        _protected_probe(request)
-        return json_response({"live": True})
+        return json_response({"live": dataplane_of(request).live(credentials(request))})
 
     @router.get("/v2/health/ready", tags=["Health"], summary="Readiness")
     async def ready(request: Request) -> Response:
-        _protected_probe(request)
-        plane = dataplane_of(request)
-        if plane.ready:
+        readiness = dataplane_of(request).readiness(credentials(request))
+        if readiness.ready:
             return json_response({"ready": True})
-        reason = "shutting down" if plane.draining else "loading models"
         return json_response(
-            {"ready": False, "error": f"not ready: {reason}"}, 503, {"Retry-After": "1"}
+            {"ready": False, "error": f"not ready: {readiness.reason}"}, 503, {"Retry-After": "1"}
         )
 
     @router.get("/ping", tags=["TorchServe-compatible"], summary="Health (TorchServe style)")
     async def ping(request: Request) -> Response:
-        _protected_probe(request)
-        if dataplane_of(request).ready:
+        if dataplane_of(request).readiness(credentials(request)).ready:
             return json_response({"status": "Healthy"})
         return json_response({"status": "Unhealthy", "error": "not ready"}, 503)
 
@@ -67,15 +55,14 @@ def build_router() -> APIRouter:
         response_class=Response,
     )
     async def metrics(request: Request) -> Response:
-        _protected_probe(request)
-        body, content_type = dataplane_of(request).metrics.render(request.headers.get("accept"))
+        plane = dataplane_of(request)
+        body, content_type = plane.metrics_text(credentials(request), request.headers.get("accept"))
         return Response(body, media_type=content_type)
 
     @router.post("/v2/repository/index", tags=["Model repository"], summary="List models")
     async def index(request: Request) -> Response:
-        _authorize_management(request)
-        entries = dataplane_of(request).repository.index()
-        return json_response([dataclasses.asdict(entry) for entry in entries])
+        entries = dataplane_of(request).repository_index(credentials(request))
+        return json_response([_entry(entry) for entry in entries])
 
     @router.post(
         "/v2/repository/models/{model_name}/load",
@@ -83,13 +70,14 @@ def build_router() -> APIRouter:
         summary="Load or reload a model's versions",
     )
     async def load(request: Request, model_name: str) -> Response:
-        _authorize_management(request)
-        models = await dataplane_of(request).control.load(model_name)
-        failed = [model for model in models if not model.ready]
-        body = {"name": model_name, "versions": [_index_entry(model) for model in models]}
-        if failed:
-            body["error"] = "; ".join(f"v{m.version}: {m.reason}" for m in failed)
-        return json_response(body, 200 if not failed else 400)
+        outcome = await dataplane_of(request).load(model_name, credentials(request))
+        body: dict[str, Any] = {
+            "name": model_name,
+            "versions": [_entry(entry) for entry in outcome.versions],
+        }
+        if outcome.failure:
+            body["error"] = outcome.failure
+        return json_response(body, 400 if outcome.failure else 200)
 
     @router.post(
         "/v2/repository/models/{model_name}/unload",
@@ -97,8 +85,7 @@ def build_router() -> APIRouter:
         summary="Unload a model (drains its queue first)",
     )
     async def unload(request: Request, model_name: str) -> Response:
-        _authorize_management(request)
-        await dataplane_of(request).control.unload(model_name)
+        await dataplane_of(request).unload(model_name, credentials(request))
         return json_response({"name": model_name, "unloaded": True})
 
     return router

@@ -4,23 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
-from service.errors import InvalidInput, ServingError
-from service.inference import DecodedBody, HandlerCall, InferenceResult
+from service.errors import InvalidInput
+from service.inference import DecodedBody, InferenceResult, PredictionsBody, TensorBody
+from service.native.frames import HandlerResponse
 from service.processing import InstanceInputs, PayloadInputs, Processor, media_type, parse_json
 from service.routes.common import (
-    authorize_inference,
+    JSON,
+    JSON_NUMPY,
     credentials,
     dataplane_of,
-    disconnected,
     form_fields,
-    header_timeout_ms,
+    inference_request,
     json_response,
-    serve,
-    trace_context,
 )
+from service.routes.native import handler_request, handler_response
 from service.routes.table import RouteSpec
 
 PREDICTIONS_BODY: dict[str, Any] = {
@@ -66,9 +67,10 @@ async def _uploads(request: Request) -> list[bytes]:
 
 
 async def predictions(request: Request) -> Response:
-    """What TorchServe users send; the answer is a list when they sent several rows."""
-    if dataplane_of(request).settings.backend == "torchserve-native":
-        return await handler_predictions(request)
+    """What TorchServe users send. A model with a processor answers JSON (a list when they
+    sent several rows); an archive's own handler reads the request and makes the answer,
+    status included."""
+    plane = dataplane_of(request)
 
     async def decode(processor: Processor) -> DecodedBody[bool]:
         content_type = request.headers.get("content-type", "")
@@ -78,45 +80,13 @@ async def predictions(request: Request) -> Response:
         inputs, many = processor.inputs_from_body(await request.body(), content_type)
         return DecodedBody(inputs, many)
 
-    def encode(result: InferenceResult[bool]) -> Response:
-        top_k = dataplane_of(request).settings.top_k
-        answers = result.model.processor.predictions(result.outputs, top_k=top_k)
-        return json_response(answers if result.body.wire else answers[0])
+    def answer(result: InferenceResult[bool]) -> HandlerResponse:
+        answers = result.model.processor.predictions(result.outputs, top_k=plane.settings.top_k)
+        body = orjson.dumps(answers if result.body.wire else answers[0], option=JSON_NUMPY)
+        return HandlerResponse(200, "", JSON, body, {})
 
-    return await serve(request, "torchserve", decode, encode)
-
-
-async def handler_predictions(request: Request) -> Response:
-    """`torchserve-native`: the archive's handler reads the request and makes the answer,
-    status included; the gateway's own errors take TorchServe's error form too."""
-    from service.native.frames import HandlerResponse
-    from service.routes.native import handler_request, torchserve_error
-
-    plane = dataplane_of(request)
-
-    def encode(answer: HandlerResponse) -> Response:
-        headers = {k: v for k, v in answer.headers.items() if k.lower() != "content-type"}
-        return Response(
-            answer.body,
-            status_code=answer.status,
-            media_type=answer.content_type or None,
-            headers=headers,
-        )
-
-    try:
-        call = HandlerCall(
-            protocol="torchserve",
-            model=request.path_params["model_name"],
-            version=request.path_params.get("version"),
-            read=lambda: handler_request(request),
-            credentials=credentials(request),
-            timeout_ms=header_timeout_ms(request),
-            disconnected=lambda: disconnected(request),
-            trace_context=trace_context(request) if plane.tracing is not None else None,
-        )
-        return await plane.serve_handler(call, encode)
-    except ServingError as error:
-        return torchserve_error(error)
+    body = PredictionsBody(decode=decode, read=lambda: handler_request(request), answer=answer)
+    return await plane.infer(inference_request(request, "torchserve", body), handler_response)
 
 
 async def v1_predict(request: Request) -> Response:
@@ -131,13 +101,14 @@ async def v1_predict(request: Request) -> Response:
             {"predictions": result.model.processor.instance_outputs(result.outputs)}
         )
 
-    return await serve(request, "v1", decode, encode)
+    plane = dataplane_of(request)
+    return await plane.infer(inference_request(request, "v1", TensorBody(decode)), encode)
 
 
 async def v1_model(request: Request) -> Response:
-    authorize_inference(request)
-    model = dataplane_of(request).repository.get(request.path_params["model_name"])
-    return json_response({"name": model.name, "ready": model.ready}, 200 if model.ready else 503)
+    name = request.path_params["model_name"]
+    state = dataplane_of(request).model_ready(name, None, credentials(request))
+    return json_response({"name": state.name, "ready": state.ready}, 200 if state.ready else 503)
 
 
 def routes() -> list[RouteSpec]:

@@ -8,12 +8,11 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
-from service import metadata
 from service.codecs import v2
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from service.inference import DecodedBody, InferenceResult
+from service.inference import DecodedBody, InferenceResult, TensorBody
 from service.processing import Processor, TensorInputs
-from service.routes.common import authorize_inference, dataplane_of, json_response, serve
+from service.routes.common import credentials, dataplane_of, inference_request, json_response
 from service.routes.table import RouteSpec
 
 INFER_BODY: dict[str, Any] = {
@@ -79,32 +78,30 @@ def _decompress(body: bytes, encoding: str | None, limit: int) -> bytes:
 
 
 async def server_metadata(request: Request) -> Response:
-    authorize_inference(request)
-    return json_response(metadata.server_metadata())
+    return json_response(dataplane_of(request).server_metadata(credentials(request)))
 
 
 async def model_metadata(request: Request) -> Response:
-    authorize_inference(request)
     name, version = _model_params(request)
-    repository = dataplane_of(request).repository
-    model = repository.get(name, version)
-    versions = sorted(repository.versions(name), key=int)
-    return json_response(metadata.model_metadata(model, versions))
+    plane = dataplane_of(request)
+    return json_response(plane.model_metadata(name, version, credentials(request)))
 
 
 async def model_ready(request: Request) -> Response:
-    authorize_inference(request)
-    model = dataplane_of(request).repository.get(*_model_params(request))
-    body = {"name": model.name, "version": model.version, "ready": model.ready}
-    return json_response(body, 200 if model.ready else 503)
+    name, version = _model_params(request)
+    state = dataplane_of(request).model_ready(name, version, credentials(request))
+    body = {"name": state.name, "version": state.version, "ready": state.ready}
+    return json_response(body, 200 if state.ready else 503)
 
 
 async def infer(request: Request) -> Response:
+    plane = dataplane_of(request)
+
     async def decode(_processor: Processor) -> DecodedBody[v2.InferRequest]:
         body = _decompress(
             await request.body(),
             request.headers.get("content-encoding"),
-            dataplane_of(request).settings.max_body_bytes,
+            plane.settings.max_body_bytes,
         )
         decoded = v2.decode_request(body, request.headers.get(v2.HEADER_LENGTH))
         return DecodedBody(TensorInputs(decoded.inputs), decoded, decoded.timeout_ms)
@@ -124,7 +121,7 @@ async def infer(request: Request) -> Response:
             headers={"Inference-Header-Content-Length": str(header_length)},
         )
 
-    return await serve(request, "v2", decode, encode)
+    return await plane.infer(inference_request(request, "v2", TensorBody(decode)), encode)
 
 
 def _model_params(request: Request) -> tuple[str, str | None]:

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import repository
 from service.backends.base import Backend
 from service.feeds import Feed, rows_of
 from service.manifest import Manifest
 from service.metrics import GatewayMetrics
-from service.repository import BACKEND_DOWN, ModelRepository, State
+from service.models import manifests
+from service.models.store import repository_for
+from service.repository import BACKEND_DOWN, State
 from service.settings import Settings
 from tests import tiny_models
 
@@ -56,10 +57,10 @@ async def test_readiness_follows_backend_health(
         backends.append(SwitchableBackend(manifest))
         return backends[-1]
 
-    monkeypatch.setattr(repository, "build_backend", build)
+    monkeypatch.setattr(manifests, "build_backend", build)
     settings = Settings(model_store=tmp_path, backend_probe_interval_s=0.02, _env_file=None)  # type: ignore[call-arg]
     metrics = GatewayMetrics()
-    models = ModelRepository(settings, metrics)
+    models = repository_for(settings, metrics)
     await models.load_all()
 
     def gauge() -> float | None:
@@ -97,9 +98,9 @@ async def test_versions_that_failed_to_load_are_not_revived(
         healthy.append(SwitchableBackend(manifest))
         return healthy[-1]
 
-    monkeypatch.setattr(repository, "build_backend", build)
+    monkeypatch.setattr(manifests, "build_backend", build)
     settings = Settings(model_store=tmp_path, backend_probe_interval_s=0.02, _env_file=None)  # type: ignore[call-arg]
-    models = ModelRepository(settings, GatewayMetrics())
+    models = repository_for(settings, GatewayMetrics())
     await models.load_all()
     try:
         for _cycle in range(2):  # two probe rounds over every version

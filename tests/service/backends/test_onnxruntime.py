@@ -52,7 +52,7 @@ async def test_corrupt_file_is_a_backend_error(tmp_path: Path) -> None:
 async def test_spinning_setting_reaches_the_session(
     tmp_path: Path, spinning: bool, entry: str
 ) -> None:
-    from service.repository import build_backend
+    from service.models.manifests import build_backend
     from service.settings import Settings
 
     directory = classifier(tmp_path)
@@ -69,7 +69,7 @@ async def test_spinning_setting_reaches_the_session(
 async def test_spinning_per_model_overrides_the_default(
     tmp_path: Path, default: bool, override: bool, entry: str
 ) -> None:
-    from service.repository import build_backend
+    from service.models.manifests import build_backend
     from service.settings import Settings
 
     directory = classifier(tmp_path)

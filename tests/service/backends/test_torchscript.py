@@ -44,7 +44,7 @@ async def answers(store: Path, backend: str, x: np.ndarray) -> np.ndarray:
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         await wait_ready(app)
-        assert app.state.dataplane.repository.ready("tab").backend.name == backend
+        assert app.state.dataplane.repository.serving("tab").backend.name == backend
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://gateway"
         ) as client:

@@ -94,6 +94,39 @@ async def test_stock_and_custom_archives_answer_as_torchserve(
     assert (await answer(session, "/predictions/custom", b'{"other": 1}'))[0] == 422
 
 
+async def test_a_stock_archive_answers_metadata_and_readiness_on_every_protocol(
+    native: GatewayProcess, session: aiohttp.ClientSession
+) -> None:
+    """A `torch-model-archiver --version 1.0` archive: V2 metadata and readiness, by version
+    too, and gRPC's, as for any model (they answered 500 / INTERNAL while versions were
+    sorted as integers)."""
+    import tritonclient.grpc as triton_grpc
+
+    for path in ("/v2/models/stock", "/v2/models/stock/versions/1.0"):
+        async with session.get(path) as response:
+            assert response.status == 200, await response.text()
+            body = await response.json()
+        assert body["name"] == "stock"
+        assert body["versions"] == ["1.0"]
+        assert body["platform"] == "torchserve-native"
+        assert body["parameters"]["handler"] == "image_classifier"
+        assert body["parameters"]["state"] == "READY"
+    async with session.get("/v2/models/stock/versions/1.0/ready") as response:
+        assert response.status == 200
+        assert await response.json() == {"name": "stock", "version": "1.0", "ready": True}
+    async with session.get("/v2/models/stock/versions/2.0/ready") as response:
+        assert response.status == 404
+    client = triton_grpc.InferenceServerClient(native.grpc_address)
+    try:
+        metadata = client.get_model_metadata("stock", "1.0")
+        assert (metadata.name, list(metadata.versions)) == ("stock", ["1.0"])
+        assert metadata.platform == "torchserve-native"
+        assert client.is_model_ready("stock", "1.0")
+        assert client.is_model_ready("stock")
+    finally:
+        client.close()
+
+
 async def test_per_request_statuses_inside_one_batch(session: aiohttp.ClientSession) -> None:
     bodies = [{"value": i} for i in range(3)] + [{"nothing": 0}]
     for _attempt in range(10):

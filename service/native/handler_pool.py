@@ -1,8 +1,8 @@
 """Worker processes running TorchServe's own Python side, and the pool that supervises them.
 
-A `HandlerWorker` is one `ts/model_service_worker.py` process, started exactly as TorchServe's
+A `HandlerProcess` is one `ts/model_service_worker.py` process, started exactly as TorchServe's
 front end starts it (a Unix socket, the extracted archive first on `PYTHONPATH`), then told to
-load the archive's handler. It computes one batch at a time. The `WorkerPool` keeps
+load the archive's handler. It computes one batch at a time. The `HandlerPool` keeps
 `workers` of them per model version, hands each batch to a free one, and replaces a worker that
 dies or overruns `responseTimeout`: that batch gets 503 or 504, and the model is not ready
 while no worker is up.
@@ -20,15 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.codecs.torchserve import error_body
 from service.errors import BackendError, DeadlineExceeded, ModelNotReady
 from service.native.frames import (
     HandlerRequest,
+    HandlerResponse,
     WorkerReply,
     encode_load,
     encode_predict,
     read_reply,
 )
 from service.native.processes import WorkerProcess
+from service.restarts import RESTARTS
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ def _ts_file(*parts: str) -> Path:
 
 
 @dataclass(frozen=True, slots=True)
-class WorkerSpec:
+class HandlerSpec:
     """What every worker of one model version is started with."""
 
     model_name: str
@@ -72,10 +75,10 @@ class WorkerSpec:
     """OMP_NUM_THREADS for the worker (None: inherit)."""
 
 
-class HandlerWorker:
+class HandlerProcess:
     """One worker process and the socket to it."""
 
-    def __init__(self, spec: WorkerSpec, index: int, gpu_id: int | None) -> None:
+    def __init__(self, spec: HandlerSpec, index: int, gpu_id: int | None) -> None:
         self.spec = spec
         self.index = index
         self.gpu_id = gpu_id
@@ -214,25 +217,25 @@ class HandlerWorker:
             self._scratch = None
 
 
-class WorkerPool:
+class HandlerPool:
     """`workers` HandlerWorkers for one model version; each batch goes to a free one.
 
     A watcher per worker notices its exit (a crash, or a stop after a timeout) and starts a
     replacement while the pool is below its target.
     """
 
-    def __init__(self, spec: WorkerSpec, workers: int, gpu_ids: Sequence[int] = ()) -> None:
+    def __init__(self, spec: HandlerSpec, workers: int, gpu_ids: Sequence[int] = ()) -> None:
         self.spec = spec
         self.target = workers
         self._gpu_ids = list(gpu_ids)
         self._next_index = 0
-        self._workers: list[HandlerWorker] = []
-        self._idle: asyncio.Queue[HandlerWorker] = asyncio.Queue()
+        self._workers: list[HandlerProcess] = []
+        self._idle: asyncio.Queue[HandlerProcess] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
-    def live_workers(self) -> list[HandlerWorker]:
+    def live_workers(self) -> list[HandlerProcess]:
         return [worker for worker in self._workers if worker.alive]
 
     @property
@@ -288,11 +291,11 @@ class WorkerPool:
 
     # -- supervision -----------------------------------------------------------------------
 
-    def _new_worker(self) -> HandlerWorker:
+    def _new_worker(self) -> HandlerProcess:
         index = self._next_index
         self._next_index += 1
         gpu = self._gpu_ids[index % len(self._gpu_ids)] if self._gpu_ids else None
-        return HandlerWorker(self.spec, index, gpu)
+        return HandlerProcess(self.spec, index, gpu)
 
     async def _grow(self, count: int) -> None:
         fresh = [self._new_worker() for _ in range(count)]
@@ -311,7 +314,7 @@ class WorkerPool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _watch(self, worker: HandlerWorker) -> None:
+    async def _watch(self, worker: HandlerProcess) -> None:
         assert worker.process is not None
         code = await worker.process.wait()
         if self._closed or worker not in self._workers:
@@ -326,11 +329,21 @@ class WorkerPool:
             code,
             worker.last_words(),
         )
-        delay = 0.5
+        failures = 0
         while not self._closed and len(self._workers) < self.target:
             try:
                 await self._grow(1)
             except Exception:
                 log.exception("%s: starting a replacement worker failed", self.spec.model_name)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                failures += 1
+                await asyncio.sleep(RESTARTS.delay(failures))
+
+
+def batch_failure(reply: WorkerReply) -> HandlerResponse | None:
+    """The whole batch failed (the handler raised): TorchServe answers every request with
+    `{"code", "type", "message"}` and the worker's code."""
+    if reply.code == 200:
+        return None
+    return HandlerResponse(
+        reply.code, "", "application/json", error_body(reply.code, reply.message), {}
+    )

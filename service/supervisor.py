@@ -16,7 +16,7 @@ The supervisor
   it marks each exited worker dead there (its live gauges go, its counters stay);
 - spawns the workers (`multiprocessing` spawn: nothing inherited from a forked runtime) and
   replaces one that exits, at once after a worker that had become ready, else with a backoff
-  doubling from `RESTART_DELAY_S` to `MAX_RESTART_DELAY_S`;
+  doubling up to a ceiling (`service.restarts`, shared with the handler pools);
 - applies repository API calls on every worker, one call at a time (`service.control`);
 - on SIGTERM or SIGINT sends SIGTERM to every worker (each drains as a single gateway does),
   waits for all of them and exits 0 when each exited cleanly, else 1. A second signal is
@@ -44,13 +44,11 @@ from service.control import encode
 from service.logs import configure
 from service.metrics import MULTIPROCESS_DIR_ENV
 from service.ports import bound_port, reserve
+from service.restarts import RESTARTS
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-RESTART_DELAY_S = 0.5
-"""Delay before restarting a worker that exited before it became ready (doubles each time)."""
-MAX_RESTART_DELAY_S = 30.0
 CLEAN_EXITS = (0, -signal.SIGTERM)
 """A worker signalled before it installed its handlers (still importing) ends by SIGTERM."""
 
@@ -161,7 +159,7 @@ class Supervisor:
         if not worker.ready:
             self._failures[worker.slot] += 1
         failures = self._failures[worker.slot]
-        delay = min(RESTART_DELAY_S * 2 ** (failures - 1), MAX_RESTART_DELAY_S) if failures else 0
+        delay = RESTARTS.delay(failures)
         log.error(
             "worker %d exited (%s); replacing it in %.1f s",
             worker.slot,
