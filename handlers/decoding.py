@@ -16,17 +16,11 @@ from typing import Any, Literal
 
 from service.backends.tensor_payload import CONTENT_TYPE as TENSORS_CONTENT_TYPE
 from service.backends.tensor_payload import decode_feed, encode_feed
+from service.codecs.wire import JSON_MEDIA_TYPE, Tensor, media_type
 from service.datatypes import v2_datatype
 from service.errors import InvalidInput, ServingError
 from service.feeds import Feed
-from service.processing import (
-    JSON_MEDIA_TYPE,
-    InstanceInputs,
-    PayloadInputs,
-    Processor,
-    Tensor,
-    media_type,
-)
+from service.processing import InstanceInputs, PayloadInputs, Processor
 
 JSON_CONTENT_TYPE = JSON_MEDIA_TYPE
 __all__ = ["Decoded", "decode_request", "encode_answer", "error_body", "media_type"]

@@ -1,6 +1,6 @@
-"""A dynamic batcher: a bounded queue per model version, drained by `instances` workers.
+"""A dynamic batcher: a bounded queue per model version, drained by `instances` dispatcher tasks.
 
-Policy (see the README): when a worker is free it takes everything queued, up to
+Policy (see the README): when a dispatcher is free it takes everything queued, up to
 `max_batch_size` rows, and runs it at once, so an idle server adds no wait. `max_queue_delay_s`
 optionally holds a batch open for more rows, but only while fewer than `max_batch_size` are
 queued. A full queue rejects at once; a request whose deadline passes while queued is answered
@@ -42,7 +42,7 @@ class BatchTrace:
 class BatchTracer(Protocol):
     """Traces batches; the data plane's tracing implements it (nothing here imports a tracer).
 
-    `batch` is entered around the batch function, in the worker that runs it, so a backend
+    `batch` is entered around the batch function, in the dispatcher that runs it, so a backend
     sees the batch's context (the TorchServe backend forwards it as `traceparent`)."""
 
     def batch(
@@ -134,10 +134,10 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         self._queued_rows = 0
         self._busy = 0
         self._closed = False
-        # Created lazily inside the running loop (see `_ensure_workers`).
+        # Created lazily inside the running loop (see `_ensure_dispatchers`).
         self._wakeup: asyncio.Event | None = None
         self._idle: asyncio.Event | None = None
-        self._workers: list[asyncio.Task[None]] = []
+        self._dispatchers: list[asyncio.Task[None]] = []
 
     @property
     def queued_rows(self) -> int:
@@ -167,7 +167,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         now = self._clock()
         if deadline is not None and deadline <= now:
             raise DeadlineExceeded("deadline passed before the request was queued")
-        self._ensure_workers()
+        self._ensure_dispatchers()
         assert self._wakeup is not None
         future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
         pending = _Pending(item, rows, now, deadline, future, trace=current_trace.get())
@@ -203,14 +203,14 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         if self._observer is not None:
             self._observer.queue_changed(self._queued_rows)
 
-    def _ensure_workers(self) -> None:
-        if self._workers:
+    def _ensure_dispatchers(self) -> None:
+        if self._dispatchers:
             return
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._workers = [
-            asyncio.create_task(self._work(index), name=f"batcher-worker-{index}")
+        self._dispatchers = [
+            asyncio.create_task(self._work(index), name=f"batcher-dispatcher-{index}")
             for index in range(self.instances)
         ]
 
@@ -265,14 +265,14 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         if instances < 1:
             raise ValueError("instances must be >= 1")
         self.instances = instances
-        if not self._workers:
+        if not self._dispatchers:
             return
-        self._workers = [worker for worker in self._workers if not worker.done()]
-        running = {int(worker.get_name().rsplit("-", 1)[1]) for worker in self._workers}
+        self._dispatchers = [task for task in self._dispatchers if not task.done()]
+        running = {int(task.get_name().rsplit("-", 1)[1]) for task in self._dispatchers}
         for index in range(instances):
             if index not in running:
-                self._workers.append(
-                    asyncio.create_task(self._work(index), name=f"batcher-worker-{index}")
+                self._dispatchers.append(
+                    asyncio.create_task(self._work(index), name=f"batcher-dispatcher-{index}")
                 )
         assert self._wakeup is not None
         self._wakeup.set()
@@ -335,7 +335,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
                 if not pending.future.done():
                     pending.future.set_exception(ShuttingDown("batch cancelled at shutdown"))
             raise
-        except Exception as error:  # every request of the batch gets the error; workers go on
+        except Exception as error:  # every request of the batch gets the error; dispatchers go on
             failed = True
             for pending in batch:
                 if not pending.future.done():
@@ -357,7 +357,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
     async def drain(self) -> None:
         """Stop accepting; wait until everything queued or running has been answered."""
         self._closed = True
-        if not self._workers:
+        if not self._dispatchers:
             return
         assert self._idle is not None and self._wakeup is not None
         self._wakeup.set()
@@ -368,11 +368,11 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             await self._idle.wait()
 
     async def close(self) -> None:
-        """Drain, then stop the workers."""
+        """Drain, then stop the dispatchers."""
         await self.drain()
-        for worker in self._workers:
-            worker.cancel()
-        for worker in self._workers:
+        for dispatcher in self._dispatchers:
+            dispatcher.cancel()
+        for dispatcher in self._dispatchers:
             with contextlib.suppress(asyncio.CancelledError):
-                await worker
-        self._workers = []
+                await dispatcher
+        self._dispatchers = []

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from service.codecs.wire import JSON_MEDIA_TYPE, Tensor, media_type, parse_json
 from service.datatypes import numpy_dtype
 from service.errors import InvalidInput, PayloadTooLarge
 from service.feeds import Feed, merge
@@ -34,31 +35,6 @@ from service.manifest import (
     TensorSpec,
     TextPreprocessing,
 )
-
-
-@dataclass(slots=True)
-class Tensor:
-    """A decoded Open Inference Protocol tensor: numeric array, or object array of bytes."""
-
-    name: str
-    datatype: str
-    shape: list[int]
-    data: np.ndarray
-
-
-JSON_MEDIA_TYPE = "application/json"
-
-
-def media_type(content_type: str) -> str:
-    """`Text/Plain; charset=utf-8` -> `text/plain`."""
-    return content_type.split(";", 1)[0].strip().lower()
-
-
-def parse_json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InvalidInput(f"request body is not valid JSON: {error}") from None
 
 
 @dataclass(frozen=True, slots=True)

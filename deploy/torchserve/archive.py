@@ -35,6 +35,8 @@ SHIPPED_MODULES = (
     "service/feeds.py",
     "service/manifest.py",
     "service/processing.py",
+    "service/codecs/__init__.py",
+    "service/codecs/wire.py",
     "service/backends/__init__.py",
     "service/backends/tensor_payload.py",
     "service/backends/torch_module.py",

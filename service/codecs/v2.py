@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from service.codecs.wire import Tensor
 from service.datatypes import (
     decode_bytes_elements,
     element_count,
@@ -23,7 +24,6 @@ from service.datatypes import (
     v2_datatype,
 )
 from service.errors import InvalidInput
-from service.processing import Tensor
 
 HEADER_LENGTH = "inference-header-content-length"
 MAX_ELEMENTS = 64 * 1024 * 1024

@@ -15,9 +15,9 @@ import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 
 from service.codecs import v2
+from service.codecs.wire import Tensor
 from service.datatypes import element_count, numpy_dtype, v2_datatype
 from service.errors import InvalidInput
-from service.processing import Tensor
 
 # Typed `contents` field per datatype (FP16 and BF16 travel only as raw contents).
 _CONTENTS_FIELD = {

@@ -11,8 +11,8 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.responses import Response
 
+from service.codecs.wire import media_type
 from service.native.frames import HandlerRequest, HandlerResponse, Parameter, next_request_id
-from service.processing import media_type
 from service.routes.common import form_fields
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")

@@ -8,10 +8,11 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
+from service.codecs.wire import media_type, parse_json
 from service.errors import InvalidInput
 from service.inference import DecodedBody, InferenceResult, PredictionsBody, TensorBody
 from service.native.frames import HandlerResponse
-from service.processing import InstanceInputs, PayloadInputs, Processor, media_type, parse_json
+from service.processing import InstanceInputs, PayloadInputs, Processor
 from service.routes.common import (
     JSON,
     JSON_NUMPY,

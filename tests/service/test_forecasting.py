@@ -15,6 +15,7 @@ import pytest
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from service.codecs.wire import Tensor
 from service.errors import InvalidInput
 from service.manifest import Manifest
 from service.processing import (
@@ -22,7 +23,6 @@ from service.processing import (
     Limits,
     PayloadInputs,
     SeriesProcessor,
-    Tensor,
     processor_for,
 )
 from tests.service.grpc.conftest import Served, grpc_settings, serve
