@@ -28,6 +28,8 @@ from service.processing import Tensor
 HEADER_LENGTH = "inference-header-content-length"
 MAX_ELEMENTS = 64 * 1024 * 1024
 """Largest tensor (elements) a request may declare; checked before any allocation."""
+MAX_DIMS = 64
+"""Most dimensions a tensor may declare (numpy's own limit: more would raise on reshape)."""
 
 
 @dataclass(slots=True)
@@ -71,8 +73,17 @@ def check_shape(value: Any, name: str) -> list[int]:
         isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in value
     ):
         raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers")
-    if element_count(value) > MAX_ELEMENTS:
-        raise InvalidInput(f"input {name!r}: shape {value} is larger than the server accepts")
+    if len(value) > MAX_DIMS:
+        raise InvalidInput(
+            f"input {name!r}: shape has {len(value)} dimensions; at most {MAX_DIMS} are accepted"
+        )
+    # Zero-size dimensions count as 1: numpy refuses [0, 2**62] ("array is too big") even
+    # though it holds no element, so every dimension must fit the element bound on its own.
+    if element_count([max(dim, 1) for dim in value]) > MAX_ELEMENTS:
+        raise InvalidInput(
+            f"input {name!r}: shape {value} is larger than the server accepts "
+            f"(at most {MAX_ELEMENTS} elements, counting a 0 dimension as 1)"
+        )
     return value
 
 

@@ -239,3 +239,10 @@ def test_unknown_requested_output() -> None:
             request=request,
             outputs={"a": np.zeros(1, np.float32)},
         )
+
+
+@pytest.mark.parametrize("shape", [[0, 2**62], [1] * 65, [0] * 65, [0, 2**26, 2**26]])
+def test_shapes_numpy_cannot_hold_are_invalid_input(shape: list[int]) -> None:
+    body = orjson.dumps({"inputs": [{"name": "t", "datatype": "FP32", "shape": shape, "data": []}]})
+    with pytest.raises(InvalidInput, match="shape"):
+        v2.decode_request(body, None)
