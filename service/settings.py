@@ -9,7 +9,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.input_limits import MAX_IMAGE_PIXELS, MAX_TEXT_CHARS
+from service.input_limits import (
+    MAX_ARCHIVE_BYTES,
+    MAX_ARCHIVE_MEMBERS,
+    MAX_IMAGE_PIXELS,
+    MAX_TEXT_CHARS,
+)
 
 
 def _names(value: Any) -> Any:
@@ -162,5 +167,12 @@ class Settings(BaseSettings):
     the gateway's max_queue_delay_ms applies (no fixed window by default)."""
     torchserve_worker_threads: int | None = Field(default=1, ge=1)
     """`torchserve-native`: OMP_NUM_THREADS of each worker process (None: inherit)."""
+    archive_max_bytes: int = Field(default=MAX_ARCHIVE_BYTES, ge=1)
+    """`torchserve-native`: most bytes one `.mar` may unpack to, checked from the zip's
+    directory before writing and counted again while writing; a larger archive leaves its model
+    not ready, with the reason."""
+    archive_max_members: int = Field(default=MAX_ARCHIVE_MEMBERS, ge=1)
+    """`torchserve-native`: most files one `.mar` may hold (each is an inode in the scratch
+    folder); more leaves the model not ready, with the reason."""
     backend_probe_interval_s: float = Field(default=0.5, ge=0)
     """How often remote backends are health-checked to flip model readiness (0: never)."""

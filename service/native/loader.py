@@ -13,6 +13,7 @@ from service.manifest import Manifest
 from service.metrics import GatewayMetrics
 from service.native.archives import (
     ArchiveManifest,
+    ExtractionLimits,
     ServingOptions,
     StoreConfig,
     archive_for,
@@ -77,7 +78,10 @@ class ArchiveStore:
 
     async def load(self, name: str, version: str) -> LoadedArchive:
         path = archive_for(self.config.archives(), name)
-        extracted = await asyncio.to_thread(extract, path, self.extracted)
+        limits = ExtractionLimits(
+            self.settings.archive_max_bytes, self.settings.archive_max_members
+        )
+        extracted = await asyncio.to_thread(extract, path, self.extracted, limits)
         options = self.config.options_for(name, version).merged(extracted.model_config())
         spec = WorkerSpec(
             model_name=name,
