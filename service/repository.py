@@ -164,7 +164,9 @@ class ModelRepository:
         self.tracer = tracer
         self.root = settings.model_store.resolve()
         self.limits = Limits(
-            max_image_pixels=settings.max_image_pixels, max_text_chars=settings.max_text_chars
+            max_image_pixels=settings.max_image_pixels,
+            max_text_chars=settings.max_text_chars,
+            max_bytes_elements=settings.max_bytes_elements,
         )
         self._models: dict[str, dict[str, ModelVersion]] = {}
         self.archives: ArchiveStore | None = None

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from service.input_limits import (
     MAX_ARCHIVE_BYTES,
     MAX_ARCHIVE_MEMBERS,
+    MAX_BYTES_ELEMENTS,
     MAX_IMAGE_PIXELS,
     MAX_TEXT_CHARS,
 )
@@ -121,6 +122,10 @@ class Settings(BaseSettings):
     """Largest decoded image (width*height); bigger images are rejected before decoding."""
     max_text_chars: int = Field(default=MAX_TEXT_CHARS, ge=1)
     """Longest text accepted for embedding models."""
+    max_bytes_elements: int = Field(default=MAX_BYTES_ELEMENTS, ge=1)
+    """Most elements one BYTES tensor may declare (V2 REST JSON or binary, gRPC raw or typed
+    contents); checked from the shape before any element is decoded: HTTP 400, gRPC
+    INVALID_ARGUMENT."""
     top_k: int = Field(default=5, ge=1)
     """Labels returned by /predictions for classifiers."""
     drain_seconds: float = Field(default=20.0, ge=0)
