@@ -63,6 +63,15 @@ class Settings(BaseSettings):
     """Serve gRPC beside HTTP."""
     grpc_max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     """Largest gRPC message received or sent; larger ones get RESOURCE_EXHAUSTED."""
+    grpc_handshake_timeout_s: float = Field(default=10.0, gt=0)
+    """A gRPC connection must send its HTTP/2 preface and settings within this long, or it is
+    closed (gRPC's own default is 120 s)."""
+    grpc_max_connection_idle_s: float = Field(default=300.0, gt=0)
+    """A gRPC connection without a call for this long is sent GOAWAY and closed (clients
+    reconnect transparently)."""
+    grpc_keepalive_s: float = Field(default=60.0, gt=0)
+    """The server pings each gRPC connection this often and closes it when the ping is not
+    answered within 20 s: peers that vanished without closing free their connections."""
     model_store: Path = Path("model_store")
     """Directory holding `<model>/<version>/model.json` trees."""
     models: Names | None = None
@@ -117,7 +126,19 @@ class Settings(BaseSettings):
     protect_health_and_metrics: bool = False
     """Require the inference token on health and /metrics too."""
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
-    """Largest request body; larger ones get 413 without being read."""
+    """Largest request body; larger ones get 413 without being read, and their connection is
+    closed after the answer."""
+    http_header_timeout_s: float = Field(default=10.0, gt=0)
+    """A request's line and headers must arrive within this long of the connection opening (or
+    of the request's first byte after a keep-alive wait); the deadline does not move as bytes
+    trickle in. Past it the connection is closed (408 when part of a request had arrived)."""
+    http_keep_alive_s: int = Field(default=30, ge=1)
+    """How long an HTTP connection may wait idle between requests before it is closed."""
+    http_max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    """Most bytes of request line and headers, counted before parsing; beyond: 431 and the
+    connection closed."""
+    http_max_headers: int = Field(default=100, ge=1)
+    """Most request headers; beyond: 431 and the connection closed."""
     max_image_pixels: int = Field(default=MAX_IMAGE_PIXELS, ge=1)
     """Largest decoded image (width*height); bigger images are rejected before decoding."""
     max_text_chars: int = Field(default=MAX_TEXT_CHARS, ge=1)

@@ -4,14 +4,19 @@ answered or closed within its bound while the health probe keeps answering."""
 
 from __future__ import annotations
 
+import asyncio
 import select
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.reliability.probes import HealthProbe
 from tests.servers import GatewayProcess, gateway, sample_total
 from tests.tiny_models import full_store
 
@@ -19,13 +24,20 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 MB = 1024 * 1024
 BODY_LIMIT = 1 * MB
+HEADER_TIMEOUT_S = 1.0
+SILENT = 200
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     root = tmp_path_factory.mktemp("front-door")
     store = full_store(root / "store")
-    env = {"GATEWAY_MAX_BODY_BYTES": str(BODY_LIMIT)}
+    env = {
+        "GATEWAY_MAX_BODY_BYTES": str(BODY_LIMIT),
+        "GATEWAY_HTTP_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+        "GATEWAY_GRPC_HANDSHAKE_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+        "GATEWAY_GRPC_MAX_CONNECTION_IDLE_S": str(HEADER_TIMEOUT_S),
+    }
     with gateway(store, root, env=env) as process:
         yield process
 
@@ -105,3 +117,121 @@ def test_a_client_gone_mid_body_is_recorded_as_499(server: GatewayProcess) -> No
     assert gone_total() == before + 3
     assert errors_total() == errors_before
     assert "Traceback" not in server.output()
+
+
+def open_descriptors(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def wait_closed(
+    sockets: list[socket.socket], timeout_s: float, trickle: list[socket.socket] | None = None
+) -> tuple[dict[socket.socket, bytes], float]:
+    """Read each socket until the server closes it (or `timeout_s` passes); sends one byte a
+    tenth of a second to the `trickle` ones meanwhile. Returns what each received, and when
+    the last one closed (seconds)."""
+    started = time.monotonic()
+    received = {sock: b"" for sock in sockets}
+    open_ = set(sockets)
+    while open_ and time.monotonic() - started < timeout_s:
+        readable, _, _ = select.select(list(open_), [], [], 0.1)
+        for sock in readable:
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                data = b""
+            received[sock] += data
+            if not data:
+                open_.discard(sock)
+        for sock in trickle or []:
+            if sock in open_:
+                try:
+                    sock.send(b"x")
+                except (BrokenPipeError, ConnectionResetError):
+                    open_.discard(sock)
+    assert not open_, f"{len(open_)} of {len(sockets)} still open after {timeout_s} s"
+    return received, time.monotonic() - started
+
+
+def test_connections_that_never_finish_their_headers_are_closed(server: GatewayProcess) -> None:
+    pid = server.process.pid
+    baseline = open_descriptors(pid)
+    silent = [connect(server) for _ in range(SILENT)]
+    partial = [connect(server) for _ in range(20)]
+    trickling = [connect(server) for _ in range(5)]
+    for sock in partial:
+        sock.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: gateway\r\n")
+    for sock in trickling:
+        sock.sendall(b"GET /v2/health/ready HTTP/1.1\r\nX-Slow: ")
+    held = open_descriptors(pid)
+    with HealthProbe(server.url) as probe:
+        received, seconds = wait_closed(
+            silent + partial + trickling, 4 * HEADER_TIMEOUT_S, trickling
+        )
+    try:
+        print(
+            f"{len(received)} connections ({held - baseline} descriptors) closed within "
+            f"{seconds:.2f} s; slowest health probe {probe.worst_s * 1000:.0f} ms"
+        )
+        assert all(received[sock] == b"" for sock in silent)
+        assert all(received[sock].startswith(b"HTTP/1.1 408") for sock in partial + trickling)
+        assert probe.worst_s < 1.0
+        assert open_descriptors(pid) <= baseline + 5
+    finally:
+        for sock in silent + partial + trickling:
+            sock.close()
+
+
+def test_headers_over_the_bounds_are_431_and_closed(server: GatewayProcess) -> None:
+    big = (
+        b"GET /v2/health/ready HTTP/1.1\r\nHost: gateway\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+    )
+    many = (
+        b"GET /v2/health/ready HTTP/1.1\r\nHost: gateway\r\n"
+        + b"".join(b"X-H%d: v\r\n" % index for index in range(1_000))
+        + b"\r\n"
+    )
+    with HealthProbe(server.url) as probe:
+        for request in (big, many):
+            with connect(server) as sock:
+                sock.sendall(request)
+                received, _ = wait_closed([sock], 5)
+                answer = received[sock]
+                assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+                assert b'{"error":' in answer
+        # A header without end: the server stops reading at the bound instead of parsing on.
+        with connect(server) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nX-Endless: ")
+            sent = 0
+            try:
+                while sent < 200 * MB:
+                    sent += sock.send(b"a" * MB)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+    print(
+        f"endless header: closed after {sent / MB:.1f} MB sent; slowest probe {probe.worst_s:.3f} s"
+    )
+    assert sent < 200 * MB
+    assert probe.worst_s < 1.0
+    normal = httpx.get(f"{server.url}/v2/health/ready", headers={"X-Ok": "a" * 4096}, timeout=5)
+    assert normal.status_code == 200
+
+
+async def test_grpc_connections_that_never_speak_or_idle_are_closed(server: GatewayProcess) -> None:
+    silent = [socket.create_connection(("127.0.0.1", server.grpc_port)) for _ in range(SILENT)]
+    try:
+        _, seconds = wait_closed(silent, 4 * HEADER_TIMEOUT_S)
+    finally:
+        for sock in silent:
+            sock.close()
+    print(f"{SILENT} silent gRPC connections closed within {seconds:.2f} s")
+    async with grpc.aio.insecure_channel(server.grpc_address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        assert channel.get_state() == grpc.ChannelConnectivity.READY
+        started = time.monotonic()
+        await asyncio.wait_for(
+            channel.wait_for_state_change(grpc.ChannelConnectivity.READY), 4 * HEADER_TIMEOUT_S
+        )
+        print(f"idle gRPC connection closed by the server after {time.monotonic() - started:.2f} s")
+        assert channel.get_state() != grpc.ChannelConnectivity.READY
