@@ -66,6 +66,8 @@ def decode_bytes_elements(raw: bytes | memoryview, count: int) -> list[bytes]:
         offset += 4
         if offset + size > len(view):
             raise InvalidInput("truncated BYTES tensor: element longer than the data")
+        if len(items) == count:  # stop at the first element the shape has no room for
+            raise InvalidInput(f"BYTES tensor holds more than {count} elements, shape says {count}")
         items.append(bytes(view[offset : offset + size]))
         offset += size
     if len(items) != count:

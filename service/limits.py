@@ -1,11 +1,14 @@
-"""A pure-ASGI guard that answers 413 for bodies over the limit without reading them whole."""
+"""A pure-ASGI guard that answers 413 for bodies over the limit without reading them whole, and
+closes the connection after that answer; a client gone mid-body becomes `ClientDisconnected`."""
 
 from __future__ import annotations
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge
+from service.errors import ClientDisconnected, PayloadTooLarge
+
+CLOSE = (b"connection", b"close")
 
 
 class BodyLimitMiddleware:
@@ -30,14 +33,23 @@ class BodyLimitMiddleware:
                 break
         received = 0
         limit = self.max_body_bytes
+        body_complete = False
+        too_large = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, body_complete, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    too_large = True
                     raise _TooLarge(f"request body exceeds {limit} bytes")
+                body_complete = not message.get("more_body", False)
+            elif message["type"] == "http.disconnect" and not body_complete:
+                # Gone mid-body: a client disconnect (499) like any other, not starlette's
+                # ClientDisconnect escaping as a 500. After the body, a disconnect is news
+                # that a route may be waiting for (service.routes.common.disconnected).
+                raise ClientDisconnected("client disconnected while sending the body")
             return message
 
         response_started = False
@@ -46,6 +58,10 @@ class BodyLimitMiddleware:
             nonlocal response_started
             if message["type"] == "http.response.start":
                 response_started = True
+                if too_large:
+                    # The rest of the body is never read: end the connection after this answer
+                    # instead of letting the server read (and discard) a body without end.
+                    message = {**message, "headers": [*message.get("headers", []), CLOSE]}
             await send(message)
 
         try:
@@ -71,7 +87,7 @@ async def _reject(send: Send, status: int, message: str) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
+                CLOSE,
             ],
         }
     )

@@ -25,6 +25,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from service.app import create_app, drain
+from service.connections import BoundedHttpToolsProtocol
 from service.control import RepositoryControl
 from service.dataplane import DataPlane
 from service.drain import Listener, drain_listeners
@@ -231,7 +232,12 @@ def run(settings: Settings, control: ControlFactory | None = None) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        # httptools, with bounds on the time, size and number of request headers.
+        http=BoundedHttpToolsProtocol.with_limits(
+            header_timeout_s=settings.http_header_timeout_s,
+            max_header_bytes=settings.http_max_header_bytes,
+            max_headers=settings.http_max_headers,
+        ),
         lifespan="on",
         access_log=False,
         # Client addresses are never used (no access log), so skip rewriting them per request.
@@ -240,7 +246,7 @@ def run(settings: Settings, control: ControlFactory | None = None) -> None:
         # The drain has already waited `drain_seconds` for in-flight work; this bounds what
         # uvicorn's own shutdown waits after it for anything still unanswered.
         timeout_graceful_shutdown=max(1, round(CLOSE_GRACE_SECONDS)),
-        timeout_keep_alive=30,
+        timeout_keep_alive=settings.http_keep_alive_s,
         headers=headers,
     )
     DrainingServer(config, plane, settings.drain_seconds).run(sockets)

@@ -9,7 +9,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.input_limits import MAX_IMAGE_PIXELS, MAX_TEXT_CHARS
+from service.input_limits import (
+    MAX_ARCHIVE_BYTES,
+    MAX_ARCHIVE_MEMBERS,
+    MAX_BYTES_ELEMENTS,
+    MAX_IMAGE_PIXELS,
+    MAX_TEXT_CHARS,
+)
 
 
 def _names(value: Any) -> Any:
@@ -57,6 +63,15 @@ class Settings(BaseSettings):
     """Serve gRPC beside HTTP."""
     grpc_max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     """Largest gRPC message received or sent; larger ones get RESOURCE_EXHAUSTED."""
+    grpc_handshake_timeout_s: float = Field(default=10.0, gt=0)
+    """A gRPC connection must send its HTTP/2 preface and settings within this long, or it is
+    closed (gRPC's own default is 120 s)."""
+    grpc_max_connection_idle_s: float = Field(default=300.0, gt=0)
+    """A gRPC connection without a call for this long is sent GOAWAY and closed (clients
+    reconnect transparently)."""
+    grpc_keepalive_s: float = Field(default=60.0, gt=0)
+    """The server pings each gRPC connection this often and closes it when the ping is not
+    answered within 20 s: peers that vanished without closing free their connections."""
     model_store: Path = Path("model_store")
     """Directory holding `<model>/<version>/model.json` trees."""
     models: Names | None = None
@@ -111,11 +126,27 @@ class Settings(BaseSettings):
     protect_health_and_metrics: bool = False
     """Require the inference token on health and /metrics too."""
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
-    """Largest request body; larger ones get 413 without being read."""
+    """Largest request body; larger ones get 413 without being read, and their connection is
+    closed after the answer."""
+    http_header_timeout_s: float = Field(default=10.0, gt=0)
+    """A request's line and headers must arrive within this long of the connection opening (or
+    of the request's first byte after a keep-alive wait); the deadline does not move as bytes
+    trickle in. Past it the connection is closed (408 when part of a request had arrived)."""
+    http_keep_alive_s: int = Field(default=30, ge=1)
+    """How long an HTTP connection may wait idle between requests before it is closed."""
+    http_max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    """Most bytes of request line and headers, counted before parsing; beyond: 431 and the
+    connection closed."""
+    http_max_headers: int = Field(default=100, ge=1)
+    """Most request headers; beyond: 431 and the connection closed."""
     max_image_pixels: int = Field(default=MAX_IMAGE_PIXELS, ge=1)
     """Largest decoded image (width*height); bigger images are rejected before decoding."""
     max_text_chars: int = Field(default=MAX_TEXT_CHARS, ge=1)
     """Longest text accepted for embedding models."""
+    max_bytes_elements: int = Field(default=MAX_BYTES_ELEMENTS, ge=1)
+    """Most elements one BYTES tensor may declare (V2 REST JSON or binary, gRPC raw or typed
+    contents); checked from the shape before any element is decoded: HTTP 400, gRPC
+    INVALID_ARGUMENT."""
     top_k: int = Field(default=5, ge=1)
     """Labels returned by /predictions for classifiers."""
     drain_seconds: float = Field(default=20.0, ge=0)
@@ -162,6 +193,13 @@ class Settings(BaseSettings):
     the gateway's max_queue_delay_ms applies (no fixed window by default)."""
     torchserve_worker_threads: int | None = Field(default=1, ge=1)
     """`torchserve-native`: OMP_NUM_THREADS of each worker process (None: inherit)."""
+    archive_max_bytes: int = Field(default=MAX_ARCHIVE_BYTES, ge=1)
+    """`torchserve-native`: most bytes one `.mar` may unpack to, checked from the zip's
+    directory before writing and counted again while writing; a larger archive leaves its model
+    not ready, with the reason."""
+    archive_max_members: int = Field(default=MAX_ARCHIVE_MEMBERS, ge=1)
+    """`torchserve-native`: most files one `.mar` may hold (each is an inode in the scratch
+    folder); more leaves the model not ready, with the reason."""
     backend_probe_interval_s: float = Field(default=0.5, ge=0)
     """How often remote backends are health-checked to flip model readiness (0: never)."""
 

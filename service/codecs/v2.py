@@ -24,10 +24,13 @@ from service.datatypes import (
     v2_datatype,
 )
 from service.errors import InvalidInput
+from service.input_limits import Limits
 
 HEADER_LENGTH = "inference-header-content-length"
 MAX_ELEMENTS = 64 * 1024 * 1024
 """Largest tensor (elements) a request may declare; checked before any allocation."""
+MAX_DIMS = 64
+"""Most dimensions a tensor may declare (numpy's own limit: more would raise on reshape)."""
 
 
 @dataclass(slots=True)
@@ -65,32 +68,64 @@ def _loads(raw: bytes | memoryview) -> Any:
         raise InvalidInput(f"request body is not valid JSON: {error}") from None
 
 
-def check_shape(value: Any, name: str) -> list[int]:
-    """A declared shape, checked (and its element count bounded) before anything is allocated."""
+DEFAULT_LIMITS = Limits()
+
+
+def check_shape(
+    value: Any, name: str, datatype: str = "", limits: Limits = DEFAULT_LIMITS
+) -> list[int]:
+    """A declared shape, checked (and its element count bounded) before anything is allocated
+    or decoded: the one place the element limits apply, for REST and gRPC alike."""
     if not isinstance(value, list) or not all(
         isinstance(dim, int) and not isinstance(dim, bool) and dim >= 0 for dim in value
     ):
         raise InvalidInput(f"input {name!r}: shape must be a list of non-negative integers")
-    if element_count(value) > MAX_ELEMENTS:
-        raise InvalidInput(f"input {name!r}: shape {value} is larger than the server accepts")
+    if len(value) > MAX_DIMS:
+        raise InvalidInput(
+            f"input {name!r}: shape has {len(value)} dimensions; at most {MAX_DIMS} are accepted"
+        )
+    # Zero-size dimensions count as 1: numpy refuses [0, 2**62] ("array is too big") even
+    # though it holds no element, so every dimension must fit the element bound on its own.
+    if element_count([max(dim, 1) for dim in value]) > MAX_ELEMENTS:
+        raise InvalidInput(
+            f"input {name!r}: shape {value} is larger than the server accepts "
+            f"(at most {MAX_ELEMENTS} elements, counting a 0 dimension as 1)"
+        )
+    if datatype == "BYTES" and element_count(value) > limits.max_bytes_elements:
+        raise InvalidInput(
+            f"input {name!r}: shape {value} holds {element_count(value)} BYTES elements; "
+            f"the limit is {limits.max_bytes_elements}"
+        )
     return value
 
 
-def _flatten_strings(data: Any) -> list[Any]:
-    if isinstance(data, list):
-        flat: list[Any] = []
-        for item in data:
-            flat.extend(_flatten_strings(item))
-        return flat
-    return [data]
+def _flatten_strings(data: Any, name: str, shape: list[int], count: int) -> list[Any]:
+    """The nested JSON lists' leaves, in order; stops at the first one past `count` (the shape
+    is bounded, the data is not)."""
+    flat: list[Any] = []
+    stack = [iter([data])]
+    while stack:
+        item = next(stack[-1], _END)
+        if item is _END:
+            stack.pop()
+        elif isinstance(item, list):
+            stack.append(iter(item))
+        elif len(flat) == count:
+            raise InvalidInput(f"input {name!r}: more than {count} elements for shape {shape}")
+        else:
+            flat.append(item)
+    if len(flat) != count:
+        raise InvalidInput(f"input {name!r}: {len(flat)} elements for shape {shape}")
+    return flat
+
+
+_END = object()
 
 
 def _json_tensor(name: str, datatype: str, shape: list[int], data: Any) -> np.ndarray:
     count = element_count(shape)
     if datatype == "BYTES":
-        items = _flatten_strings(data)
-        if len(items) != count:
-            raise InvalidInput(f"input {name!r}: {len(items)} elements for shape {shape}")
+        items = _flatten_strings(data, name, shape, count)
         encoded = []
         for item in items:
             if not isinstance(item, str):
@@ -118,6 +153,10 @@ def raw_tensor(name: str, datatype: str, shape: list[int], raw: memoryview) -> n
     """A tensor from its raw little-endian bytes (REST binary extension, gRPC raw contents)."""
     count = element_count(shape)
     if datatype == "BYTES":
+        if len(raw) < 4 * count:  # each element has a 4-byte length prefix
+            raise InvalidInput(
+                f"input {name!r}: {len(raw)} bytes cannot hold {count} BYTES elements"
+            )
         array = np.empty(count, dtype=object)
         array[:] = decode_bytes_elements(raw, count)
         return array.reshape(shape)
@@ -129,7 +168,9 @@ def raw_tensor(name: str, datatype: str, shape: list[int], raw: memoryview) -> n
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
-def decode_request(body: bytes, header_length: str | None) -> InferRequest:
+def decode_request(
+    body: bytes, header_length: str | None, limits: Limits = DEFAULT_LIMITS
+) -> InferRequest:
     """Parse a V2 infer request body (JSON, or JSON header + binary tensors)."""
     view = memoryview(body)
     if header_length is None:
@@ -161,7 +202,7 @@ def decode_request(body: bytes, header_length: str | None) -> InferRequest:
         if name in seen:
             raise InvalidInput(f"input {name!r} appears twice")
         seen.add(name)
-        shape = check_shape(raw.get("shape"), name)
+        shape = check_shape(raw.get("shape"), name, datatype, limits)
         parameters = raw.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise InvalidInput(f"input {name!r}: parameters must be an object")

@@ -18,6 +18,7 @@ from service.codecs import v2
 from service.codecs.wire import Tensor
 from service.datatypes import element_count, numpy_dtype, v2_datatype
 from service.errors import InvalidInput
+from service.input_limits import Limits
 
 # Typed `contents` field per datatype (FP16 and BF16 travel only as raw contents).
 _CONTENTS_FIELD = {
@@ -66,7 +67,9 @@ def _typed_tensor(tensor: pb.ModelInferRequest.InferInputTensor, shape: list[int
         raise InvalidInput(f"input {name!r}: data does not fit datatype {datatype}") from None
 
 
-def infer_request(message: pb.ModelInferRequest) -> v2.InferRequest:
+def infer_request(
+    message: pb.ModelInferRequest, limits: Limits = v2.DEFAULT_LIMITS
+) -> v2.InferRequest:
     """A ModelInferRequest -> the V2 request the REST codec produces for the same call."""
     if not message.inputs:
         raise InvalidInput("request needs at least one input")
@@ -82,7 +85,7 @@ def infer_request(message: pb.ModelInferRequest) -> v2.InferRequest:
         if name in seen:
             raise InvalidInput(f"input {name!r} appears twice")
         seen.add(name)
-        shape = v2.check_shape(list(tensor.shape), name)
+        shape = v2.check_shape(list(tensor.shape), name, tensor.datatype, limits)
         if raw:
             data = v2.raw_tensor(name, tensor.datatype, shape, memoryview(raw[index]))
         else:

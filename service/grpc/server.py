@@ -30,6 +30,14 @@ WATCH_INTERVAL_S = 0.5
 """How often a Watch stream re-reads readiness (readiness has no change events)."""
 
 
+KEEPALIVE_TIMEOUT_MS = 20_000
+"""How long the answer to a keepalive ping may take before the connection is closed."""
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
 class ReadinessHealth(health_pb2_grpc.HealthServicer):  # type: ignore[misc]
     """Health derived from the data plane's readiness, for "" and the inference service."""
 
@@ -111,6 +119,11 @@ class GrpcServer:
                 # One process owns the port: a second gateway on it must fail, not share it;
                 # workers share it (service.supervisor reserves it against other gateways).
                 ("grpc.so_reuseport", int(settings.workers > 1)),
+                # Connections that never speak, idle ones, and peers that vanished.
+                ("grpc.server_handshake_timeout_ms", _ms(settings.grpc_handshake_timeout_s)),
+                ("grpc.max_connection_idle_ms", _ms(settings.grpc_max_connection_idle_s)),
+                ("grpc.keepalive_time_ms", _ms(settings.grpc_keepalive_s)),
+                ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
             ],
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.plane), server)

@@ -96,8 +96,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def _infer(
         self, message: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        async def decode(_processor: Processor) -> DecodedBody[v2.InferRequest]:
-            decoded = converters.infer_request(message)
+        async def decode(processor: Processor) -> DecodedBody[v2.InferRequest]:
+            decoded = converters.infer_request(message, processor.limits)
             return DecodedBody(TensorInputs(decoded.inputs), decoded, decoded.timeout_ms)
 
         def encode(result: InferenceResult[v2.InferRequest]) -> pb.ModelInferResponse:

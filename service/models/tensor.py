@@ -45,7 +45,9 @@ class ServingContext:
         cls, settings: Settings, metrics: GatewayMetrics, tracer: BatchTracer | None
     ) -> ServingContext:
         limits = Limits(
-            max_image_pixels=settings.max_image_pixels, max_text_chars=settings.max_text_chars
+            max_image_pixels=settings.max_image_pixels,
+            max_text_chars=settings.max_text_chars,
+            max_bytes_elements=settings.max_bytes_elements,
         )
         return cls(settings, metrics, tracer, limits)
 

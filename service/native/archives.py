@@ -9,17 +9,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import zipfile
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from service.errors import InvalidInput, NotFound
+from service.input_limits import MAX_ARCHIVE_BYTES, MAX_ARCHIVE_MEMBERS
 
 ARCHIVE_SUFFIX = ".mar"
 MANIFEST_MEMBER = "MAR-INF/MANIFEST.json"
+MAX_MANIFEST_BYTES = 1024 * 1024
+"""A manifest is a few hundred bytes; a bigger one is refused before it is read."""
 
 
 def read_properties(path: Path) -> dict[str, str]:
@@ -136,9 +143,58 @@ class StoreConfig:
         return ServingOptions().merged(settings)
 
 
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+"""A model name that is one plain path component (TorchServe's own rule for names)."""
+
+
+PLAIN_NAME_RULE = (
+    "must be letters, digits, '_', '-' or '.', starting with a letter or digit "
+    "(it names the extraction folder)"
+)
+
+
+def _plain_name(value: str) -> str:
+    if not MODEL_NAME.fullmatch(value):
+        raise ValueError(PLAIN_NAME_RULE)
+    return value
+
+
+def _relative_member(value: str) -> str:
+    path = PurePosixPath(value)
+    if path.is_absolute() or ".." in path.parts or "\\" in value:
+        raise ValueError("must be a path inside the archive (no '..', not absolute)")
+    return value
+
+
+class _ModelEntry(BaseModel):
+    """The `model` object of `MANIFEST.json`, as `torch-model-archiver` writes it."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    modelName: Annotated[str, AfterValidator(_plain_name)] | None = None
+    modelVersion: Annotated[str, Field(min_length=1)] | None = None
+    handler: Annotated[str, Field(min_length=1)]
+    configFile: Annotated[str, AfterValidator(_relative_member)] | None = None
+
+
+class _ManifestFile(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: _ModelEntry
+
+
+def _manifest_problems(error: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']} (got {item['input']!r:.60})"
+        for item in error.errors(include_url=False)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ArchiveManifest:
-    """What `MAR-INF/MANIFEST.json` says about the model."""
+    """What `MAR-INF/MANIFEST.json` says about the model, validated: the name must be one
+    plain path component (it names the extraction folder), the version and config file strings,
+    the config file a path inside the archive."""
 
     name: str
     version: str
@@ -149,18 +205,30 @@ class ArchiveManifest:
     @classmethod
     def read(cls, archive: Path) -> ArchiveManifest:
         try:
-            with zipfile.ZipFile(archive) as mar:
-                raw = json.loads(mar.read(MANIFEST_MEMBER))
-        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError) as error:
+            with zipfile.ZipFile(archive) as mar, mar.open(MANIFEST_MEMBER) as member:
+                text = member.read(MAX_MANIFEST_BYTES + 1)
+            if len(text) > MAX_MANIFEST_BYTES:
+                raise InvalidInput(
+                    f"{archive.name}: {MANIFEST_MEMBER} is over {MAX_MANIFEST_BYTES} bytes"
+                )
+            raw = json.loads(text)
+        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError) as error:
             raise InvalidInput(f"{archive.name} is not a model archive: {error}") from None
-        model = raw.get("model") if isinstance(raw, Mapping) else None
-        if not isinstance(model, Mapping) or not model.get("handler"):
-            raise InvalidInput(f"{archive.name}: {MANIFEST_MEMBER} names no handler")
+        try:
+            parsed = _ManifestFile.model_validate(raw)
+        except ValidationError as error:
+            raise InvalidInput(
+                f"{archive.name}: invalid {MANIFEST_MEMBER}: {_manifest_problems(error)}"
+            ) from None
+        model = parsed.model
+        name = model.modelName or archive.stem
+        if not MODEL_NAME.fullmatch(name):
+            raise InvalidInput(f"{archive.name}: model name {name!r} {PLAIN_NAME_RULE}")
         return cls(
-            name=str(model.get("modelName") or archive.stem),
-            version=str(model.get("modelVersion") or "1.0"),
-            handler=str(model["handler"]),
-            config_file=model.get("configFile"),
+            name=name,
+            version=model.modelVersion or "1.0",
+            handler=model.handler,
+            config_file=model.configFile,
             raw=raw,
         )
 
@@ -183,26 +251,85 @@ class ExtractedArchive:
         return loaded if isinstance(loaded, Mapping) else {}
 
 
-def extract(archive: Path, root: Path) -> ExtractedArchive:
-    """Unpack into `<root>/<name>/<digest>` (private to this gateway, reused when unchanged)."""
+@dataclass(frozen=True, slots=True)
+class ExtractionLimits:
+    """What one archive may put on disk (`GATEWAY_ARCHIVE_MAX_BYTES`, `..._MAX_MEMBERS`)."""
+
+    max_bytes: int = MAX_ARCHIVE_BYTES
+    max_members: int = MAX_ARCHIVE_MEMBERS
+
+
+def extract(
+    archive: Path, root: Path, limits: ExtractionLimits = ExtractionLimits()
+) -> ExtractedArchive:
+    """Unpack into `<root>/<name>/<digest>` (private to this gateway, reused when unchanged).
+
+    Nothing is written outside `root`, and at most `limits` is written: the member count and
+    the declared sizes are checked from the zip's directory first, and the bytes are counted
+    again while they are written, since a directory can understate what a member inflates to.
+    """
     manifest = ArchiveManifest.read(archive)
     digest = hashlib.sha256()
     with archive.open("rb") as source:
         for chunk in iter(lambda: source.read(1 << 20), b""):
             digest.update(chunk)
-    target = root / manifest.name / digest.hexdigest()[:16]
+    base = root.resolve()
+    target = base / manifest.name / digest.hexdigest()[:16]
+    if not target.is_relative_to(base):  # the name is checked already; never write outside
+        raise InvalidInput(f"{archive.name}: model name {manifest.name!r} escapes")
     if not (target / MANIFEST_MEMBER).is_file():
         shutil.rmtree(target, ignore_errors=True)
         staging = target.with_name(target.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
-        with zipfile.ZipFile(archive) as mar:
-            for member in mar.infolist():
-                destination = (staging / member.filename).resolve()
-                if not destination.is_relative_to(staging.resolve()):
-                    raise InvalidInput(f"{archive.name}: member {member.filename!r} escapes")
-            mar.extractall(staging)
+        try:
+            with zipfile.ZipFile(archive) as mar:
+                _unpack(mar, archive.name, staging, limits)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
         staging.rename(target)
     return ExtractedArchive(target, manifest)
+
+
+def _unpack(mar: zipfile.ZipFile, label: str, staging: Path, limits: ExtractionLimits) -> None:
+    members = mar.infolist()
+    if len(members) > limits.max_members:
+        raise InvalidInput(
+            f"{label}: {len(members)} members; the limit is {limits.max_members} "
+            "(GATEWAY_ARCHIVE_MAX_MEMBERS)"
+        )
+    declared = sum(member.file_size for member in members)
+    if declared > limits.max_bytes:
+        raise InvalidInput(f"{label}: {_too_big(declared, limits)}")
+    destinations = []
+    for member in members:
+        destination = (staging / member.filename).resolve()
+        if not destination.is_relative_to(staging.resolve()):
+            raise InvalidInput(f"{label}: member {member.filename!r} escapes")
+        destinations.append(destination)
+    staging.mkdir(parents=True)
+    written = 0
+    for member, destination in zip(members, destinations, strict=True):
+        if member.is_dir():
+            destination.mkdir(parents=True, exist_ok=True)
+            continue
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with mar.open(member) as source, destination.open("wb") as sink:
+                while chunk := source.read(1 << 20):
+                    written += len(chunk)
+                    if written > limits.max_bytes:
+                        raise InvalidInput(f"{label}: {_too_big(written, limits)} (while writing)")
+                    sink.write(chunk)
+        except (zipfile.BadZipFile, EOFError, zlib.error) as error:
+            raise InvalidInput(f"{label}: member {member.filename!r} is corrupt: {error}") from None
+
+
+def _too_big(size: int, limits: ExtractionLimits) -> str:
+    return (
+        f"unpacks to more than {limits.max_bytes} bytes ({size} seen); "
+        "the limit is GATEWAY_ARCHIVE_MAX_BYTES"
+    )
 
 
 def archive_for(archives: Mapping[str, Path], name: str) -> Path:

@@ -218,7 +218,7 @@ class HandlerProcess:
 
 
 class HandlerPool:
-    """`workers` HandlerWorkers for one model version; each batch goes to a free one.
+    """`workers` HandlerProcesses for one model version; each batch goes to a free one.
 
     A watcher per worker notices its exit (a crash, or a stop after a timeout) and starts a
     replacement while the pool is below its target.

@@ -20,6 +20,7 @@ from service.native.archive_model import ArchiveModel, TensorArchiveModel, handl
 from service.native.archives import (
     ArchiveManifest,
     ExtractedArchive,
+    ExtractionLimits,
     ServingOptions,
     StoreConfig,
     archive_for,
@@ -72,7 +73,8 @@ class ArchiveLoader(ModelLoader):
     async def load(self, name: str, version: str) -> ArchiveModel:
         settings = self.context.settings
         path = archive_for(self.config.archives(), name)
-        extracted = await asyncio.to_thread(extract, path, self.extracted)
+        limits = ExtractionLimits(settings.archive_max_bytes, settings.archive_max_members)
+        extracted = await asyncio.to_thread(extract, path, self.extracted, limits)
         options = self.config.options_for(name, version).merged(extracted.model_config())
         spec = HandlerSpec(
             model_name=name,

@@ -97,13 +97,13 @@ async def model_ready(request: Request) -> Response:
 async def infer(request: Request) -> Response:
     plane = dataplane_of(request)
 
-    async def decode(_processor: Processor) -> DecodedBody[v2.InferRequest]:
+    async def decode(processor: Processor) -> DecodedBody[v2.InferRequest]:
         body = _decompress(
             await request.body(),
             request.headers.get("content-encoding"),
             plane.settings.max_body_bytes,
         )
-        decoded = v2.decode_request(body, request.headers.get(v2.HEADER_LENGTH))
+        decoded = v2.decode_request(body, request.headers.get(v2.HEADER_LENGTH), processor.limits)
         return DecodedBody(TensorInputs(decoded.inputs), decoded, decoded.timeout_ms)
 
     def encode(result: InferenceResult[v2.InferRequest]) -> Response:

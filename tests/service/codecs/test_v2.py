@@ -12,6 +12,7 @@ from hypothesis.extra import numpy as hnp
 from service.codecs import v2
 from service.datatypes import encode_bytes_elements
 from service.errors import InvalidInput
+from service.input_limits import Limits
 
 NUMERIC = {
     "FP32": np.float32,
@@ -239,3 +240,28 @@ def test_unknown_requested_output() -> None:
             request=request,
             outputs={"a": np.zeros(1, np.float32)},
         )
+
+
+@pytest.mark.parametrize("shape", [[0, 2**62], [1] * 65, [0] * 65, [0, 2**26, 2**26]])
+def test_shapes_numpy_cannot_hold_are_invalid_input(shape: list[int]) -> None:
+    body = orjson.dumps({"inputs": [{"name": "t", "datatype": "FP32", "shape": shape, "data": []}]})
+    with pytest.raises(InvalidInput, match="shape"):
+        v2.decode_request(body, None)
+
+
+def test_bytes_tensors_are_bounded_from_the_shape_before_decoding() -> None:
+    def body(shape: list[int], data: list[str]) -> bytes:
+        tensor = {"name": "t", "datatype": "BYTES", "shape": shape, "data": data}
+        return orjson.dumps({"inputs": [tensor]})
+
+    limits = Limits(max_bytes_elements=4)
+    assert v2.decode_request(body([4], ["a"] * 4), None, limits).inputs[0].data.shape == (4,)
+    with pytest.raises(InvalidInput, match="5 BYTES elements; the limit is 4"):
+        v2.decode_request(body([5], ["a"] * 5), None, limits)
+    with pytest.raises(InvalidInput, match="more than 2 elements"):
+        v2.decode_request(body([2], ["a"] * 1000), None, limits)
+    raw = encode_bytes_elements([b"ab"] * 1000)
+    with pytest.raises(InvalidInput, match="more than 2 elements"):
+        v2.raw_tensor("t", "BYTES", [2], memoryview(raw))
+    with pytest.raises(InvalidInput, match="cannot hold 1000 BYTES elements"):
+        v2.raw_tensor("t", "BYTES", [1000], memoryview(raw[:100]))

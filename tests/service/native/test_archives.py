@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import struct
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from service.errors import InvalidInput
 from service.native.archives import (
     ArchiveManifest,
+    ExtractionLimits,
     ServingOptions,
     StoreConfig,
     extract,
@@ -100,3 +103,69 @@ def test_not_an_archive(tmp_path: Path) -> None:
     junk.write_bytes(b"not a zip")
     with pytest.raises(InvalidInput, match="not a model archive"):
         ArchiveManifest.read(junk)
+
+
+def manifest_mar(path: Path, model: dict[str, Any]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("MAR-INF/MANIFEST.json", json.dumps({"model": model}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("model", "problem"),
+    [
+        ({"modelName": "../../../outside", "handler": "h.py"}, "model.modelName"),
+        ({"modelName": "a/b", "handler": "h.py"}, "model.modelName"),
+        ({"modelName": "m", "modelVersion": {"x": 1}, "handler": "h.py"}, "model.modelVersion"),
+        ({"modelName": "m", "handler": "h.py", "configFile": 5}, "model.configFile"),
+        ({"modelName": "m", "handler": "h.py", "configFile": "../x.yaml"}, "model.configFile"),
+        ({"modelName": "m"}, "model.handler"),
+    ],
+)
+def test_manifest_problems_are_named(tmp_path: Path, model: dict[str, Any], problem: str) -> None:
+    with pytest.raises(InvalidInput, match=problem):
+        ArchiveManifest.read(manifest_mar(tmp_path / "m.mar", model))
+
+
+def test_an_archive_name_that_is_no_plain_name_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match=r"model name '\.\.bad'"):
+        ArchiveManifest.read(manifest_mar(tmp_path / "..bad.mar", {"handler": "h.py"}))
+
+
+def test_limits_are_checked_from_the_directory_before_writing(tmp_path: Path) -> None:
+    archive = mar(tmp_path / "big.mar", "big", extra={"w.bin": bytes(4096)})
+    root = tmp_path / "x"
+    with pytest.raises(InvalidInput, match="GATEWAY_ARCHIVE_MAX_BYTES"):
+        extract(archive, root, ExtractionLimits(max_bytes=4096, max_members=10))
+    with pytest.raises(InvalidInput, match="3 members; the limit is 2"):
+        extract(archive, root, ExtractionLimits(max_bytes=1 << 20, max_members=2))
+    assert not [path for path in root.rglob("*") if path.is_file()]
+    assert extract(archive, root, ExtractionLimits(max_bytes=8192, max_members=3)).path.is_dir()
+
+
+def understate(archive: Path, member: str, size: int) -> None:
+    """Rewrite the member's uncompressed size in its local header and the central directory."""
+    data = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as opened:
+        info = opened.getinfo(member)
+    struct.pack_into("<I", data, info.header_offset + 22, size)
+    name = member.encode()
+    central = data.find(b"PK\x01\x02")
+    while data[central + 46 : central + 46 + len(name)] != name:
+        central = data.find(b"PK\x01\x02", central + 4)
+    struct.pack_into("<I", data, central + 24, size)
+    archive.write_bytes(bytes(data))
+
+
+def test_a_directory_that_understates_sizes_writes_no_more_than_it_says(tmp_path: Path) -> None:
+    archive = tmp_path / "liar.mar"
+    mar(archive, "liar")
+    with zipfile.ZipFile(archive, "a", zipfile.ZIP_DEFLATED) as opened:
+        opened.writestr("w.bin", bytes(8 << 20))
+    understate(archive, "w.bin", 1000)
+    with zipfile.ZipFile(archive) as opened:
+        assert opened.getinfo("w.bin").file_size == 1000
+    root = tmp_path / "x"
+    with pytest.raises(InvalidInput, match=r"liar\.mar: member 'w\.bin' is corrupt"):
+        extract(archive, root, ExtractionLimits(max_bytes=1 << 20, max_members=10))
+    assert not [path for path in root.rglob("*") if path.is_file()]

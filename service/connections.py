@@ -1,0 +1,157 @@
+"""uvicorn's httptools protocol with the bounds it lacks before a request reaches the app.
+
+uvicorn bounds only the wait *between* requests (`timeout_keep_alive`, armed after a response):
+a connection that never sends a request, or sends its headers a byte at a time, is held for
+ever, and httptools accepts headers of any size and number (it joins a header's pieces by
+bytes concatenation, so one 200 MB header took 39 s on the event loop). This protocol adds:
+
+- a header deadline: a request's line and headers must be complete within `header_timeout_s`
+  of the connection opening, or of the request's first byte after a keep-alive wait; the
+  deadline is absolute, so trickling bytes does not extend it. Past it the connection is closed
+  (with a 408 answer when part of a request arrived);
+- at most `max_header_bytes` of request line and headers, counted before the parser sees them,
+  and at most `max_headers` headers: beyond either, 431 and the connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+
+class _HeadersRefused(Exception):
+    """Raised from a parser callback to stop parsing; uvicorn turns it into a 400, which
+    `send_400_response` below answers as 431."""
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    header_timeout_s: float = 10.0
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._awaiting_headers = True
+        self._header_bytes = 0
+        self._header_count = 0
+        self._refusal: str | None = None
+        self._header_deadline: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def with_limits(
+        cls, *, header_timeout_s: float, max_header_bytes: int, max_headers: int
+    ) -> type[BoundedHttpToolsProtocol]:
+        """A subclass carrying these limits (uvicorn builds protocols from a class)."""
+        return type(  # type: ignore[return-value]
+            cls.__name__,
+            (cls,),
+            {
+                "header_timeout_s": header_timeout_s,
+                "max_header_bytes": max_header_bytes,
+                "max_headers": max_headers,
+            },
+        )
+
+    # -- the header deadline ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
+    def _arm_header_deadline(self) -> None:
+        if self._header_deadline is None:
+            self._header_deadline = self.loop.call_later(
+                self.header_timeout_s, self._header_deadline_passed
+            )
+
+    def _disarm_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _header_deadline_passed(self) -> None:
+        self._header_deadline = None
+        if not self._awaiting_headers or self.transport.is_closing():
+            return
+        if self._header_bytes:
+            message = f"request headers not received within {self.header_timeout_s:g} s"
+            self._answer_and_close(408, "Request Timeout", message)
+        else:
+            self.transport.close()
+
+    # -- the header bounds -----------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        # Feed the parser at most the room left for this request's line and headers; once the
+        # headers are complete the rest (the body) passes untouched. Bytes of a pipelined
+        # request that follow a completed one in the same slice go uncounted: at most one
+        # slice, so the bound holds within a factor of two.
+        while data:
+            if not self._awaiting_headers:
+                super().data_received(data)
+                return
+            room = self.max_header_bytes - self._header_bytes
+            if room <= 0:
+                self._refusal = f"request line and headers exceed {self.max_header_bytes} bytes"
+                self.send_400_response(self._refusal)
+                return
+            head, data = data[:room], data[room:]
+            self._header_bytes += len(head)
+            super().data_received(head)
+            if self.transport.is_closing():
+                return
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._header_count = 0
+        self._arm_header_deadline()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_count += 1
+        if self._header_count > self.max_headers:
+            self._refusal = f"more than {self.max_headers} request headers"
+            raise _HeadersRefused(self._refusal)
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_headers = False
+        self._disarm_header_deadline()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._awaiting_headers = True
+        self._header_bytes = 0
+
+    def send_400_response(self, msg: str) -> None:
+        if self._refusal is None:
+            super().send_400_response(msg)
+            return
+        self._answer_and_close(431, "Request Header Fields Too Large", self._refusal)
+
+    def _answer_and_close(self, status: int, phrase: str, message: str) -> None:
+        body = orjson.dumps({"error": message})
+        head = [f"HTTP/1.1 {status} {phrase}".encode()]
+        head += [name + b": " + value for name, value in self.server_state.default_headers]
+        head += [
+            b"content-type: application/json",
+            b"content-length: " + str(len(body)).encode(),
+            b"connection: close",
+        ]
+        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        self.transport.close()

@@ -1,0 +1,93 @@
+"""What the attack tests measure on the server process: resident memory from `/proc`, and the
+health probe's latency while the attack runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+MB = 1024 * 1024
+
+
+def _status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def rss_bytes(pid: int) -> int:
+    return _status_kb(pid, "VmRSS") * 1024
+
+
+class PeakRss:
+    """The process's peak resident memory over a block, above its resident memory at the
+    start: the kernel's high-water mark (`VmHWM`), reset on entry through `clear_refs`."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.before = 0
+        self.peak = 0
+
+    def __enter__(self) -> PeakRss:
+        Path(f"/proc/{self.pid}/clear_refs").write_text("5")
+        self.before = rss_bytes(self.pid)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.peak = _status_kb(self.pid, "VmHWM") * 1024
+
+    @property
+    def growth_mb(self) -> float:
+        return (self.peak - self.before) / MB
+
+
+class HealthProbe:
+    """Calls `/v2/health/live` every `interval_s` in a thread for the length of a block; the
+    slowest answer is `worst_s` (a probe that fails or times out counts as its timeout)."""
+
+    def __init__(self, url: str, interval_s: float = 0.05, timeout_s: float = 5.0) -> None:
+        self.url = f"{url}/v2/health/live"
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=self.timeout_s) as client:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    ok = client.get(self.url).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                elapsed = time.monotonic() - started
+                self.latencies.append(elapsed if ok else max(elapsed, self.timeout_s))
+                self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> HealthProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def worst_s(self) -> float:
+        return max(self.latencies, default=0.0)

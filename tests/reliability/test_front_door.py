@@ -1,0 +1,237 @@
+"""The HTTP front door of a real gateway process, probed with raw sockets: a body without end,
+a client gone mid-body, connections that never send a request, and oversized headers. Each is
+answered or closed within its bound while the health probe keeps answering."""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.reliability.probes import HealthProbe
+from tests.servers import GatewayProcess, gateway, sample_total
+from tests.tiny_models import full_store
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+MB = 1024 * 1024
+BODY_LIMIT = 1 * MB
+HEADER_TIMEOUT_S = 1.0
+SILENT = 200
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    root = tmp_path_factory.mktemp("front-door")
+    store = full_store(root / "store")
+    env = {
+        "GATEWAY_MAX_BODY_BYTES": str(BODY_LIMIT),
+        "GATEWAY_HTTP_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+        "GATEWAY_GRPC_HANDSHAKE_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+        "GATEWAY_GRPC_MAX_CONNECTION_IDLE_S": str(HEADER_TIMEOUT_S),
+    }
+    with gateway(store, root, env=env) as process:
+        yield process
+
+
+def connect(server: GatewayProcess) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", server.port), timeout=10)
+
+
+def infer_head(extra: str) -> bytes:
+    return (
+        "POST /v2/models/tab/infer HTTP/1.1\r\nHost: gateway\r\n"
+        f"Content-Type: application/json\r\n{extra}\r\n"
+    ).encode()
+
+
+def test_a_body_without_end_gets_413_and_its_connection_closed(server: GatewayProcess) -> None:
+    """Chunks sent as fast as the server takes them: after the 413 the server must end the
+    connection, not read (and discard) the body for as long as the client sends."""
+    chunk = b"%x\r\n%s\r\n" % (64 * 1024, b"0" * 64 * 1024)
+    with connect(server) as sock:
+        sock.sendall(infer_head("Transfer-Encoding: chunked\r\n"))
+        sock.setblocking(False)
+        answer = b""
+        sent = sent_after = 0
+        answered_at: float | None = None
+        closed = False
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not closed:
+            if answered_at is not None and time.monotonic() - answered_at > 5:
+                break
+            readable, writable, _ = select.select([sock], [sock], [], 1)
+            if readable:
+                try:
+                    data = sock.recv(65536)
+                except ConnectionResetError:
+                    data = b""
+                if not data:
+                    closed = True
+                    break
+                answer += data
+                if answered_at is None and b"\r\n\r\n" in answer:
+                    answered_at = time.monotonic()
+            if writable:
+                try:
+                    count = sock.send(chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    closed = True
+                    break
+                sent += count
+                if answered_at is not None:
+                    sent_after += count
+    print(
+        f"sent {sent / MB:.1f} MB, {sent_after / MB:.1f} MB of it after the answer; "
+        f"closed: {closed}; answer: {answer[:12]!r}"
+    )
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert closed, f"still open 5 s after the 413, {sent_after / MB:.0f} MB read meanwhile"
+    assert httpx.get(f"{server.url}/v2/health/ready", timeout=5).status_code == 200
+
+
+def test_a_client_gone_mid_body_is_recorded_as_499(server: GatewayProcess) -> None:
+    def gone_total() -> float:
+        metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
+        return sample_total(metrics, "gateway_requests_total", model="tab", code="499")
+
+    def errors_total() -> float:
+        metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
+        return sample_total(metrics, "gateway_requests_total", model="tab", code="500")
+
+    before, errors_before = gone_total(), errors_total()
+    for _ in range(3):
+        with connect(server) as sock:
+            sock.sendall(infer_head("Content-Length: 100000\r\n") + b'{"inputs": [')
+    deadline = time.monotonic() + 10
+    while gone_total() < before + 3 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the server's own metric: nothing to await from here
+    assert gone_total() == before + 3
+    assert errors_total() == errors_before
+    assert "Traceback" not in server.output()
+
+
+def open_descriptors(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def wait_closed(
+    sockets: list[socket.socket], timeout_s: float, trickle: list[socket.socket] | None = None
+) -> tuple[dict[socket.socket, bytes], float]:
+    """Read each socket until the server closes it (or `timeout_s` passes); sends one byte a
+    tenth of a second to the `trickle` ones meanwhile. Returns what each received, and when
+    the last one closed (seconds)."""
+    started = time.monotonic()
+    received = {sock: b"" for sock in sockets}
+    open_ = set(sockets)
+    while open_ and time.monotonic() - started < timeout_s:
+        readable, _, _ = select.select(list(open_), [], [], 0.1)
+        for sock in readable:
+            try:
+                data = sock.recv(65536)
+            except ConnectionResetError:
+                data = b""
+            received[sock] += data
+            if not data:
+                open_.discard(sock)
+        for sock in trickle or []:
+            if sock in open_:
+                try:
+                    sock.send(b"x")
+                except (BrokenPipeError, ConnectionResetError):
+                    open_.discard(sock)
+    assert not open_, f"{len(open_)} of {len(sockets)} still open after {timeout_s} s"
+    return received, time.monotonic() - started
+
+
+def test_connections_that_never_finish_their_headers_are_closed(server: GatewayProcess) -> None:
+    pid = server.process.pid
+    baseline = open_descriptors(pid)
+    silent = [connect(server) for _ in range(SILENT)]
+    partial = [connect(server) for _ in range(20)]
+    trickling = [connect(server) for _ in range(5)]
+    for sock in partial:
+        sock.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: gateway\r\n")
+    for sock in trickling:
+        sock.sendall(b"GET /v2/health/ready HTTP/1.1\r\nX-Slow: ")
+    held = open_descriptors(pid)
+    with HealthProbe(server.url) as probe:
+        received, seconds = wait_closed(
+            silent + partial + trickling, 4 * HEADER_TIMEOUT_S, trickling
+        )
+    try:
+        print(
+            f"{len(received)} connections ({held - baseline} descriptors) closed within "
+            f"{seconds:.2f} s; slowest health probe {probe.worst_s * 1000:.0f} ms"
+        )
+        assert all(received[sock] == b"" for sock in silent)
+        assert all(received[sock].startswith(b"HTTP/1.1 408") for sock in partial + trickling)
+        assert probe.worst_s < 1.0
+        assert open_descriptors(pid) <= baseline + 5
+    finally:
+        for sock in silent + partial + trickling:
+            sock.close()
+
+
+def test_headers_over_the_bounds_are_431_and_closed(server: GatewayProcess) -> None:
+    big = (
+        b"GET /v2/health/ready HTTP/1.1\r\nHost: gateway\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+    )
+    many = (
+        b"GET /v2/health/ready HTTP/1.1\r\nHost: gateway\r\n"
+        + b"".join(b"X-H%d: v\r\n" % index for index in range(1_000))
+        + b"\r\n"
+    )
+    with HealthProbe(server.url) as probe:
+        for request in (big, many):
+            with connect(server) as sock:
+                sock.sendall(request)
+                received, _ = wait_closed([sock], 5)
+                answer = received[sock]
+                assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+                assert b'{"error":' in answer
+        # A header without end: the server stops reading at the bound instead of parsing on.
+        with connect(server) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nX-Endless: ")
+            sent = 0
+            try:
+                while sent < 200 * MB:
+                    sent += sock.send(b"a" * MB)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+    print(
+        f"endless header: closed after {sent / MB:.1f} MB sent; slowest probe {probe.worst_s:.3f} s"
+    )
+    assert sent < 200 * MB
+    assert probe.worst_s < 1.0
+    normal = httpx.get(f"{server.url}/v2/health/ready", headers={"X-Ok": "a" * 4096}, timeout=5)
+    assert normal.status_code == 200
+
+
+async def test_grpc_connections_that_never_speak_or_idle_are_closed(server: GatewayProcess) -> None:
+    silent = [socket.create_connection(("127.0.0.1", server.grpc_port)) for _ in range(SILENT)]
+    try:
+        _, seconds = wait_closed(silent, 4 * HEADER_TIMEOUT_S)
+    finally:
+        for sock in silent:
+            sock.close()
+    print(f"{SILENT} silent gRPC connections closed within {seconds:.2f} s")
+    async with grpc.aio.insecure_channel(server.grpc_address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        assert channel.get_state() == grpc.ChannelConnectivity.READY
+        started = time.monotonic()
+        await asyncio.wait_for(
+            channel.wait_for_state_change(grpc.ChannelConnectivity.READY), 4 * HEADER_TIMEOUT_S
+        )
+        print(f"idle gRPC connection closed by the server after {time.monotonic() - started:.2f} s")
+        assert channel.get_state() != grpc.ChannelConnectivity.READY
