@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from loadtests.payloads import (
+from loadtests.drive.payloads import (
     Feed,
     native_payload,
     sample_feed,
