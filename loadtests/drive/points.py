@@ -9,7 +9,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from loadtests.drive import wrk
+from loadtests.drive import http_load, wrk
 from loadtests.drive.grpc_load import probe, runner
 from loadtests.drive.grpc_load.histogram import GrpcResult
 from loadtests.drive.grpc_load.request import GrpcRequest
@@ -28,6 +28,8 @@ class Load:
     """Seconds of unrecorded load before a point's first run (0: none)."""
     grpc_engine: str = "auto"
     """The gRPC generator: "cpp", "python" or "auto"."""
+    http_engine: str = "wrk"
+    """The HTTP generator: "wrk", or "python" (`http_load`, where wrk is not installed)."""
 
 
 def log(message: str) -> None:
@@ -68,6 +70,8 @@ def measure_point(
     def load(seconds: float) -> wrk.WrkResult:
         if isinstance(request, GrpcRequest):
             return runner.run(request, concurrency, seconds, engine=load_with.grpc_engine)
+        if load_with.http_engine == "python":
+            return http_load.run(request, concurrency, seconds)
         return wrk.run(request, concurrency, seconds)
 
     if warm_up and load_with.warmup_s > 0:
