@@ -22,11 +22,16 @@ GRPC_READY_TIMEOUT_S = 10.0
 
 @contextmanager
 def run_gateway(
-    ctx: Context, label: str, extra_args: Sequence[str] = (), env: dict[str, str] | None = None
+    ctx: Context,
+    label: str,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    *,
+    grpc: bool = True,
 ) -> Iterator[tuple[str, str, ServerInfo]]:
     """`python -m service` on free HTTP and gRPC ports (never the default 8001, so servers
     started side by side never clash); yields its base URL and gRPC target once every model is
-    ready."""
+    ready. `grpc=False`: gRPC off (where grpcio is not installed), its target unused."""
     port, grpc_port = procs.free_port(), procs.free_port()
     args = [
         "--model-store",
@@ -41,15 +46,18 @@ def run_gateway(
     ]
     if ctx.device == "cuda" and "--backend" not in extra_args:
         args += ["--providers", GPU_PROVIDERS]
+    if not grpc:
+        env = {**(env or {}), "GATEWAY_GRPC_ENABLED": "false"}
     started = time.monotonic()
     process = procs.spawn(
         [sys.executable, "-m", "service", *args], ctx.work_dir / f"{label}.log", env
     )
     try:
-        base, grpc = f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}"
+        base, grpc_target = f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}"
         procs.wait_ready(ready_urls(base, ctx.models), process, ctx.startup_timeout_s)
         try:
-            wait_serving(grpc, GRPC_READY_TIMEOUT_S, process)
+            if grpc:
+                wait_serving(grpc_target, GRPC_READY_TIMEOUT_S, process)
         except TimeoutError as error:  # its gRPC systems then fail their check, and say so
             print(f"[bench] {label}: {error}", flush=True)
         info = ServerInfo(
@@ -61,7 +69,7 @@ def run_gateway(
             "no queue delay, 1 instance per model)",
         )
         info.rss_ready_mb = procs.tree_rss_mb(process.pid)
-        yield base, grpc, info
+        yield base, grpc_target, info
     finally:
         procs.stop(process)
 

@@ -10,13 +10,18 @@ from loadtests.drive.wrk import Request
 
 
 def v2_requests(base: str, model: BenchModel, *, binary: bool) -> Request:
-    url = f"{base}/v2/models/{model.name}/infer"
     if not binary:
+        url = f"{base}/v2/models/{model.name}/infer"
         return Request(url, model.v2_json, {"Content-Type": "application/json"})
-    body, header_length = model.v2_binary
+    return v2_binary_request(base, model.name, model.v2_binary)
+
+
+def v2_binary_request(base: str, name: str, body: tuple[bytes, int]) -> Request:
+    """A V2 binary-extension request to model `name`: `body` is (bytes, JSON header length)."""
+    data, header_length = body
     return Request(
-        url,
-        body,
+        f"{base}/v2/models/{name}/infer",
+        data,
         {
             "Content-Type": "application/octet-stream",
             "Inference-Header-Content-Length": str(header_length),
