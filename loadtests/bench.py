@@ -16,51 +16,50 @@ import signal
 import sys
 import time
 import traceback
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from loadtests import grpc_load, peer_systems, procs, raw, server_metrics, systems, wrk
-from loadtests.catalog import DEFAULT_MODELS, BenchModel, ModelMissing, load_model
-from loadtests.grpc_load import GrpcRequest
-from loadtests.machine import describe
-from loadtests.records import (
+from loadtests.drive import wrk
+from loadtests.drive.catalog import DEFAULT_MODELS, BenchModel, ModelMissing, load_model
+from loadtests.drive.grpc_load import cpp, runner
+from loadtests.drive.grpc_load.request import GrpcRequest
+from loadtests.drive.points import Load, check, log, measure_point, median_run
+from loadtests.reporting.records import (
     Config,
     Failure,
     GeneratorCeiling,
-    Latency,
     Machine,
     Point,
     RawModel,
     Results,
     ServerRecord,
-    ServerSplit,
     Skipped,
     SkippedModel,
 )
-from loadtests.systems import Context, Deployment, ServerKind, Target, Unavailable
+from loadtests.systems import gateway, peers, procs, raw, torchserve
+from loadtests.systems.deployment import Context, Deployment, ServerKind, Unavailable
+from loadtests.systems.machine import describe
 
 SERVERS: tuple[ServerKind, ...] = (
-    ServerKind("gateway", systems.GATEWAY_SYSTEMS, systems.gateway),
-    ServerKind("gateway-2workers", ("gateway-2workers-v2-json",), systems.gateway_workers),
+    ServerKind("gateway", gateway.GATEWAY_SYSTEMS, gateway.gateway),
+    ServerKind("gateway-2workers", ("gateway-2workers-v2-json",), gateway.gateway_workers),
     ServerKind(
         "torchserve",
         ("torchserve", "gateway-torchserve-v2-json", "gateway-native-mar"),
-        systems.torchserve,
+        torchserve.torchserve,
     ),
     ServerKind(
         "pytriton",
         ("pytriton-v2-json", "pytriton-v2-binary", "pytriton-v2-grpc"),
-        peer_systems.pytriton,
+        peers.pytriton,
     ),
-    ServerKind("kserve", ("kserve-v2-json",), peer_systems.kserve),
-    ServerKind("mlserver", ("mlserver-v2-json",), peer_systems.mlserver),
-    ServerKind("litserve", ("litserve-v2-json",), peer_systems.litserve),
+    ServerKind("kserve", ("kserve-v2-json",), peers.kserve),
+    ServerKind("mlserver", ("mlserver-v2-json",), peers.mlserver),
+    ServerKind("litserve", ("litserve-v2-json",), peers.litserve),
     ServerKind(
-        "gateway-torchscript", ("gateway-torchscript-v2-binary",), systems.gateway_torchscript
+        "gateway-torchscript", ("gateway-torchscript-v2-binary",), gateway.gateway_torchscript
     ),
 )
 GPU_ONLY = {"gateway-torchscript"}
@@ -127,7 +126,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--grpc-generator",
-        choices=grpc_load.ENGINES,
+        choices=cpp.ENGINES,
         default="auto",
         help="load generator for the gRPC systems: cpp (grpc_gen, built on first use; needs "
         "g++ and libgrpc++-dev), python (grpc.aio worker processes), auto (cpp if it builds)",
@@ -184,10 +183,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
 def load_models(store: Path, names: Sequence[str], skipped: list[SkippedModel]) -> list[BenchModel]:
     models = []
     for name in names:
@@ -197,105 +192,6 @@ def load_models(store: Path, names: Sequence[str], skipped: list[SkippedModel]) 
             log(f"skip model {name}: {error}")
             skipped.append(SkippedModel(model=name, reason=str(error)))
     return models
-
-
-def check(request: Target) -> str | None:
-    """One request before the sweep: None when it answers 200 (gRPC: OK with outputs), else
-    what went wrong."""
-    if isinstance(request, GrpcRequest):
-        return grpc_load.check(request)
-    http = urllib.request.Request(
-        request.url, data=request.body, headers=request.headers, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(http, timeout=60) as response:
-            response.read()
-            return None
-    except urllib.error.HTTPError as error:
-        return f"HTTP {error.code}: {error.read()[:300].decode(errors='replace')}"
-    except (urllib.error.URLError, OSError) as error:
-        return f"request failed: {error}"
-
-
-def measure_point(
-    system: str,
-    model: str,
-    request: Target,
-    concurrency: int,
-    args: argparse.Namespace,
-    metrics_url: str | None = None,
-    *,
-    warm_up: bool = True,
-) -> Point:
-    """One wrk (or gRPC generator) run; for our gateway also its own split of the time, from
-    /metrics."""
-
-    def load(seconds: float) -> wrk.WrkResult:
-        if isinstance(request, GrpcRequest):
-            return grpc_load.run(request, concurrency, seconds, engine=args.grpc_generator)
-        return wrk.run(request, concurrency, seconds)
-
-    if warm_up and args.warmup > 0:
-        load(args.warmup)
-    before = server_metrics.scrape(metrics_url) if metrics_url else None
-    result = load(args.duration)
-    point = Point(
-        system=system,
-        model=model,
-        concurrency=concurrency,
-        requests=result.requests,
-        errors=result.errors,
-        seconds=round(result.seconds, 3),
-        throughput=round(result.throughput, 2),
-        latency_ms=Latency.model_validate({k: round(v, 3) for k, v in result.latency_ms.items()}),
-    )
-    if isinstance(result, grpc_load.GrpcResult):
-        point.generator = result.generator
-        point.client_cpu_us_per_call = round(result.client_cpu_us_per_call, 1)
-        point.error_codes = result.error_codes or None
-    server = ""
-    if metrics_url and before is not None:
-        rows = [
-            r
-            for r in server_metrics.split(before, server_metrics.scrape(metrics_url))
-            if r.model == model
-        ]
-        if rows:
-            split = ServerSplit.model_validate(
-                {
-                    key: round(value, 3) if isinstance(value, float) else value
-                    for key, value in asdict(rows[0]).items()
-                }
-            )
-            point.server_ms = split
-            server = (
-                f"  [server: request {split.request_mean_ms or 0:.2f}, "
-                f"queue {split.queue_mean_ms or 0:.2f}, "
-                f"compute {split.compute_mean_ms or 0:.2f} ms"
-                + (
-                    f" (backend {split.backend_mean_ms:.2f})"
-                    if split.backend_mean_ms is not None
-                    else ""
-                )
-                + f", batch {split.mean_batch_size or 0:.1f}]"
-            )
-    log(
-        f"  {system:28s} {model:9s} c={concurrency:<3d} {result.throughput:9.1f} req/s  "
-        f"p50 {result.latency_ms['p50']:8.2f} ms  p99 {result.latency_ms['p99']:8.2f} ms"
-        + (f"  errors {result.errors}" if result.errors else "")
-        + server
-    )
-    return point
-
-
-def median_run(points: Sequence[Point]) -> Point:
-    """The run with the median throughput (the lower one of an even count), whole, so that its
-    latencies and server split belong together; the other runs' throughputs go to 'repeats'."""
-    ordered = sorted(points, key=lambda point: point.throughput)
-    chosen = ordered[(len(ordered) - 1) // 2].model_copy()
-    if len(points) > 1:
-        chosen.repeats = [point.throughput for point in points]
-    return chosen
 
 
 def run_raw(
@@ -381,6 +277,7 @@ def sweep(
 ) -> None:
     """Per model and concurrency, load each system in turn (one at a time), so that systems
     compared at a point are measured minutes apart at most, whatever else the machine does."""
+    load = Load(args.duration, args.warmup, args.grpc_generator)
     for model in models:
         if with_raw:
             run_raw([model], args, results, 1)
@@ -404,7 +301,7 @@ def sweep(
                             model.name,
                             request,
                             concurrency,
-                            args,
+                            load,
                             metrics_url,
                             warm_up=repetition == 0,
                         )
@@ -443,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     wrk.wrk_path()  # fail early, before anything starts
     if any(name.endswith("-grpc") for name in args.systems):
-        args.grpc_generator = grpc_load.pick_engine(args.grpc_generator)  # build it now
+        args.grpc_generator = cpp.pick_engine(args.grpc_generator)  # build it now
         log(f"gRPC load generator: {args.grpc_generator}")
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -501,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sweep(models, running, args, results, with_raw=with_raw)
             record_servers(running, results)
     if args.docs.joinpath("benchmarks.json").exists():  # the REST figures before this run
-        from loadtests.report import baseline_of
+        from loadtests.reporting.lookup import baseline_of
 
         previous = json.loads(args.docs.joinpath("benchmarks.json").read_text())
         results.baseline = baseline_of(previous)
@@ -534,7 +431,7 @@ def measure_generator(args: argparse.Namespace, work_dir: Path) -> GeneratorCeil
         rows = grpc_ceiling.measure(
             GrpcRequest(target, grpc_ceiling.ECHO_REQUEST),
             concurrencies,
-            [grpc_load.default_processes(max(concurrencies))],
+            [runner.default_processes(max(concurrencies))],
             engines,
             max(1.0, min(args.duration, 3.0)),
             f"echo-{server}",

@@ -26,7 +26,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
-from loadtests import grpc_load, procs
+from loadtests.drive.grpc_load.cpp import BUILD_DIR, cpp_binary
+from loadtests.drive.grpc_load.request import GrpcRequest
+from loadtests.drive.grpc_load.runner import REPO, run
+from loadtests.systems import procs
 
 ANSWER_FLOATS = 3
 ECHO_REQUEST = b"\n\x04echo"
@@ -80,11 +83,11 @@ def echo_server(server: str, work_dir: Path) -> Iterator[str]:
     answer.parent.mkdir(parents=True, exist_ok=True)
     answer.write_bytes(answer_bytes())
     command = (
-        [str(grpc_load.cpp_binary()), "--serve", str(port), str(answer)]
+        [str(cpp_binary()), "--serve", str(port), str(answer)]
         if server == "cpp"
         else [sys.executable, "-m", "loadtests.grpc_ceiling", "--serve", str(port)]
     )
-    process = subprocess.Popen(command, cwd=grpc_load.REPO, stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
     try:
         target = f"127.0.0.1:{port}"
         wait_port(target)
@@ -95,7 +98,7 @@ def echo_server(server: str, work_dir: Path) -> Iterator[str]:
 
 
 def measure(
-    request: grpc_load.GrpcRequest,
+    request: GrpcRequest,
     concurrencies: Sequence[int],
     processes: Sequence[int],
     engines: Sequence[str],
@@ -105,9 +108,9 @@ def measure(
     """One run per engine, concurrency and worker count (after a short warm-up each)."""
     rows = []
     for engine, concurrency, workers in itertools.product(engines, concurrencies, processes):
-        run = functools.partial(grpc_load.run, processes=workers, engine=engine)
-        run(request, concurrency, 0.5)
-        result = run(request, concurrency, duration_s)
+        load = functools.partial(run, processes=workers, engine=engine)
+        load(request, concurrency, 0.5)
+        result = load(request, concurrency, duration_s)
         rows.append(
             {
                 "target": label,
@@ -139,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--target", default=None, help="measure this server instead (host:port)")
     parser.add_argument("--body", type=Path, default=None, help="request file for --target")
-    parser.add_argument("--out-dir", type=Path, default=grpc_load.BUILD_DIR.parent)
+    parser.add_argument("--out-dir", type=Path, default=BUILD_DIR.parent)
     args = parser.parse_args(argv)
     if args.serve is not None:
         asyncio.run(serve(args.serve))
@@ -149,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         target = args.target or stack.enter_context(echo_server(args.server, args.out_dir))
         body = args.body.read_bytes() if args.body else ECHO_REQUEST
         label = args.target or f"echo-{args.server}"
-        request = grpc_load.GrpcRequest(target, body)
+        request = GrpcRequest(target, body)
         for row in measure(
             request, args.concurrency, args.processes, engines, args.duration, label
         ):

@@ -14,8 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from loadtests import server_metrics
-from loadtests.server_metrics import ModelSplit
+from loadtests.systems import server_metrics
+from loadtests.systems.server_metrics import ModelSplit
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 REPO = Path(__file__).resolve().parent.parent

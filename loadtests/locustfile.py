@@ -31,9 +31,9 @@ import orjson
 from locust import LoadTestShape, User, constant, tag, task
 from locust.contrib.fasthttp import FastHttpSession, FastHttpUser, ResponseContextManager
 
-from loadtests import payloads
-from loadtests.grpc_load import target_for
-from loadtests.shape import Steps
+from loadtests.drive import payloads
+from loadtests.drive.grpc_load.request import target_for
+from loadtests.drive.shape import Steps
 from service.manifest import TensorSpec
 
 JSON = {"Content-Type": "application/json"}

@@ -20,8 +20,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from loadtests.catalog import load_model
-from loadtests.procs import free_port, spawn, stop, tree_rss_mb, wait_ready
+from loadtests.drive.catalog import load_model
+from loadtests.systems.procs import free_port, spawn, stop, tree_rss_mb, wait_ready
 
 
 @dataclass

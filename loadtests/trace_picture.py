@@ -3,7 +3,7 @@
     python -m loadtests.trace_picture --model minilm --requests 12 --out docs/images/trace_batches.png
 
 Starts `python -m service` with tracing on, exporting to an OTLP/HTTP sink on 127.0.0.1
-(`loadtests.otlp_sink`), sends `--requests` concurrent requests (the first with a known
+(`loadtests.systems.otlp_sink`), sends `--requests` concurrent requests (the first with a known
 `traceparent`, as a caller continuing its own trace would), waits for the spans and draws each
 request's decode / queue / encode, and each batch with lines to the requests it served (the
 span links). The figure in docs/tracing.md comes from this script.
@@ -22,8 +22,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from loadtests import procs
-from loadtests.otlp_sink import OtlpSink, ReceivedSpan
+from loadtests.systems import procs
+from loadtests.systems.otlp_sink import OtlpSink, ReceivedSpan
 
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CALLER_SPAN = "b7ad6b7169203331"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtests.peers import installed_peers
+from loadtests.systems.peer_venvs import installed_peers
 from tests.tiny_models import classifier, image_classifier
 
 pytestmark = pytest.mark.integration

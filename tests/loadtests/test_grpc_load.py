@@ -6,8 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from loadtests import grpc_ceiling, grpc_load
-from loadtests.catalog import load_model
+from loadtests import grpc_ceiling
+from loadtests.drive.catalog import load_model
+from loadtests.drive.grpc_load.cpp import cpp_binary
+from loadtests.drive.grpc_load.probe import check, wait_serving
+from loadtests.drive.grpc_load.request import GrpcLoadError, GrpcRequest
+from loadtests.drive.grpc_load.runner import run
 from tests.servers import gateway
 from tests.tiny_models import classifier
 
@@ -16,8 +20,8 @@ pytestmark = pytest.mark.integration
 
 def _cpp_or_skip() -> None:
     try:
-        grpc_load.cpp_binary()
-    except grpc_load.GrpcLoadError as error:  # no g++ / libgrpc++-dev on this machine
+        cpp_binary()
+    except GrpcLoadError as error:  # no g++ / libgrpc++-dev on this machine
         pytest.skip(str(error))
 
 
@@ -29,10 +33,10 @@ def test_generator_loads_a_real_gateway_without_errors(tmp_path: Path, engine: s
     classifier(store)
     model = load_model(store, "tab")
     with gateway(store, tmp_path) as server:
-        grpc_load.wait_serving(server.grpc_address, 30, server.process)
-        request = grpc_load.GrpcRequest(server.grpc_address, model.v2_grpc)
-        assert grpc_load.check(request) is None
-        result = grpc_load.run(request, 4, 2.0, processes=2, engine=engine)
+        wait_serving(server.grpc_address, 30, server.process)
+        request = GrpcRequest(server.grpc_address, model.v2_grpc)
+        assert check(request) is None
+        result = run(request, 4, 2.0, processes=2, engine=engine)
     assert result.generator == engine
     assert result.errors == 0, result.error_codes
     assert result.requests > 20 and result.throughput > 10
@@ -46,18 +50,18 @@ def test_a_refused_call_is_an_error_before_the_clock_starts(tmp_path: Path) -> N
     store = tmp_path / "store"
     classifier(store)
     with gateway(store, tmp_path) as server:
-        grpc_load.wait_serving(server.grpc_address, 30, server.process)
-        unknown = grpc_load.GrpcRequest(server.grpc_address, b"\n\x07missing")
-        assert "NOT_FOUND" in (grpc_load.check(unknown) or "")
-        with pytest.raises(grpc_load.GrpcLoadError, match="did not start"):
-            grpc_load.run(unknown, 2, 1.0, processes=1, engine="python")
+        wait_serving(server.grpc_address, 30, server.process)
+        unknown = GrpcRequest(server.grpc_address, b"\n\x07missing")
+        assert "NOT_FOUND" in (check(unknown) or "")
+        with pytest.raises(GrpcLoadError, match="did not start"):
+            run(unknown, 2, 1.0, processes=1, engine="python")
 
 
 def test_ceiling_against_the_echo_server(tmp_path: Path) -> None:
     _cpp_or_skip()
     with grpc_ceiling.echo_server("cpp", tmp_path) as target:
         rows = grpc_ceiling.measure(
-            grpc_load.GrpcRequest(target, grpc_ceiling.ECHO_REQUEST), [8], [2], ["cpp"], 1.0, "e"
+            GrpcRequest(target, grpc_ceiling.ECHO_REQUEST), [8], [2], ["cpp"], 1.0, "e"
         )
     (row,) = rows
     assert row["errors"] == 0 and row["throughput"] > 100 and row["client_cpu_us_per_call"] > 0

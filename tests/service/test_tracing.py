@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from loadtests.otlp_sink import OtlpSink
+from loadtests.systems.otlp_sink import OtlpSink
 from service.app import create_app
 from service.grpc.server import GrpcServer
 from service.settings import Settings
@@ -197,7 +197,7 @@ def test_tracing_off_loads_no_sdk_and_starts_no_thread(store: Path) -> None:
     script = f"""
 import asyncio, sys, threading
 import httpx
-from loadtests.otlp_sink import OtlpSink
+from loadtests.systems.otlp_sink import OtlpSink
 from service.app import create_app
 from service.settings import Settings
 async def main():

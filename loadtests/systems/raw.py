@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from loadtests.payloads import sample_feed
-from loadtests.records import RawPoint
+from loadtests.drive.payloads import sample_feed
+from loadtests.reporting.records import RawPoint
 from service.manifest import Manifest
 
 CPU = ["CPUExecutionProvider"]

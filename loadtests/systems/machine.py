@@ -13,7 +13,7 @@ from typing import Any
 
 import psutil
 
-from loadtests.peers import PEERS, PEERS_DIR, is_installed, venv_name, venv_python
+from loadtests.systems.peer_venvs import PEERS, PEERS_DIR, is_installed, venv_name, venv_python
 
 PROJECT_PACKAGES = (
     "onnxruntime",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCRIPT = Path(__file__).resolve().parent / "wrk_post.lua"
+SCRIPT = Path(__file__).resolve().parents[1] / "wrk_post.lua"
 MARK = "WRK_RESULT "
 
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loadtests import peer_systems, raw
-from loadtests.catalog import BenchModel, load_model
-from loadtests.payloads import Feed, sample_feed, v2_json
-from loadtests.systems import Context, Unavailable
+from loadtests.drive.catalog import BenchModel, load_model
+from loadtests.drive.payloads import Feed, sample_feed, v2_json
+from loadtests.systems import peers, raw
+from loadtests.systems.deployment import Context, Unavailable
 from tests.tiny_models import classifier, image_classifier
 
 pytestmark = pytest.mark.integration
@@ -53,7 +53,7 @@ def test_litserve_answers_like_onnx_runtime(tmp_path: Path) -> None:
         for model in models
     }
     try:
-        with peer_systems.litserve(ctx) as deployment:
+        with peers.litserve(ctx) as deployment:
             (info,) = deployment.servers
             assert info.name == "litserve" and info.cold_start_s > 0
             targets = deployment.targets["litserve-v2-json"]

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from loadtests.payloads import (
+from loadtests.drive.payloads import (
     Feed,
     native_payload,
     sample_feed,
@@ -70,9 +70,13 @@ def latest_version(store: Path, name: str) -> Path:
     return max(versions, key=lambda p: int(p.name))
 
 
-def load_model(store: Path, name: str) -> BenchModel:
+def load_model(store: Path, name: str, artifact: str = "onnx") -> BenchModel:
+    """The newest version of `name`, which must have the `artifact` file ("onnx",
+    "torchscript" or "pt2")."""
     directory = latest_version(store, name)
     manifest = Manifest.read(directory)
-    if manifest.artifacts.onnx is None or not (directory / manifest.artifacts.onnx).is_file():
-        raise ModelMissing(f"{name}: version {directory.name} has no ONNX file")
+    file = getattr(manifest.artifacts, artifact)
+    if file is None or not (directory / file).is_file():
+        kind = "ONNX" if artifact == "onnx" else artifact
+        raise ModelMissing(f"{name}: version {directory.name} has no {kind} file")
     return BenchModel(name, directory, manifest)

@@ -9,17 +9,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from loadtests import procs
-from loadtests.peers import PeerUnavailable, ensure_peer, python_lib_dir
-from loadtests.systems import (
-    Context,
-    Deployment,
-    ServerInfo,
-    Unavailable,
-    grpc_request,
-    ready_urls,
-    v2_requests,
-)
+from loadtests.systems import procs
+from loadtests.systems.deployment import Context, Deployment, ServerInfo, Unavailable
+from loadtests.systems.peer_venvs import PeerUnavailable, ensure_peer, python_lib_dir
+from loadtests.systems.targets import grpc_request, ready_urls, v2_requests
 
 SCRIPTS = Path(__file__).resolve().parent / "peer_servers"
 

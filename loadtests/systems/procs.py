@@ -12,8 +12,6 @@ import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-import psutil
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -90,6 +88,8 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
 
 def tree_rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants, in MiB."""
+    import psutil
+
     try:
         root = psutil.Process(pid)
         processes = [root, *root.children(recursive=True)]

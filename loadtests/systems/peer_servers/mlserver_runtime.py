@@ -1,6 +1,6 @@
 """An MLServer runtime serving a model-store ONNX file (MLServer imports this module by name).
 
-`loadtests.peer_systems` writes `settings.json` and one `model-settings.json` per model, with
+`loadtests.systems.peers` writes `settings.json` and one `model-settings.json` per model, with
 `parameters.uri` set to the model's version directory and adaptive batching switched on.
 """
 

@@ -13,7 +13,7 @@ import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
-PEERS_DIR = Path(__file__).resolve().parent / ".peers"
+PEERS_DIR = Path(__file__).resolve().parents[1] / ".peers"
 ORT = "onnxruntime==1.31.1"
 ORT_GPU = "onnxruntime-gpu==1.31.1"
 

@@ -1,0 +1,1 @@
+"""Driving load: the models' request bodies, wrk, the gRPC generators, one benchmark point."""
