@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from onnx import TensorProto
 from tritonclient.grpc.model_config_pb2 import DataType, ModelConfig
 
 from service.errors import ModelConfigError
@@ -14,6 +15,7 @@ from service.triton.pbtxt import parse_config
 from service.triton.signatures import onnx_signature
 from tests.service.triton.models import (
     every_type_model,
+    identity_model,
     pt2_model,
     scalar_output_model,
     torchscript_model,
@@ -182,3 +184,14 @@ def test_torchscript_says_which_fields_are_needed(tmp_path: Path) -> None:
     before.CopyFrom(given)
     complete_from_model(given, path, TORCHSCRIPT)
     assert given == before
+
+
+def test_one_value_per_row_gets_an_empty_reshape(tmp_path: Path) -> None:
+    """A model tensor of shape [batch] is `dims: [1]` with `reshape: []` (Triton's way)."""
+    path = identity_model(tmp_path / "model.onnx", {"score": (TensorProto.FLOAT, ["N"])})
+    config = ModelConfig()
+    complete_from_model(config, path, ONNX)
+    assert config.max_batch_size == DEFAULT_MAX_BATCH_SIZE
+    for tensor in (*config.input, *config.output):
+        assert list(tensor.dims) == [1]
+        assert tensor.HasField("reshape") and list(tensor.reshape.shape) == []
