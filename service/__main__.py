@@ -1,4 +1,7 @@
-"""`python -m service`: start the gateway. Every setting is a flag, derived from `Settings`."""
+"""`python -m service`: start the gateway. Every setting is a flag, derived from `Settings`.
+
+`python -m service inspect <model file or folder>` prints a model's completed configuration
+(service/triton/inspect_command.py) instead."""
 
 from __future__ import annotations
 
@@ -20,6 +23,11 @@ def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["inspect"]:
+        from service.triton.inspect_command import main as inspect
+
+        raise SystemExit(inspect(args[1:]))
     try:
         settings = settings_from_args(argv)
     except ValidationError as error:

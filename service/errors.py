@@ -107,3 +107,9 @@ class ClientDisconnected(ServingError):
 
     status_code = 499
     grpc_status = "CANCELLED"
+
+
+class ModelConfigError(InvalidInput):
+    """A model's configuration (`config.pbtxt`, or what its file records) cannot be served as
+    written. The message names the file, the field or the tensor; the loader reports that model
+    not ready with it, and the other models serve."""
