@@ -28,7 +28,7 @@ from prometheus_client import Gauge
 from service.batcher import DynamicBatcher
 from service.errors import ClientDisconnected
 from service.feeds import Feed
-from service.processing import ModelInputs, Processor
+from service.processing import ModelInputs, ModelProcessor
 from service.tracing import RequestSpan
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class DecodedBody(Generic[WireT]):
     """A deadline the protocol carries in the body (the V2 `timeout` parameter)."""
 
 
-Decoder = Callable[[Processor], Awaitable[DecodedBody[WireT]]]
+Decoder = Callable[[ModelProcessor], Awaitable[DecodedBody[WireT]]]
 RawReader = Callable[[], Awaitable["HandlerRequest"]]
 
 

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from service.feeds import Feed
-from service.manifest import Manifest
+from service.manifest import Signature
 
 
 @dataclass(slots=True)
@@ -38,8 +38,8 @@ class Backend(ABC):
 
     name: str
 
-    def __init__(self, manifest: Manifest) -> None:
-        self.manifest = manifest
+    def __init__(self, signature: Signature) -> None:
+        self.signature = signature
 
     @property
     def description(self) -> str:
@@ -74,10 +74,10 @@ class Backend(ABC):
 class LocalBackend(Backend):
     """An in-process runtime: `run` blocks, so it runs on a thread per instance."""
 
-    def __init__(self, manifest: Manifest, instances: int) -> None:
-        super().__init__(manifest)
+    def __init__(self, signature: Signature, instances: int) -> None:
+        super().__init__(signature)
         self._executor = ThreadPoolExecutor(
-            max_workers=instances, thread_name_prefix=f"{manifest.name}-v{manifest.version}"
+            max_workers=instances, thread_name_prefix=f"{signature.name}-v{signature.version}"
         )
 
     @abstractmethod

@@ -265,6 +265,18 @@ def raw_bytes(array: np.ndarray) -> bytes:
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
 
 
+def _json_strings(name: str, array: np.ndarray) -> list[str]:
+    """BYTES elements as JSON strings: they must be UTF-8 (JSON holds text); anything else
+    travels byte-exact in binary (`binary_data: true`)."""
+    try:
+        return [item.decode("utf-8") for item in array.reshape(-1)]
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            f"output {name!r} holds bytes that are not UTF-8, which JSON cannot carry: "
+            "ask for it as binary data (parameters.binary_data: true)"
+        ) from None
+
+
 def encode_response(
     *,
     model_name: str,
@@ -288,6 +300,8 @@ def encode_response(
             blob = raw_bytes(array)
             tensor["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
+        elif array.dtype == object:
+            tensor["data"] = _json_strings(item.name, array)
         else:
             tensor["data"] = array.reshape(-1)
         tensors.append(tensor)

@@ -24,7 +24,7 @@ from service.errors import InvalidInput, ServingError
 from service.grpc import converters
 from service.grpc.errors import translate_errors
 from service.inference import DecodedBody, InferenceRequest, InferenceResult, TensorBody
-from service.processing import Processor, TensorInputs
+from service.processing import ModelProcessor, TensorInputs
 from service.tracing import TRACE_HEADERS
 
 PROTOCOL = "grpc"
@@ -96,7 +96,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     async def _infer(
         self, message: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        async def decode(processor: Processor) -> DecodedBody[v2.InferRequest]:
+        async def decode(processor: ModelProcessor) -> DecodedBody[v2.InferRequest]:
             decoded = converters.infer_request(message, processor.limits)
             return DecodedBody(TensorInputs(decoded.inputs), decoded, decoded.timeout_ms)
 

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from service.codecs import v2
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from service.inference import DecodedBody, InferenceResult, TensorBody
-from service.processing import Processor, TensorInputs
+from service.processing import ModelProcessor, TensorInputs
 from service.routes.common import credentials, dataplane_of, inference_request, json_response
 from service.routes.table import RouteSpec
 
@@ -97,7 +97,7 @@ async def model_ready(request: Request) -> Response:
 async def infer(request: Request) -> Response:
     plane = dataplane_of(request)
 
-    async def decode(processor: Processor) -> DecodedBody[v2.InferRequest]:
+    async def decode(processor: ModelProcessor) -> DecodedBody[v2.InferRequest]:
         body = _decompress(
             await request.body(),
             request.headers.get("content-encoding"),
