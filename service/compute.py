@@ -91,7 +91,7 @@ class BatchRunner:
         started = time.perf_counter()
         batch, rows = merge(feeds) if self.batched else (feeds[0], [1])
         key = shape_key(batch)
-        timing = BatchTiming(rows=sum(rows))
+        timing = BatchTiming(rows=sum(rows), requests=len(feeds))
         inline = self.inline.allows(key)
         timing.input_s = time.perf_counter() - started
         try:

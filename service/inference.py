@@ -20,7 +20,7 @@ import contextlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from prometheus_client import Gauge
@@ -50,6 +50,8 @@ class DecodedBody(Generic[WireT]):
     wire: WireT
     timeout_ms: float | None = None
     """A deadline the protocol carries in the body (the V2 `timeout` parameter)."""
+    classification: Mapping[str, int] = field(default_factory=dict)
+    """Outputs to answer as their top k classes (the classification extension): name -> k."""
 
 
 Decoder = Callable[[ModelProcessor], Awaitable[DecodedBody[WireT]]]

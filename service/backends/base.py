@@ -27,6 +27,8 @@ class BatchTiming:
     inline: bool = False
     """The batch ran on the event loop thread (no hand-off)."""
     rows: int = 0
+    requests: int = 1
+    """The client requests merged into the batch."""
 
     @property
     def total_s(self) -> float:

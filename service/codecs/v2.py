@@ -37,6 +37,8 @@ MAX_DIMS = 64
 class RequestedOutput:
     name: str
     binary: bool
+    classification: int = 0
+    """The classification extension: answer the top k classes instead (0: the tensor)."""
 
 
 @dataclass(slots=True)
@@ -45,6 +47,13 @@ class InferRequest:
     inputs: list[Tensor]
     outputs: list[RequestedOutput] | None
     parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def classification(self) -> dict[str, int]:
+        """Output name -> the number of top classes asked for (the classification extension)."""
+        return {
+            item.name: item.classification for item in self.outputs or () if item.classification
+        }
 
     @property
     def binary_output_default(self) -> bool:
@@ -242,8 +251,21 @@ def _requested_outputs(raw: Any) -> list[RequestedOutput] | None:
         parameters = item.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise InvalidInput("output parameters must be an object")
-        requested.append(RequestedOutput(item["name"], bool(parameters.get("binary_data", False))))
+        requested.append(
+            RequestedOutput(
+                item["name"],
+                bool(parameters.get("binary_data", False)),
+                class_count(item["name"], parameters.get("classification", 0)),
+            )
+        )
     return requested
+
+
+def class_count(name: str, value: Any) -> int:
+    """The `classification` parameter of a requested output: a whole number of classes."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(f"output {name!r}: 'classification' must be a whole number >= 0")
+    return value
 
 
 def chosen_outputs(

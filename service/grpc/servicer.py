@@ -2,8 +2,8 @@
 
 Every method only decodes, calls the data plane, and encodes; errors become
 status codes in one place (`service.grpc.errors`). Methods of Triton's superset that this
-gateway does not implement (shared memory, statistics, trace and log settings, model config)
-answer UNIMPLEMENTED from the generated base class.
+gateway does not implement (shared memory, trace and log settings) answer UNIMPLEMENTED from
+the generated base class.
 """
 
 from __future__ import annotations
@@ -91,6 +91,24 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             self.plane.model_metadata(request.name, request.version or None, _credentials(context))
         )
 
+    @translate_errors
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelConfigResponse:
+        config = self.plane.model_config(
+            request.name, request.version or None, _credentials(context)
+        )
+        return pb.ModelConfigResponse(config=config)
+
+    @translate_errors
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelStatisticsResponse:
+        stats = self.plane.statistics(
+            request.name or None, request.version or None, _credentials(context)
+        )
+        return converters.statistics_response(stats)
+
     # -- inference -----------------------------------------------------------------------------
 
     async def _infer(
@@ -98,7 +116,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     ) -> pb.ModelInferResponse:
         async def decode(processor: ModelProcessor) -> DecodedBody[v2.InferRequest]:
             decoded = converters.infer_request(message, processor.limits)
-            return DecodedBody(TensorInputs(decoded.inputs), decoded, decoded.timeout_ms)
+            return DecodedBody(
+                TensorInputs(decoded.inputs), decoded, decoded.timeout_ms, decoded.classification
+            )
 
         def encode(result: InferenceResult[v2.InferRequest]) -> pb.ModelInferResponse:
             return converters.infer_response(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from service.inference import Call, DecodedBody, Decoder, InferenceResult, WireT
 from service.input_limits import Limits
 from service.manifest import Manifest, SeriesPreprocessing, TabularPreprocessing, ValueRange
 from service.metrics import GatewayMetrics
+from service.models.classification import classify
 from service.models.served import ModelMetadata, ServedModel
 from service.processing import ModelProcessor, Processor, warmup_feed
 from service.settings import Settings
@@ -135,7 +137,23 @@ class TensorModel(ServedModel):
         outputs = await call.submit(
             self.batcher, self.inflight, feed, call.deadline(body.timeout_ms)
         )
+        outputs = self.answer(outputs)
+        if body.classification:
+            outputs = classify(outputs, body.classification, self.labels_of, batched=self.batched)
         return InferenceResult(self, outputs, body)
+
+    @property
+    def batched(self) -> bool:
+        """Whether the first dimension of every tensor is the batch."""
+        return True
+
+    def answer(self, outputs: Feed) -> Feed:
+        """The backend's outputs as clients get them."""
+        return outputs
+
+    def labels_of(self, output: str) -> Sequence[str] | None:
+        """The class labels of an output, if it has any."""
+        return None
 
     def batcher_rows(self, feed: Feed) -> int:
         return rows_of(feed)
@@ -200,6 +218,10 @@ class ManifestModel(TensorModel):
                 **input_parameters(self.manifest),
             },
         )
+
+    def labels_of(self, output: str) -> Sequence[str] | None:
+        """The manifest's labels name the classes of its first output."""
+        return self.manifest.labels if output == self.manifest.outputs[0].name else None
 
     def config(self) -> ModelConfig:
         from service.triton.manifest_config import config_from_manifest

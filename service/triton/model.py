@@ -4,6 +4,7 @@ the completed configuration decides its tensors, batching, instances and warm-up
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,7 +15,6 @@ from service.backends.base import Backend
 from service.batcher import DynamicBatcher
 from service.datatypes import numpy_dtype
 from service.feeds import Feed
-from service.inference import Call, Decoder, InferenceResult, WireT
 from service.manifest import TensorSpec
 from service.models.served import ModelMetadata
 from service.models.tensor import TensorModel
@@ -87,9 +87,18 @@ class TritonModel(TensorModel):
             return 1
         return super().batcher_rows(feed)
 
-    async def infer(self, decode: Decoder[WireT], call: Call) -> InferenceResult[WireT]:
-        result = await super().infer(decode, call)
-        return InferenceResult(self, self.processor.outputs(result.outputs), result.body)
+    @property
+    def batched(self) -> bool:
+        return self.serving.batching
+
+    def answer(self, outputs: Feed) -> Feed:
+        return self.processor.outputs(outputs)
+
+    def labels_of(self, output: str) -> Sequence[str] | None:
+        for view in self.serving.outputs:
+            if view.name == output and view.labels:
+                return view.labels
+        return None
 
     def warmup_feeds(self) -> list[Feed]:
         """The configuration's `model_warmup` samples (zero or random data; files are not
