@@ -49,6 +49,14 @@ class InferRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def priority(self) -> int:
+        """The `priority` request parameter (0 when absent)."""
+        value = self.parameters.get("priority", 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidInput("parameter 'priority' must be a whole number >= 0")
+        return value
+
+    @property
     def classification(self) -> dict[str, int]:
         """Output name -> the number of top classes asked for (the classification extension)."""
         return {
