@@ -147,6 +147,14 @@ class GatewayMetrics:
             registry=r,
         )
 
+        # Issue 23, defect 8: calls refused by `service.grpc.admission` before they run.
+        self.grpc_refused = Counter(
+            "gateway_grpc_calls_refused",
+            "gRPC calls answered UNAVAILABLE because grpc_max_concurrent_calls were running.",
+            ["method"],
+            registry=r,
+        )
+
     def observe_request(
         self,
         model: str,

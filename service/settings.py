@@ -72,6 +72,19 @@ class Settings(BaseSettings):
     grpc_keepalive_s: float = Field(default=60.0, gt=0)
     """The server pings each gRPC connection this often and closes it when the ping is not
     answered within 20 s: peers that vanished without closing free their connections."""
+    grpc_max_concurrent_calls: int = Field(default=1024, ge=1)
+    """Most gRPC calls one process handles at once (a stream counts until it ends; health
+    checks are exempt). The next call is answered UNAVAILABLE at once, before its message is
+    parsed, with `grpc-retry-pushback-ms` in its trailing metadata; refusals are counted in
+    `gateway_grpc_calls_refused_total` and logged."""
+    grpc_max_pending_calls: int = Field(default=8192, ge=1)
+    """Calls gRPC's core may hold before the event loop has picked them up (a burst arriving
+    faster than the loop takes them). Past it gRPC itself cancels new calls (CANCELLED, the
+    one refusal the gateway cannot see or count); gRPC's default starts cancelling at random
+    from 1,000 waiting calls."""
+    grpc_retry_pushback_ms: int = Field(default=100, ge=0)
+    """The retry hint (`grpc-retry-pushback-ms` trailing metadata) of a call refused by
+    `grpc_max_concurrent_calls`."""
     model_store: Path = Path("model_store")
     """Directory holding `<model>/<version>/model.json` trees."""
     models: Names | None = None
