@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     grpc_retry_pushback_ms: int = Field(default=100, ge=0)
     """The retry hint (`grpc-retry-pushback-ms` trailing metadata) of a call refused by
     `grpc_max_concurrent_calls`."""
+    grpc_stream_max_in_flight: int = Field(default=128, ge=1)
+    """Most requests of one ModelStreamInfer stream held at once (read and not yet answered,
+    or answered and not yet taken by the client). At the bound the stream is not read until
+    the client takes an answer, and gRPC's flow control holds the client's further sends."""
     model_store: Path = Path("model_store")
     """Directory holding `<model>/<version>/model.json` trees."""
     models: Names | None = None

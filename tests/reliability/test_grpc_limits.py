@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import grpc
 import httpx
@@ -15,7 +15,7 @@ import pytest
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from tests.reliability.probes import HealthProbe
+from tests.reliability.probes import HealthProbe, PeakRss
 from tests.servers import GatewayProcess, gateway, sample_total
 from tests.tiny_models import slow_model
 
@@ -24,6 +24,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 CALL_LIMIT = 256
 BURST = 3000
 CHANNELS = 4
+STREAM_LIMIT = 32
+STREAMED = 20_000
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +33,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]
     root = tmp_path_factory.mktemp("grpc-limits")
     slow_model(root / "store")
     env = {
-        # The batch queue holds the whole burst: what is measured is the gRPC admission alone.
-        "GATEWAY_MAX_QUEUE_SIZE": str(BURST),
+        # The batch queue holds a whole burst or stream: what is measured is the gRPC bound.
+        "GATEWAY_MAX_QUEUE_SIZE": str(STREAMED),
         "GATEWAY_GRPC_MAX_CONCURRENT_CALLS": str(CALL_LIMIT),
+        "GATEWAY_GRPC_STREAM_MAX_IN_FLIGHT": str(STREAM_LIMIT),
     }
     with gateway(root / "store", root, env=env) as process:
         yield process
@@ -48,6 +51,20 @@ def slow_request() -> pb.ModelInferRequest:
         ],
         raw_input_contents=[features.tobytes()],
     )
+
+
+def metric(server: GatewayProcess, sample: str) -> float:
+    return sample_total(httpx.get(f"{server.url}/metrics", timeout=5).text, sample)
+
+
+def eventually(check: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll another process's state (nothing to await from here)."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def refused_total(server: GatewayProcess) -> float:
@@ -99,3 +116,45 @@ async def test_a_burst_past_the_call_limit_is_answered_unavailable_with_a_retry_
     assert refused == codes["UNAVAILABLE"]
     assert "gRPC call(s) with UNAVAILABLE" in server.output()
     assert probe.worst_s < 1.0
+
+
+async def test_a_stream_that_is_never_read_holds_a_bounded_number_of_requests(
+    server: GatewayProcess,
+) -> None:
+    """20,000 requests of 4 KB on one ModelStreamInfer stream whose answers are never read.
+    Before: the server read every request at once (one task each) and queued them all."""
+    request = slow_request()
+    sent = 0
+    done = asyncio.Event()
+
+    async def requests() -> AsyncIterator[pb.ModelInferRequest]:
+        nonlocal sent
+        for index in range(STREAMED):
+            request.id = str(index)
+            yield request
+            sent += 1
+        done.set()
+
+    pid = server.process.pid
+    held = 0.0
+    async with grpc.aio.insecure_channel(server.grpc_address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        with PeakRss(pid) as peak, HealthProbe(server.url) as probe:
+            call = stub.ModelStreamInfer(requests())
+            # Until the client's sends stall (or all went out): the server's own gauge, read
+            # from outside; nothing to await.
+            last, deadline = -1, time.monotonic() + 8
+            while sent != last and not done.is_set() and time.monotonic() < deadline:
+                last = sent
+                await asyncio.sleep(1.0)
+                held = max(held, metric(server, "gateway_inflight_requests"))
+            call.cancel()
+    print(
+        f"client could send {sent} of {STREAMED}; server held at most {held:.0f} requests; "
+        f"peak RSS +{peak.growth_mb:.0f} MB; slowest health probe {probe.worst_s * 1000:.0f} ms"
+    )
+    assert held <= STREAM_LIMIT
+    assert sent < STREAMED
+    assert peak.growth_mb < 50
+    assert probe.worst_s < 1.0
+    assert eventually(lambda: metric(server, "gateway_inflight_requests") == 0, 10)
