@@ -210,6 +210,11 @@ class Settings(BaseSettings):
     the gateway's max_queue_delay_ms applies (no fixed window by default)."""
     torchserve_worker_threads: int | None = Field(default=1, ge=1)
     """`torchserve-native`: OMP_NUM_THREADS of each worker process (None: inherit)."""
+    torchserve_start_timeout_s: float = Field(default=60.0, gt=0)
+    """`torchserve-native`: longest a handler worker may take to start and load its handler
+    (import and `initialize`), unless the archive's model config or config.properties
+    `models=` sets TorchServe's `startupTimeout`. Past it the worker is killed and the model
+    is not ready, with the handler's stack at that moment (where it hung) as the reason."""
     archive_max_bytes: int = Field(default=MAX_ARCHIVE_BYTES, ge=1)
     """`torchserve-native`: most bytes one `.mar` may unpack to, checked from the zip's
     directory before writing and counted again while writing; a larger archive leaves its model

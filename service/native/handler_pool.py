@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import importlib.util
 import logging
+import os
+import re
 import tempfile
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
@@ -31,13 +33,17 @@ from service.native.frames import (
     read_reply,
 )
 from service.native.processes import WorkerProcess
+from service.native.worker_main import STACK_SIGNAL
 from service.restarts import RESTARTS
 
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 40
 LOG_TAIL_BYTES = 16_384
-CONNECT_TIMEOUT_S = 60.0
+STACK_WAIT_S = 1.0
+"""How long a worker that overran its start has to write its stack before it is killed."""
+STACK_POLL_S = 0.02
+_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<function>\S+)', re.M)
 
 
 class WorkerDied(BackendError):
@@ -70,6 +76,8 @@ class HandlerSpec:
     handler: str
     batch_size: int
     response_timeout_s: float
+    start_timeout_s: float = 60.0
+    """Start and load the handler within this long (startupTimeout, else the setting)."""
     envelope: str = ""
     threads: int | None = 1
     """OMP_NUM_THREADS for the worker (None: inherit)."""
@@ -121,8 +129,9 @@ class HandlerProcess:
             log_file=self._log_file,
             threads=spec.threads,
         )
+        loading = False
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            async with asyncio.timeout(spec.start_timeout_s):
                 self._reader, self._writer = await self._connect(socket_path)
                 self._writer.write(
                     encode_load(
@@ -135,8 +144,13 @@ class HandlerProcess:
                     )
                 )
                 await self._writer.drain()
+                loading = True
                 reply = await read_reply(self._reader)
-        except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
+        except TimeoutError:
+            stack = await self._stack() if loading else ""
+            await self.stop(clean=False)
+            raise BackendError(self._start_overrun(loading, stack)) from None
+        except (OSError, asyncio.IncompleteReadError) as error:
             await self.stop(clean=False)
             message = f"worker for {spec.model_name} did not start ({type(error).__name__})"
             raise BackendError(f"{message}:\n{self.last_words()}") from None
@@ -150,6 +164,58 @@ class HandlerProcess:
             self.index,
             self.pid,
             "" if self.gpu_id is None else f", gpu {self.gpu_id}",
+        )
+
+    async def _stack(self) -> str:
+        """The worker's Python stack now (it writes it to its log on `STACK_SIGNAL`)."""
+        pid = self.pid
+        if pid is None or not self.alive:
+            return ""
+        marker = "most recent call first"
+        before = self.log_tail().count(marker)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, STACK_SIGNAL)
+        # Another process writes it: nothing to await but the file.
+        for _ in range(int(STACK_WAIT_S / STACK_POLL_S)):
+            if self.log_tail().count(marker) > before:
+                break
+            await asyncio.sleep(STACK_POLL_S)
+        tail = self.log_tail()
+        if tail.count(marker) <= before:
+            return ""
+        return tail[tail.rfind("\n", 0, tail.rfind(marker)) + 1 :]
+
+    def _start_overrun(self, loading: bool, stack: str) -> str:
+        """Why a worker did not start in time: where its handler hung, from its stack."""
+        spec = self.spec
+        limit = (
+            f"{spec.start_timeout_s:g} s (startupTimeout, else GATEWAY_TORCHSERVE_START_TIMEOUT_S)"
+        )
+        if not loading:
+            words = self.last_words()
+            return f"worker for {spec.model_name} did not come up within {limit}:\n{words}"
+        model_dir = str(spec.model_dir.resolve())
+        frames = [
+            match
+            for match in _FRAME.finditer(stack)
+            if os.path.realpath(match["file"]).startswith(model_dir + os.sep)
+        ]
+        self.last_words()
+        if not frames:
+            where = "while loading its handler (no frame of the archive's code on the stack)"
+        else:
+            innermost = frames[0]
+            outermost = frames[-1]
+            where = (
+                f"in `{outermost['function']}` "
+                f"({Path(innermost['file']).name} line {innermost['line']}, "
+                f"in `{innermost['function']}`)"
+            )
+            # The stack up to the archive's outermost frame: what the handler was doing.
+            stack = stack[: outermost.end()]
+        return (
+            f"handler of {spec.model_name} did not finish loading within {limit}: it hung "
+            f"{where}; worker killed. Its stack:\n{stack.strip()}"
         )
 
     async def _connect(

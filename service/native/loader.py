@@ -82,6 +82,7 @@ class ArchiveLoader(ModelLoader):
             handler=extracted.manifest.handler,
             batch_size=options.batch_size,
             response_timeout_s=options.response_timeout_s,
+            start_timeout_s=options.startup_timeout_s or settings.torchserve_start_timeout_s,
             threads=settings.torchserve_worker_threads,
         )
         workers = options.min_workers if options.min_workers > 0 else 1
