@@ -16,6 +16,7 @@ worker's own request or null), `done` (request).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -162,7 +163,11 @@ class SharedControl:
     async def _apply(self, op: Op, name: str) -> Outcome:
         try:
             if op == "load":
-                return await self.repository.load(name), None
+                # The versions as this load left them, copied now: the caller reads them only
+                # once every worker has applied the call, and by then this worker may already
+                # be applying the next call (an unload turns the same versions UNLOADING).
+                loaded = await self.repository.load(name)
+                return [dataclasses.replace(version) for version in loaded], None
             await self.repository.unload(name)
             return None, None
         except Exception as error:
