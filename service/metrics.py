@@ -155,6 +155,15 @@ class GatewayMetrics:
             registry=r,
         )
 
+        # Issue 23, defect 9: native handler workers replaced by `HandlerPool` on purpose.
+        self.handler_recycles = Counter(
+            "gateway_handler_worker_recycles",
+            "Native handler workers replaced on purpose, by reason (memory: past "
+            "torchserve_worker_max_rss_mb after a batch).",
+            ["model", "reason"],
+            registry=r,
+        )
+
     def observe_request(
         self,
         model: str,

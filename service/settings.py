@@ -215,6 +215,11 @@ class Settings(BaseSettings):
     (import and `initialize`), unless the archive's model config or config.properties
     `models=` sets TorchServe's `startupTimeout`. Past it the worker is killed and the model
     is not ready, with the handler's stack at that moment (where it hung) as the reason."""
+    torchserve_worker_max_rss_mb: int = Field(default=8192, ge=0)
+    """`torchserve-native`: most resident memory (MB, from /proc) of one handler worker,
+    checked after each batch. A worker past it answers that batch, takes no other, and is
+    replaced (the next batches wait in the queue), with a log line saying why and
+    `gateway_handler_worker_recycles_total`. 0: never recycle."""
     archive_max_bytes: int = Field(default=MAX_ARCHIVE_BYTES, ge=1)
     """`torchserve-native`: most bytes one `.mar` may unpack to, checked from the zip's
     directory before writing and counted again while writing; a larger archive leaves its model

@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from service.restarts import RESTARTS
 
 log = logging.getLogger(__name__)
 
+MB = 1024 * 1024
 LOG_TAIL_LINES = 40
 LOG_TAIL_BYTES = 16_384
 STACK_WAIT_S = 1.0
@@ -81,6 +82,8 @@ class HandlerSpec:
     envelope: str = ""
     threads: int | None = 1
     """OMP_NUM_THREADS for the worker (None: inherit)."""
+    max_rss_bytes: int | None = None
+    """Recycle a worker whose resident memory is above this after a batch (None: never)."""
 
 
 class HandlerProcess:
@@ -103,6 +106,17 @@ class HandlerProcess:
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.returncode is None
+
+    def rss_bytes(self) -> int | None:
+        """Resident memory now, from `/proc` (None when it cannot be read)."""
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return None
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return None
 
     def log_tail(self) -> str:
         """The last lines the worker logged (kept in its scratch directory)."""
@@ -287,11 +301,22 @@ class HandlerPool:
     """`workers` HandlerProcesses for one model version; each batch goes to a free one.
 
     A watcher per worker notices its exit (a crash, or a stop after a timeout) and starts a
-    replacement while the pool is below its target.
+    replacement while the pool is below its target. A worker whose resident memory is past
+    `spec.max_rss_bytes` after a batch is recycled: its batch is answered, it takes no other,
+    it is stopped and replaced while the next batches wait in the batcher's queue (the pool
+    stays ready meanwhile); `recycled(model, reason)` counts it.
     """
 
-    def __init__(self, spec: HandlerSpec, workers: int, gpu_ids: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        spec: HandlerSpec,
+        workers: int,
+        gpu_ids: Sequence[int] = (),
+        recycled: Callable[[str, str], None] = lambda model, reason: None,
+    ) -> None:
         self.spec = spec
+        self._recycled = recycled
+        self._recycling = 0
         self.target = workers
         self._gpu_ids = list(gpu_ids)
         self._next_index = 0
@@ -306,7 +331,7 @@ class HandlerPool:
 
     @property
     def ready(self) -> bool:
-        return bool(self.live_workers) and not self._closed
+        return (bool(self.live_workers) or self._recycling > 0) and not self._closed
 
     def pids(self) -> list[int]:
         return [pid for worker in self.live_workers if (pid := worker.pid) is not None]
@@ -344,7 +369,14 @@ class HandlerPool:
             if worker.alive:  # cancelled mid-batch: its answer would desynchronise the socket
                 await worker.stop()
             raise
-        self._idle.put_nowait(worker)
+        limit = self.spec.max_rss_bytes
+        rss = worker.rss_bytes() if limit is not None else None
+        if limit is not None and rss is not None and rss > limit:
+            self._recycling += 1
+            self._workers.remove(worker)
+            self._spawn(self._recycle(worker, rss, limit), f"{self.spec.model_name}-recycle")
+        else:
+            self._idle.put_nowait(worker)
         return reply
 
     async def close(self) -> None:
@@ -380,6 +412,35 @@ class HandlerPool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _recycle(self, worker: HandlerProcess, rss: int, limit: int) -> None:
+        """Stop a worker past its memory limit (first: that frees it), then replace it."""
+        try:
+            log.warning(
+                "%s worker %d (pid %s) uses %d MB after its batch, over the limit of %d MB "
+                "(GATEWAY_TORCHSERVE_WORKER_MAX_RSS_MB): recycling it",
+                self.spec.model_name,
+                worker.index,
+                worker.pid,
+                rss // MB,
+                limit // MB,
+            )
+            self._recycled(self.spec.model_name, "memory")
+            await worker.stop()
+            await self._refill()
+        finally:
+            self._recycling -= 1
+
+    async def _refill(self) -> None:
+        """Start workers until the pool is at its target, backing off while starts fail."""
+        failures = 0
+        while not self._closed and len(self._workers) < self.target:
+            try:
+                await self._grow(1)
+            except Exception:
+                log.exception("%s: starting a replacement worker failed", self.spec.model_name)
+                failures += 1
+                await asyncio.sleep(RESTARTS.delay(failures))
+
     async def _watch(self, worker: HandlerProcess) -> None:
         assert worker.process is not None
         code = await worker.process.wait()
@@ -395,14 +456,7 @@ class HandlerPool:
             code,
             worker.last_words(),
         )
-        failures = 0
-        while not self._closed and len(self._workers) < self.target:
-            try:
-                await self._grow(1)
-            except Exception:
-                log.exception("%s: starting a replacement worker failed", self.spec.model_name)
-                failures += 1
-                await asyncio.sleep(RESTARTS.delay(failures))
+        await self._refill()
 
 
 def batch_failure(reply: WorkerReply) -> HandlerResponse | None:

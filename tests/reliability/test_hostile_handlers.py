@@ -1,10 +1,14 @@
-"""Hostile handlers in a real native-runtime gateway (`GATEWAY_BACKEND=torchserve-native`): an
+"""Hostile handlers in real native-runtime gateways (`GATEWAY_BACKEND=torchserve-native`): an
 `initialize` that never returns, and a handler that leaks memory on every batch. Each is bounded
 by its setting, says why in its reason or the log, and a good archive beside it serves."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import contextlib
 import json
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
@@ -13,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
-from tests.servers import GatewayProcess, gateway
+from tests.reliability.probes import MB
+from tests.servers import GatewayProcess, gateway, sample_total
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -102,3 +108,77 @@ def test_a_hanging_initialize_is_cut_at_the_start_timeout_with_where_it_hung(
     assert "initialize" in answer.text
     good = httpx.post(f"{stack.server.url}/predictions/good", content=b"{}", timeout=30)
     assert good.status_code == 200, good.text
+
+
+LEAK_MB = 50
+LEAKS = f"""class Leaks:
+    def initialize(self, context):
+        self.kept = []
+
+    def handle(self, data, context):
+        self.kept.append(bytearray(b"x") * ({LEAK_MB} * 1024 * 1024))  # touched: resident
+        return ["ok" for _ in data]
+"""
+MAX_RSS_MB = 600
+LEAK_REQUESTS = 24
+
+
+class PeakWorkerRss:
+    """The largest resident memory of any process under the gateway, sampled in a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            for child in self.root.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    self.peak = max(self.peak, child.memory_info().rss)
+
+    def __enter__(self) -> PeakWorkerRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def test_a_leaking_handler_is_recycled_past_its_memory_limit_without_losing_requests(
+    tmp_path: Path,
+) -> None:
+    """A handler that keeps 50 MB per batch, 24 requests, 4 at a time. Before: its worker
+    grew by 50 MB a batch without bound (297 MB to 2.3 GB in 40 requests)."""
+    store = tmp_path / "store"
+    store.mkdir()
+    write_mar(store / "leaks.mar", "leaks", LEAKS)
+    env = {
+        "GATEWAY_BACKEND": "torchserve-native",
+        "GATEWAY_TORCHSERVE_WORKER_MAX_RSS_MB": str(MAX_RSS_MB),
+    }
+    with gateway(store, tmp_path, env=env, timeout_s=60) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            sending = asyncio.Semaphore(4)
+
+            async def send() -> int:
+                async with sending:
+                    answer = await http.post("/predictions/leaks", content=b"{}")
+                    return answer.status_code
+
+            with PeakWorkerRss(server.process.pid) as peak:
+                codes = await asyncio.gather(*(send() for _ in range(LEAK_REQUESTS)))
+            metrics = (await http.get("/metrics")).text
+            ready = (await http.get("/v2/models/leaks/ready")).status_code
+        recycled = sample_total(metrics, "gateway_handler_worker_recycles_total", model="leaks")
+        print(
+            f"{LEAK_REQUESTS} requests: {collections.Counter(codes)}; worker peak "
+            f"{peak.peak // MB} MB (limit {MAX_RSS_MB} MB); recycled {recycled:.0f} times"
+        )
+        assert codes == [200] * LEAK_REQUESTS
+        assert recycled >= 1
+        assert peak.peak < (MAX_RSS_MB + 2 * LEAK_MB) * MB
+        assert ready == 200
+        assert "over the limit of 600 MB (GATEWAY_TORCHSERVE_WORKER_MAX_RSS_MB)" in server.output()
