@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     applies repository API calls on all of them. 1: a single process, no supervisor. Use it
     when one event loop is the limit (small models, many cores); OpenMetrics exemplars are
     only exported with 1 worker (docs/deploy.md)."""
+    worker_heartbeat_s: float = Field(default=1.0, gt=0)
+    """With `workers` > 1: how often each worker tells the supervisor its event loop runs."""
+    worker_hang_timeout_s: float = Field(default=10.0, gt=0)
+    """With `workers` > 1: a ready worker without a heartbeat for this long (stopped, or its
+    event loop blocked) is killed (SIGKILL) and replaced; meanwhile the other workers answer
+    readiness 503 with the reason, since a share of the port's connections would hang."""
     max_batch_size: int | None = Field(default=None, ge=1)
     """Override the manifest's suggested max batch size for every model."""
     max_queue_size: int = Field(default=256, ge=1)
