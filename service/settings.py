@@ -90,7 +90,23 @@ class Settings(BaseSettings):
     or answered and not yet taken by the client). At the bound the stream is not read until
     the client takes an answer, and gRPC's flow control holds the client's further sends."""
     model_store: Path = Path("model_store")
-    """Directory holding `<model>/<version>/model.json` trees."""
+    """The model store: our `<model>/<version>/model.json` trees, Triton model folders
+    (`<model>/[config.pbtxt]`, `<model>/<n>/model.onnx|.pt|.pt2`) and bare model files, mixed;
+    or one model file."""
+    model_control_mode: Literal["none", "explicit", "poll"] = "none"
+    """Triton's model control modes. `none`: load every model at start. `explicit`: load only
+    `load_model` at start; the repository API loads and unloads. `poll`: load every model at
+    start, then watch the store every `repository_poll_secs`: load added models and versions,
+    unload removed ones, reload changed ones (a failed reload keeps the serving version). The
+    repository API works in every mode."""
+    repository_poll_secs: float = Field(default=15.0, gt=0)
+    """`poll` mode: seconds between two looks at the model store."""
+    load_model: Names | None = None
+    """`explicit` mode: the models to load at start (`a,b`; `*` for every model)."""
+    model_name: str | None = None
+    """The name a bare model file is served under, when `model_store` is one file or a folder
+    holding model files (KServe's storage initializer leaves `/mnt/models/model.onnx`; serve
+    it under the InferenceService's name). Default: the file's stem."""
     models: Names | None = None
     """Serve only these model names (default: every model found); `a,b` or a JSON list."""
     backend: BackendName | None = None

@@ -14,7 +14,7 @@ from service.batcher import DynamicBatcher
 from service.errors import ServingError
 from service.manifest import MANIFEST_FILE, Manifest
 from service.models.loader import ModelLoader
-from service.models.tensor import ServingContext, start_tensor_model
+from service.models.tensor import ServingContext, start_manifest_model
 from service.native.aliases import TorchServeAliases
 from service.native.archive_model import ArchiveModel, TensorArchiveModel, handler_batch_function
 from service.native.archives import (
@@ -56,6 +56,9 @@ class ArchiveLoader(ModelLoader):
     @property
     def root(self) -> Path:
         return self.config.model_store.resolve()
+
+    def source(self, name: str) -> Path:
+        return archive_for(self.config.archives(), name)
 
     def discover(self) -> dict[str, list[str]]:
         """Model name -> [the archive's version]."""
@@ -100,7 +103,7 @@ class ArchiveLoader(ModelLoader):
         if manifest is None:
             return model
         try:
-            tensors = await start_tensor_model(
+            tensors = await start_manifest_model(
                 self.context,
                 name,
                 version,
