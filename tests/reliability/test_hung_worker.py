@@ -56,9 +56,12 @@ def test_a_stopped_worker_is_killed_replaced_and_reported(tmp_path: Path) -> Non
     with gateway(store, tmp_path, env=env) as server:
         supervisor = server.process.pid
         deadline = time.monotonic() + 60
-        while len(workers := worker_pids(supervisor)) < 2:
-            assert time.monotonic() < deadline, "two workers did not start"
+        # Both workers ready (serving on the ports), as the supervisor logs it.
+        while not all(f'"worker {slot} ready"' in server.output() for slot in (0, 1)):
+            assert time.monotonic() < deadline, "two workers did not become ready"
             time.sleep(0.1)
+        workers = worker_pids(supervisor)
+        assert len(workers) == 2
         stopped = min(workers)
         os.kill(stopped, signal.SIGSTOP)
         stopped_at = time.monotonic()
