@@ -113,7 +113,7 @@ class DataPlane:
 
     @property
     def ready(self) -> bool:
-        return self.started and not self.draining
+        return self.started and not self.draining and self.control.degraded is None
 
     @property
     def active_requests(self) -> int:
@@ -170,7 +170,9 @@ class DataPlane:
         self.authorize_probe(credentials)
         if self.ready:
             return Readiness(True)
-        return Readiness(False, "shutting down" if self.draining else "loading models")
+        if self.draining:
+            return Readiness(False, "shutting down")
+        return Readiness(False, self.control.degraded or "loading models")
 
     def metrics_text(self, credentials: str | None, accept: str | None) -> tuple[bytes, str]:
         """The exposition (body, content type) the scraper's `Accept` asks for."""

@@ -72,6 +72,23 @@ class Settings(BaseSettings):
     grpc_keepalive_s: float = Field(default=60.0, gt=0)
     """The server pings each gRPC connection this often and closes it when the ping is not
     answered within 20 s: peers that vanished without closing free their connections."""
+    grpc_max_concurrent_calls: int = Field(default=1024, ge=1)
+    """Most gRPC calls one process handles at once (a stream counts until it ends; health
+    checks are exempt). The next call is answered UNAVAILABLE at once, before its message is
+    parsed, with `grpc-retry-pushback-ms` in its trailing metadata; refusals are counted in
+    `gateway_grpc_calls_refused_total` and logged."""
+    grpc_max_pending_calls: int = Field(default=8192, ge=1)
+    """Calls gRPC's core may hold before the event loop has picked them up (a burst arriving
+    faster than the loop takes them). Past it gRPC itself cancels new calls (CANCELLED, the
+    one refusal the gateway cannot see or count); gRPC's default starts cancelling at random
+    from 1,000 waiting calls."""
+    grpc_retry_pushback_ms: int = Field(default=100, ge=0)
+    """The retry hint (`grpc-retry-pushback-ms` trailing metadata) of a call refused by
+    `grpc_max_concurrent_calls`."""
+    grpc_stream_max_in_flight: int = Field(default=128, ge=1)
+    """Most requests of one ModelStreamInfer stream held at once (read and not yet answered,
+    or answered and not yet taken by the client). At the bound the stream is not read until
+    the client takes an answer, and gRPC's flow control holds the client's further sends."""
     model_store: Path = Path("model_store")
     """The model store: our `<model>/<version>/model.json` trees, Triton model folders
     (`<model>/[config.pbtxt]`, `<model>/<n>/model.onnx|.pt|.pt2`) and bare model files, mixed;
@@ -127,6 +144,12 @@ class Settings(BaseSettings):
     applies repository API calls on all of them. 1: a single process, no supervisor. Use it
     when one event loop is the limit (small models, many cores); OpenMetrics exemplars are
     only exported with 1 worker (docs/deploy.md)."""
+    worker_heartbeat_s: float = Field(default=1.0, gt=0)
+    """With `workers` > 1: how often each worker tells the supervisor its event loop runs."""
+    worker_hang_timeout_s: float = Field(default=10.0, gt=0)
+    """With `workers` > 1: a ready worker without a heartbeat for this long (stopped, or its
+    event loop blocked) is killed (SIGKILL) and replaced; meanwhile the other workers answer
+    readiness 503 with the reason, since a share of the port's connections would hang."""
     max_batch_size: int | None = Field(default=None, ge=1)
     """Override the manifest's suggested max batch size for every model."""
     max_queue_size: int = Field(default=256, ge=1)
@@ -209,6 +232,16 @@ class Settings(BaseSettings):
     the gateway's max_queue_delay_ms applies (no fixed window by default)."""
     torchserve_worker_threads: int | None = Field(default=1, ge=1)
     """`torchserve-native`: OMP_NUM_THREADS of each worker process (None: inherit)."""
+    torchserve_start_timeout_s: float = Field(default=60.0, gt=0)
+    """`torchserve-native`: longest a handler worker may take to start and load its handler
+    (import and `initialize`), unless the archive's model config or config.properties
+    `models=` sets TorchServe's `startupTimeout`. Past it the worker is killed and the model
+    is not ready, with the handler's stack at that moment (where it hung) as the reason."""
+    torchserve_worker_max_rss_mb: int = Field(default=8192, ge=0)
+    """`torchserve-native`: most resident memory (MB, from /proc) of one handler worker,
+    checked after each batch. A worker past it answers that batch, takes no other, and is
+    replaced (the next batches wait in the queue), with a log line saying why and
+    `gateway_handler_worker_recycles_total`. 0: never recycle."""
     archive_max_bytes: int = Field(default=MAX_ARCHIVE_BYTES, ge=1)
     """`torchserve-native`: most bytes one `.mar` may unpack to, checked from the zip's
     directory before writing and counted again while writing; a larger archive leaves its model

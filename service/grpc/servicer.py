@@ -8,8 +8,6 @@ the generated base class.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -23,6 +21,7 @@ from service.dataplane import DataPlane
 from service.errors import InvalidInput, ServingError
 from service.grpc import converters
 from service.grpc.errors import translate_errors
+from service.grpc.streams import serve_concurrently
 from service.inference import DecodedBody, InferenceRequest, InferenceResult, TensorBody
 from service.processing import ModelProcessor, TensorInputs
 from service.tracing import TRACE_HEADERS
@@ -155,11 +154,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Requests on one stream are served concurrently (so they batch together); each answer
-        carries its request's id, and an error answers only its own request."""
-        answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-        running: set[asyncio.Task[None]] = set()
+        carries its request's id, and an error answers only its own request. At most
+        `grpc_stream_max_in_flight` requests of a stream are held at once: past it the stream
+        is not read until the client takes an answer (`service.grpc.streams`)."""
 
-        async def answer(message: pb.ModelInferRequest) -> None:
+        async def answer(message: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
             try:
                 response = await self._infer(message, context)
             except Exception as error:
@@ -171,33 +170,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                     model_version=message.model_version,
                     id=message.id,
                 )
-                await answers.put(
-                    pb.ModelStreamInferResponse(
-                        error_message=reason or "internal server error", infer_response=failed
-                    )
+                return pb.ModelStreamInferResponse(
+                    error_message=reason or "internal server error", infer_response=failed
                 )
-            else:
-                await answers.put(pb.ModelStreamInferResponse(infer_response=response))
+            return pb.ModelStreamInferResponse(infer_response=response)
 
-        async def read() -> None:
-            async for message in requests:
-                task = asyncio.create_task(answer(message))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            while running:
-                await asyncio.gather(*running, return_exceptions=True)
-            await answers.put(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            while (item := await answers.get()) is not None:
-                yield item
-            await reader
-        finally:
-            for task in (reader, *running):
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(reader, *running, return_exceptions=True)
+        limit = self.plane.settings.grpc_stream_max_in_flight
+        async for item in serve_concurrently(requests, answer, limit):
+            yield item
 
     # -- repository (management token) ---------------------------------------------------------
 

@@ -64,6 +64,7 @@ class ServingOptions:
     max_batch_delay_ms: int = 100  # maxBatchDelay: used only when the gateway is told to
     min_workers: int = 1  # minWorkers
     response_timeout_s: float = 120.0  # responseTimeout
+    startup_timeout_s: float | None = None  # startupTimeout (None: the gateway's setting)
 
     def merged(self, overrides: Mapping[str, Any]) -> ServingOptions:
         keys = {
@@ -71,6 +72,7 @@ class ServingOptions:
             "maxBatchDelay": "max_batch_delay_ms",
             "minWorkers": "min_workers",
             "responseTimeout": "response_timeout_s",
+            "startupTimeout": "startup_timeout_s",
         }
         changes: dict[str, Any] = {}
         for their, ours in keys.items():
@@ -81,10 +83,12 @@ class ServingOptions:
                     raise InvalidInput(
                         f"{their} must be a number, not {overrides[their]!r}"
                     ) from None
-                changes[ours] = value if ours == "response_timeout_s" else int(value)
+                changes[ours] = value if ours.endswith("_timeout_s") else int(value)
         options = replace(self, **changes)
         if options.batch_size < 1 or options.min_workers < 0 or options.response_timeout_s <= 0:
             raise InvalidInput("batchSize must be >= 1, minWorkers >= 0, responseTimeout > 0")
+        if options.startup_timeout_s is not None and options.startup_timeout_s <= 0:
+            raise InvalidInput("startupTimeout must be > 0")
         return options
 
 

@@ -85,10 +85,18 @@ class ArchiveLoader(ModelLoader):
             handler=extracted.manifest.handler,
             batch_size=options.batch_size,
             response_timeout_s=options.response_timeout_s,
+            start_timeout_s=options.startup_timeout_s or settings.torchserve_start_timeout_s,
             threads=settings.torchserve_worker_threads,
+            max_rss_bytes=settings.torchserve_worker_max_rss_mb * 1024 * 1024 or None,
         )
         workers = options.min_workers if options.min_workers > 0 else 1
-        pool = HandlerPool(spec, workers, gpu_ids=range(settings.torchserve_gpus))
+        recycles = self.context.metrics.handler_recycles
+        pool = HandlerPool(
+            spec,
+            workers,
+            gpu_ids=range(settings.torchserve_gpus),
+            recycled=lambda model, reason: recycles.labels(model, reason).inc(),
+        )
         await pool.start()
         model = self._raw_model(name, version, extracted, options, pool)
         manifest = manifest_in(extracted)

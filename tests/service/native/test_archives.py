@@ -85,6 +85,13 @@ def test_the_archive_config_wins_and_bad_values_are_refused() -> None:
         ServingOptions().merged({"minWorkers": "many"})
 
 
+def test_startup_timeout_is_read_and_checked() -> None:
+    assert ServingOptions().startup_timeout_s is None
+    assert ServingOptions().merged({"startupTimeout": 2.5}).startup_timeout_s == 2.5
+    with pytest.raises(InvalidInput, match="startupTimeout"):
+        ServingOptions().merged({"startupTimeout": 0})
+
+
 def test_extraction_is_private_reused_and_safe(tmp_path: Path) -> None:
     archive = mar(tmp_path / "m.mar", "m", "2.0", {"model-config.yaml": b"batchSize: 3\n"})
     first = extract(archive, tmp_path / "x")
