@@ -113,3 +113,17 @@ class ModelConfigError(InvalidInput):
     """A model's configuration (`config.pbtxt`, or what its file records) cannot be served as
     written. The message names the file, the field or the tensor; the loader reports that model
     not ready with it, and the other models serve."""
+
+
+class AlreadyExists(InvalidInput):
+    """The name is taken (a shared memory region registered twice)."""
+
+    grpc_status = "ALREADY_EXISTS"
+
+
+class NotSupported(ServingError):
+    """A protocol feature this server does not offer (CUDA shared memory), or one its
+    settings turn off."""
+
+    status_code = 501
+    grpc_status = "UNIMPLEMENTED"
