@@ -123,7 +123,8 @@ class AlreadyExists(InvalidInput):
 
 class NotSupported(ServingError):
     """A protocol feature this server does not offer (CUDA shared memory), or one its
-    settings turn off."""
+    settings turn off. HTTP 400, not 501: the request is the client's to change, and no route
+    answers a 5xx for what the client asked."""
 
-    status_code = 501
+    status_code = 400
     grpc_status = "UNIMPLEMENTED"

@@ -270,22 +270,23 @@ class SharedMemory:
             raise NotFound(f"Unable to find system shared memory region: '{name}'")
         return [region.status]
 
-    def slice(self, parameters: Mapping[str, Any], tensor: str) -> Slice | None:
+    def slice(self, parameters: Mapping[str, Any], kind: str, tensor: str) -> Slice | None:
         """The slice a tensor's parameters name, checked against its region; None when they
-        name none."""
+        name none. `kind` and `tensor` ('input', 'x') only name it in errors."""
         if REGION not in parameters:
             if BYTE_SIZE in parameters or OFFSET in parameters:
-                raise InvalidInput(f"{tensor!r}: {BYTE_SIZE} and {OFFSET} need {REGION}")
+                raise InvalidInput(f"{kind} {tensor!r}: {BYTE_SIZE} and {OFFSET} need {REGION}")
             return None
+        what = f"{kind} {tensor!r}"
         name = parameters[REGION]
         if not isinstance(name, str):
-            raise InvalidInput(f"{tensor!r}: {REGION} must be a region's name")
+            raise InvalidInput(f"{what}: {REGION} must be a region's name")
         if BYTE_SIZE not in parameters:
-            raise InvalidInput(f"{tensor!r}: {REGION} needs {BYTE_SIZE}")
-        byte_size = _whole_number(parameters[BYTE_SIZE], f"{tensor!r}: {BYTE_SIZE}")
-        offset = _whole_number(parameters.get(OFFSET, 0), f"{tensor!r}: {OFFSET}")
+            raise InvalidInput(f"{what}: {REGION} needs {BYTE_SIZE}")
+        byte_size = _whole_number(parameters[BYTE_SIZE], f"{what}: {BYTE_SIZE}")
+        offset = _whole_number(parameters.get(OFFSET, 0), f"{what}: {OFFSET}")
         if not self.enabled:
-            raise InvalidInput(f"{tensor!r}: system shared memory is disabled on this server")
+            raise InvalidInput(f"{what}: system shared memory is disabled on this server")
         region = self._regions.get(name)
         if region is None:
             raise InvalidInput(f"Unable to find shared memory region: '{name}'")

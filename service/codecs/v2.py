@@ -194,7 +194,7 @@ def output_slice(
     name: str, parameters: Mapping[str, Any], classification: int, regions: SharedMemory
 ) -> Slice | None:
     """Where a requested output goes in shared memory, if its parameters say so."""
-    place = regions.slice(parameters, f"output {name!r}")
+    place = regions.slice(parameters, "output", name)
     if place is not None and classification:
         raise InvalidInput("Output can't set both 'shared_memory_region' and 'classification'")
     if place is not None and parameters.get("binary_data") is True:
@@ -244,7 +244,7 @@ def decode_request(
         if not isinstance(parameters, dict):
             raise InvalidInput(f"input {name!r}: parameters must be an object")
         size = parameters.get("binary_data_size")
-        place = regions.slice(parameters, f"input {name!r}") if parameters else None
+        place = regions.slice(parameters, "input", name) if parameters else None
         if place is not None:
             if size is not None or "data" in raw:
                 raise InvalidInput(

@@ -72,7 +72,7 @@ def _placed(tensor: pb.ModelInferRequest.InferInputTensor, regions: SharedMemory
     """The shared memory slice an input's parameters name, if any."""
     if not tensor.parameters:
         return None
-    return regions.slice(_parameters(tensor.parameters), f"input {tensor.name!r}")
+    return regions.slice(_parameters(tensor.parameters), "input", tensor.name)
 
 
 def infer_request(

@@ -1,7 +1,9 @@
 """Triton's shared memory extension over REST: `/v2/systemsharedmemory` (status, register,
 unregister) and `/v2/cudasharedmemory`, which answers that CUDA shared memory is not supported
 here, except that unregistering every CUDA region succeeds (clients call it before they
-start). Each endpoint decodes, calls one data plane verb and encodes."""
+start). Each endpoint decodes, calls one data plane verb and encodes. Register and unregister
+answer `{}` (Triton sends an empty body; a JSON one keeps every answer's type documented, and
+tritonclient reads neither)."""
 
 from __future__ import annotations
 
@@ -62,12 +64,12 @@ async def register(request: Request) -> Response:
         raise InvalidInput("the register request needs 'byte_size'")
     name = request.path_params["region_name"]
     plane.shared_memory_register(name, body["key"], body.get("offset", 0), body["byte_size"], token)
-    return Response(status_code=200)
+    return json_response({})
 
 
 async def unregister(request: Request) -> Response:
     dataplane_of(request).shared_memory_unregister(_region(request), credentials(request))
-    return Response(status_code=200)
+    return json_response({})
 
 
 async def cuda(request: Request) -> Response:
@@ -76,7 +78,7 @@ async def cuda(request: Request) -> Response:
 
 async def cuda_unregister(request: Request) -> Response:
     dataplane_of(request).cuda_shared_memory_unregister(_region(request), credentials(request))
-    return Response(status_code=200)
+    return json_response({})
 
 
 def routes() -> list[RouteSpec]:

@@ -111,7 +111,8 @@ def test_slices_are_checked_before_reading(registry: SharedMemory, key: str) -> 
     registry.register("in", key, 4096, 1024)
     place = registry.slice(
         {"shared_memory_region": "in", "shared_memory_byte_size": 64, "shared_memory_offset": 100},
-        "input 'x'",
+        "input",
+        "x",
     )
     assert place is not None
     decoded = v2.shared_tensor("x", "FP32", [4, 4], place)
@@ -130,15 +131,15 @@ def test_slices_are_checked_before_reading(registry: SharedMemory, key: str) -> 
         ({"shared_memory_region": "in", "shared_memory_byte_size": -1}, "whole number"),
     ):  # fmt: skip
         with pytest.raises(InvalidInput, match=message):
-            registry.slice(parameters, "input 'x'")
-    assert registry.slice({"binary_data_size": 4}, "input 'x'") is None
+            registry.slice(parameters, "input", "x")
+    assert registry.slice({"binary_data_size": 4}, "input", "x") is None
 
 
 def test_a_shrunk_object_is_an_error_not_a_crash(registry: SharedMemory, key: str) -> None:
     registry.register("in", key, 0, SIZE)
     place = registry.slice(
         {"shared_memory_region": "in", "shared_memory_byte_size": 64, "shared_memory_offset": SIZE - 64},
-        "input 'x'",
+        "input", "x",
     )  # fmt: skip
     assert place is not None
     os.truncate(SHM_DIR / key.lstrip("/"), 4096)
@@ -154,19 +155,22 @@ def test_bytes_use_the_length_prefixed_layout(registry: SharedMemory, key: str) 
     write(key, 0, blob)
     registry.register("text", key, 0, 256)
     inp = registry.slice(
-        {"shared_memory_region": "text", "shared_memory_byte_size": len(blob)}, "i"
+        {"shared_memory_region": "text", "shared_memory_byte_size": len(blob)}, "input", "i"
     )
     assert inp is not None
     assert v2.shared_tensor("s", "BYTES", [3], inp).tolist() == items
     out = registry.slice(
         {"shared_memory_region": "text", "shared_memory_byte_size": 100, "shared_memory_offset": 100},
+        "output",
         "o",
     )  # fmt: skip
     assert out is not None
     answer = v2.shared_output(v2.RequestedOutput("y", False, 0, out), np.array(items, dtype=object))
     assert answer == {"shared_memory_region": "text", "shared_memory_byte_size": len(blob)}
     assert read(key, 100, len(blob)) == blob
-    small = registry.slice({"shared_memory_region": "text", "shared_memory_byte_size": 4}, "o")
+    small = registry.slice(
+        {"shared_memory_region": "text", "shared_memory_byte_size": 4}, "output", "o"
+    )
     assert small is not None
     with pytest.raises(
         InvalidInput, match=f"the output needs {len(blob)} bytes, the request gave 4"
@@ -176,7 +180,9 @@ def test_bytes_use_the_length_prefixed_layout(registry: SharedMemory, key: str) 
 
 def test_unregister_while_a_view_is_held_unmaps_later(registry: SharedMemory, key: str) -> None:
     registry.register("in", key, 0, 64)
-    place = registry.slice({"shared_memory_region": "in", "shared_memory_byte_size": 8}, "i")
+    place = registry.slice(
+        {"shared_memory_region": "in", "shared_memory_byte_size": 8}, "input", "i"
+    )
     assert place is not None
     with place.view() as view:
         registry.unregister("in")
@@ -194,4 +200,4 @@ def test_disabled_registry_says_so(key: str) -> None:
     with pytest.raises(NotSupported, match="GATEWAY_SHARED_MEMORY=true"):
         registry.register("in", key, 0, 16)
     with pytest.raises(InvalidInput, match="disabled"):
-        registry.slice({"shared_memory_region": "in", "shared_memory_byte_size": 4}, "i")
+        registry.slice({"shared_memory_region": "in", "shared_memory_byte_size": 4}, "input", "i")

@@ -235,7 +235,7 @@ def test_cuda_shared_memory_is_not_supported_but_unregistering_all_succeeds(
 ) -> None:
     _, client = connect(server, protocol)
     client.unregister_cuda_shared_memory(headers=auth())
-    unsupported = "501" if protocol == "http" else "StatusCode.UNIMPLEMENTED"
+    unsupported = "400" if protocol == "http" else "StatusCode.UNIMPLEMENTED"
     for call in (
         lambda: client.register_cuda_shared_memory("gpu", HANDLE, 0, 16, headers=auth()),
         lambda: client.get_cuda_shared_memory_status(headers=auth()),
