@@ -201,3 +201,15 @@ def test_disabled_registry_says_so(key: str) -> None:
         registry.register("in", key, 0, 16)
     with pytest.raises(InvalidInput, match="disabled"):
         registry.slice({"shared_memory_region": "in", "shared_memory_byte_size": 4}, "input", "i")
+
+
+def test_close_unmaps_every_region(key: str) -> None:
+    """What the data plane calls at shutdown: this process's maps no longer list the object."""
+    registry = SharedMemory(enabled=True, max_regions=4)
+    registry.register("a", key, 0, 4096)
+    registry.register("b", key, 4096, 4096)
+    maps = Path("/proc/self/maps")
+    assert maps.read_text().count(key.lstrip("/")) == 2
+    registry.close()
+    assert key.lstrip("/") not in maps.read_text()
+    assert registry.status(None) == []
