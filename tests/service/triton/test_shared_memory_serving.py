@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import queue
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -266,4 +267,31 @@ def test_regions_are_unmapped_on_unregister(server: GatewayProcess, regions: Reg
     assert key in maps.read_text()
     client.unregister_system_shared_memory(headers=auth())
     assert key not in maps.read_text()
+    client.close()
+
+
+def test_grpc_stream_requests_use_shared_memory_too(
+    server: GatewayProcess, regions: Regions
+) -> None:
+    _, client = connect(server, "grpc")
+    size = X.nbytes
+    in_handle, in_key = regions.create("stream_in", size)
+    out_handle, out_key = regions.create("stream_out", 4 * size)
+    shm.set_shared_memory_region(in_handle, [X])
+    client.register_system_shared_memory("stream_in", in_key, size, headers=auth())
+    client.register_system_shared_memory("stream_out", out_key, 4 * size, headers=auth())
+    answers: queue.Queue[Any] = queue.Queue()
+    client.start_stream(lambda result, error: answers.put(error or result), headers=auth())
+    for index in range(4):  # each answer in its own quarter of the output region
+        item = grpcclient.InferInput("x", [3, 4], "FP32")
+        item.set_shared_memory("stream_in", size)
+        wanted = grpcclient.InferRequestedOutput("x_out")
+        wanted.set_shared_memory("stream_out", size, offset=index * size)
+        client.async_stream_infer("floats", [item], outputs=[wanted], request_id=str(index))
+    got = [answers.get(timeout=60) for _ in range(4)]
+    client.stop_stream()
+    assert all(not isinstance(answer, Exception) for answer in got), got
+    for index in range(4):
+        part = shm.get_contents_as_numpy(out_handle, np.float32, [3, 4], offset=index * size)
+        np.testing.assert_array_equal(part, X)
     client.close()
