@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.input_limits import (
@@ -164,6 +164,14 @@ class Settings(BaseSettings):
     """Bearer token for the repository API; the API is disabled while unset."""
     protect_health_and_metrics: bool = False
     """Require the inference token on health and /metrics too."""
+    shared_memory: bool = False
+    """Let clients register system shared memory regions (Triton's `system_shared_memory`
+    extension, `/v2/systemsharedmemory`) and pass tensors through them. Off by default, as
+    Triton's `--allow-client-shm`: a client that may register can map any POSIX shm object
+    the server's user can open, so enable it only for co-located, trusted clients. Needs
+    `workers` 1 (regions are registered per process)."""
+    shared_memory_max_regions: int = Field(default=64, ge=1)
+    """Most system shared memory regions registered at once; beyond, registering is refused."""
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Largest request body; larger ones get 413 without being read, and their connection is
     closed after the answer."""
@@ -251,6 +259,12 @@ class Settings(BaseSettings):
     folder); more leaves the model not ready, with the reason."""
     backend_probe_interval_s: float = Field(default=0.5, ge=0)
     """How often remote backends are health-checked to flip model readiness (0: never)."""
+
+    @model_validator(mode="after")
+    def _shared_memory_in_one_process(self) -> Settings:
+        if self.shared_memory and self.workers > 1:
+            raise ValueError("shared_memory needs workers 1: regions are registered per process")
+        return self
 
     @property
     def serves_archives(self) -> bool:

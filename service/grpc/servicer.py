@@ -2,8 +2,8 @@
 
 Every method only decodes, calls the data plane, and encodes; errors become
 status codes in one place (`service.grpc.errors`). Methods of Triton's superset that this
-gateway does not implement (shared memory, trace and log settings) answer UNIMPLEMENTED from
-the generated base class.
+gateway does not implement (trace and log settings) answer UNIMPLEMENTED from the generated
+base class; CUDA shared memory answers UNIMPLEMENTED with its reason.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         self, message: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
         async def decode(processor: ModelProcessor) -> DecodedBody[v2.InferRequest]:
-            decoded = converters.infer_request(message, processor.limits)
+            decoded = converters.infer_request(message, processor.limits, self.plane.shared_memory)
             return DecodedBody(
                 TensorInputs(decoded.inputs),
                 decoded,
@@ -178,6 +178,55 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         limit = self.plane.settings.grpc_stream_max_in_flight
         async for item in serve_concurrently(requests, answer, limit):
             yield item
+
+    # -- system shared memory (inference token) ------------------------------------------------
+
+    @translate_errors
+    async def SystemSharedMemoryStatus(
+        self, request: pb.SystemSharedMemoryStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SystemSharedMemoryStatusResponse:
+        regions = self.plane.shared_memory_status(request.name or None, _credentials(context))
+        response = pb.SystemSharedMemoryStatusResponse()
+        for region in regions:
+            response.regions[region.name].CopyFrom(
+                pb.SystemSharedMemoryStatusResponse.RegionStatus(**region.as_dict())
+            )
+        return response
+
+    @translate_errors
+    async def SystemSharedMemoryRegister(
+        self, request: pb.SystemSharedMemoryRegisterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SystemSharedMemoryRegisterResponse:
+        self.plane.shared_memory_register(
+            request.name, request.key, request.offset, request.byte_size, _credentials(context)
+        )
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @translate_errors
+    async def SystemSharedMemoryUnregister(
+        self, request: pb.SystemSharedMemoryUnregisterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SystemSharedMemoryUnregisterResponse:
+        self.plane.shared_memory_unregister(request.name or None, _credentials(context))
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    @translate_errors
+    async def CudaSharedMemoryStatus(
+        self, request: pb.CudaSharedMemoryStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CudaSharedMemoryStatusResponse:
+        self.plane.cuda_shared_memory(_credentials(context))
+
+    @translate_errors
+    async def CudaSharedMemoryRegister(
+        self, request: pb.CudaSharedMemoryRegisterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CudaSharedMemoryRegisterResponse:
+        self.plane.cuda_shared_memory(_credentials(context))
+
+    @translate_errors
+    async def CudaSharedMemoryUnregister(
+        self, request: pb.CudaSharedMemoryUnregisterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CudaSharedMemoryUnregisterResponse:
+        self.plane.cuda_shared_memory_unregister(request.name or None, _credentials(context))
+        return pb.CudaSharedMemoryUnregisterResponse()
 
     # -- repository (management token) ---------------------------------------------------------
 
