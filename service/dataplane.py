@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from service import __version__
 from service.auth import check_token
@@ -34,6 +34,9 @@ from service.repository import ModelRepository, ModelVersion
 from service.settings import Settings
 from service.tracing import Tracing
 
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
+
 ResponseT = TypeVar("ResponseT")
 request_log = logging.getLogger("service.requests")
 log = logging.getLogger(__name__)
@@ -41,7 +44,14 @@ log = logging.getLogger(__name__)
 CLIENT_GONE = 499
 """Status recorded for a request whose client went away (nginx's convention)."""
 SERVER_NAME = "model-serving-gateway"
-EXTENSIONS = ("binary_tensor_data", "model_repository", "parameters")
+EXTENSIONS = (
+    "binary_tensor_data",
+    "classification",
+    "model_configuration",
+    "model_repository",
+    "parameters",
+    "statistics",
+)
 """The Open Inference Protocol extensions this server implements."""
 
 
@@ -185,6 +195,29 @@ class DataPlane:
         if "parameters" in body:
             body["parameters"]["state"] = entry.state.value
         return body
+
+    def model_config(self, name: str, version: str | None, credentials: str | None) -> ModelConfig:
+        """The completed configuration in Triton's terms (the model configuration extension)."""
+        self.authorize_inference(credentials)
+        return self.repository.get(name, version).model.config()
+
+    def statistics(
+        self, name: str | None, version: str | None, credentials: str | None
+    ) -> list[dict[str, Any]]:
+        """Triton's statistics of one version, of every version of a model, or of every model
+        (no name), in Triton's JSON form."""
+        self.authorize_inference(credentials)
+        if name:
+            entries = [self.repository.get(name, version)] if version else self._versions(name)
+        else:
+            entries = [
+                entry for model in self.repository.names() for entry in self._versions(model)
+            ]
+        return [
+            self.metrics.statistics_of(entry.name, entry.version).as_triton()
+            for entry in entries
+            if entry.ready
+        ]
 
     def model_ready(
         self, name: str, version: str | None, credentials: str | None

@@ -20,7 +20,7 @@ import contextlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from prometheus_client import Gauge
@@ -28,7 +28,7 @@ from prometheus_client import Gauge
 from service.batcher import DynamicBatcher
 from service.errors import ClientDisconnected
 from service.feeds import Feed
-from service.processing import ModelInputs, Processor
+from service.processing import ModelInputs, ModelProcessor
 from service.tracing import RequestSpan
 
 if TYPE_CHECKING:
@@ -50,9 +50,11 @@ class DecodedBody(Generic[WireT]):
     wire: WireT
     timeout_ms: float | None = None
     """A deadline the protocol carries in the body (the V2 `timeout` parameter)."""
+    classification: Mapping[str, int] = field(default_factory=dict)
+    """Outputs to answer as their top k classes (the classification extension): name -> k."""
 
 
-Decoder = Callable[[Processor], Awaitable[DecodedBody[WireT]]]
+Decoder = Callable[[ModelProcessor], Awaitable[DecodedBody[WireT]]]
 RawReader = Callable[[], Awaitable["HandlerRequest"]]
 
 

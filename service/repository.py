@@ -92,7 +92,7 @@ class ModelRepository:
     def versions(self, name: str) -> dict[str, ModelVersion]:
         versions = self._models.get(name)
         if not versions:
-            raise NotFound(f"unknown model {name!r}")
+            raise NotFound(f"Request for unknown model: '{name}' is not found")
         return versions
 
     def version_names(self, name: str) -> list[str]:
@@ -108,7 +108,13 @@ class ModelRepository:
             return max(pool, key=lambda v: version_key(v.version))
         found = versions.get(version)
         if found is None:
-            raise NotFound(f"model {name!r} has no version {version!r}")
+            if not all(part.isdigit() for part in version.split(".")):
+                raise NotFound(
+                    f"failed to get model version from specified version string '{version}' "
+                    "(details: expected integral value), version should be an integral value "
+                    f"> 0; model '{name}' has versions {sorted(versions, key=version_key)}"
+                )
+            raise NotFound(f"Request for unknown model: '{name}' version {version} is not found")
         return found
 
     def serving(self, name: str, version: str | None = None) -> ServedModel:
@@ -184,7 +190,7 @@ class ModelRepository:
         async with self._lock:
             versions = self._models.pop(name, None)
             if versions is None:
-                raise NotFound(f"unknown model {name!r}")
+                raise NotFound(f"Request for unknown model: '{name}' is not found")
             for model in versions.values():
                 await self._retire(model)
 

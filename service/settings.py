@@ -73,7 +73,13 @@ class Settings(BaseSettings):
     """The server pings each gRPC connection this often and closes it when the ping is not
     answered within 20 s: peers that vanished without closing free their connections."""
     model_store: Path = Path("model_store")
-    """Directory holding `<model>/<version>/model.json` trees."""
+    """The model store: our `<model>/<version>/model.json` trees, Triton model folders
+    (`<model>/[config.pbtxt]`, `<model>/<n>/model.onnx|.pt|.pt2`) and bare model files, mixed;
+    or one model file."""
+    model_name: str | None = None
+    """The name a bare model file is served under, when `model_store` is one file or a folder
+    holding model files (KServe's storage initializer leaves `/mnt/models/model.onnx`; serve
+    it under the InferenceService's name). Default: the file's stem."""
     models: Names | None = None
     """Serve only these model names (default: every model found); `a,b` or a JSON list."""
     backend: BackendName | None = None

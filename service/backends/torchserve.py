@@ -186,8 +186,8 @@ class TorchServeBackend(Backend):
         if status == 404:
             message = _json_field(payload, "message") or payload[:500].decode("utf-8", "replace")
             return BackendUnavailable(
-                f"backend unavailable: TorchServe does not serve {self.manifest.name} "
-                f"version {self.manifest.version}: {message}"
+                f"backend unavailable: TorchServe does not serve {self.signature.name} "
+                f"version {self.signature.version}: {message}"
             )
         return answer_error(status, payload, "TorchServe")
 
@@ -212,7 +212,7 @@ class TorchServeBackend(Backend):
         if token is None or token == self.token:
             return False
         self.token = token
-        log.info("%s: TorchServe inference key re-read from %s", self.manifest.name, self.key_file)
+        log.info("%s: TorchServe inference key re-read from %s", self.signature.name, self.key_file)
         return True
 
 

@@ -37,6 +37,8 @@ MAX_DIMS = 64
 class RequestedOutput:
     name: str
     binary: bool
+    classification: int = 0
+    """The classification extension: answer the top k classes instead (0: the tensor)."""
 
 
 @dataclass(slots=True)
@@ -45,6 +47,13 @@ class InferRequest:
     inputs: list[Tensor]
     outputs: list[RequestedOutput] | None
     parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def classification(self) -> dict[str, int]:
+        """Output name -> the number of top classes asked for (the classification extension)."""
+        return {
+            item.name: item.classification for item in self.outputs or () if item.classification
+        }
 
     @property
     def binary_output_default(self) -> bool:
@@ -242,8 +251,21 @@ def _requested_outputs(raw: Any) -> list[RequestedOutput] | None:
         parameters = item.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise InvalidInput("output parameters must be an object")
-        requested.append(RequestedOutput(item["name"], bool(parameters.get("binary_data", False))))
+        requested.append(
+            RequestedOutput(
+                item["name"],
+                bool(parameters.get("binary_data", False)),
+                class_count(item["name"], parameters.get("classification", 0)),
+            )
+        )
     return requested
+
+
+def class_count(name: str, value: Any) -> int:
+    """The `classification` parameter of a requested output: a whole number of classes."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(f"output {name!r}: 'classification' must be a whole number >= 0")
+    return value
 
 
 def chosen_outputs(
@@ -263,6 +285,18 @@ def raw_bytes(array: np.ndarray) -> bytes:
     if array.dtype == object:
         return encode_bytes_elements(list(array.reshape(-1)))
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
+def _json_strings(name: str, array: np.ndarray) -> list[str]:
+    """BYTES elements as JSON strings: they must be UTF-8 (JSON holds text); anything else
+    travels byte-exact in binary (`binary_data: true`)."""
+    try:
+        return [item.decode("utf-8") for item in array.reshape(-1)]
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            f"output {name!r} holds bytes that are not UTF-8, which JSON cannot carry: "
+            "ask for it as binary data (parameters.binary_data: true)"
+        ) from None
 
 
 def encode_response(
@@ -288,6 +322,8 @@ def encode_response(
             blob = raw_bytes(array)
             tensor["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
+        elif array.dtype == object:
+            tensor["data"] = _json_strings(item.name, array)
         else:
             tensor["data"] = array.reshape(-1)
         tensors.append(tensor)

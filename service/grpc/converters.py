@@ -86,12 +86,29 @@ def infer_request(
             raise InvalidInput(f"input {name!r} appears twice")
         seen.add(name)
         shape = v2.check_shape(list(tensor.shape), name, tensor.datatype, limits)
+        if raw and tensor.HasField("contents"):
+            raise InvalidInput(
+                f"contents field must not be specified when using raw_input_contents for "
+                f"'{name}' for model '{message.model_name}'"
+            )
         if raw:
             data = v2.raw_tensor(name, tensor.datatype, shape, memoryview(raw[index]))
         else:
             data = _typed_tensor(tensor, shape)
         inputs.append(Tensor(name, tensor.datatype, shape, data))
-    outputs = [v2.RequestedOutput(item.name, True) for item in message.outputs] or None
+    outputs = [
+        v2.RequestedOutput(
+            item.name,
+            True,
+            v2.class_count(
+                item.name,
+                parameter_value(item.parameters["classification"])
+                if "classification" in item.parameters
+                else 0,
+            ),
+        )
+        for item in message.outputs
+    ] or None
     return v2.InferRequest(message.id or None, inputs, outputs, _parameters(message.parameters))
 
 
@@ -133,3 +150,12 @@ def model_metadata(metadata: Mapping[str, Any]) -> pb.ModelMetadataResponse:
         inputs=tensors(metadata["inputs"]),
         outputs=tensors(metadata["outputs"]),
     )
+
+
+def statistics_response(stats: list[dict[str, Any]]) -> pb.ModelStatisticsResponse:
+    """Triton's JSON form of the statistics (`DataPlane.statistics`) as its gRPC answer."""
+    from google.protobuf import json_format
+
+    response = pb.ModelStatisticsResponse()
+    json_format.ParseDict({"model_stats": stats}, response)
+    return response

@@ -2,8 +2,8 @@
 
 Every method only decodes, calls the data plane, and encodes; errors become
 status codes in one place (`service.grpc.errors`). Methods of Triton's superset that this
-gateway does not implement (shared memory, statistics, trace and log settings, model config)
-answer UNIMPLEMENTED from the generated base class.
+gateway does not implement (shared memory, trace and log settings) answer UNIMPLEMENTED from
+the generated base class.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from service.errors import InvalidInput, ServingError
 from service.grpc import converters
 from service.grpc.errors import translate_errors
 from service.inference import DecodedBody, InferenceRequest, InferenceResult, TensorBody
-from service.processing import Processor, TensorInputs
+from service.processing import ModelProcessor, TensorInputs
 from service.tracing import TRACE_HEADERS
 
 PROTOCOL = "grpc"
@@ -91,14 +91,34 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             self.plane.model_metadata(request.name, request.version or None, _credentials(context))
         )
 
+    @translate_errors
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelConfigResponse:
+        config = self.plane.model_config(
+            request.name, request.version or None, _credentials(context)
+        )
+        return pb.ModelConfigResponse(config=config)
+
+    @translate_errors
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelStatisticsResponse:
+        stats = self.plane.statistics(
+            request.name or None, request.version or None, _credentials(context)
+        )
+        return converters.statistics_response(stats)
+
     # -- inference -----------------------------------------------------------------------------
 
     async def _infer(
         self, message: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        async def decode(processor: Processor) -> DecodedBody[v2.InferRequest]:
+        async def decode(processor: ModelProcessor) -> DecodedBody[v2.InferRequest]:
             decoded = converters.infer_request(message, processor.limits)
-            return DecodedBody(TensorInputs(decoded.inputs), decoded, decoded.timeout_ms)
+            return DecodedBody(
+                TensorInputs(decoded.inputs), decoded, decoded.timeout_ms, decoded.classification
+            )
 
         def encode(result: InferenceResult[v2.InferRequest]) -> pb.ModelInferResponse:
             return converters.infer_response(

@@ -15,7 +15,7 @@ from service.batcher import DynamicBatcher
 from service.errors import ServingError
 from service.manifest import MANIFEST_FILE, Manifest
 from service.models.loader import ModelLoader
-from service.models.tensor import ServingContext, start_tensor_model
+from service.models.tensor import ServingContext, start_manifest_model
 from service.native.aliases import TorchServeAliases
 from service.native.archive_model import ArchiveModel, TensorArchiveModel, handler_batch_function
 from service.native.archives import (
@@ -94,7 +94,7 @@ class ArchiveLoader(ModelLoader):
         if manifest is None or self.envelope:  # an envelope takes every request to the handler
             return model
         try:
-            tensors = await start_tensor_model(
+            tensors = await start_manifest_model(
                 self.context,
                 name,
                 version,

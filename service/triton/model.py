@@ -1,0 +1,148 @@
+"""A model of a Triton model repository (or a bare model file), served as a tensor model:
+the completed configuration decides its tensors, batching, instances and warm-up."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from prometheus_client import Gauge
+from tritonclient.grpc.model_config_pb2 import ModelConfig
+
+from service.backends.base import Backend
+from service.batcher import DynamicBatcher
+from service.datatypes import numpy_dtype
+from service.feeds import Feed
+from service.manifest import TensorSpec
+from service.models.served import ModelMetadata
+from service.models.tensor import TensorModel
+from service.triton.processor import TritonProcessor
+from service.triton.resolve import ResolvedModel
+from service.triton.view import InputView, OutputView, ServingConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TritonSignature:
+    """What the backends need of a Triton model: the tensors as the model itself takes and
+    returns them (`reshape` applied, the batch dimension first when it batches)."""
+
+    name: str
+    version: str
+    inputs: list[TensorSpec] = field(default_factory=list)
+    outputs: list[TensorSpec] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, serving: ServingConfig, version: str) -> TritonSignature:
+        def spec(view: InputView | OutputView) -> TensorSpec:
+            shape = list(view.model_shape(serving.batching))
+            return TensorSpec.model_construct(name=view.name, datatype=view.datatype, shape=shape)
+
+        return cls(
+            serving.name,
+            version,
+            [spec(view) for view in serving.inputs],
+            [spec(view) for view in serving.outputs],
+        )
+
+
+class TritonModel(TensorModel):
+    processor: TritonProcessor
+
+    def __init__(
+        self,
+        resolved: ResolvedModel,
+        version: str,
+        processor: TritonProcessor,
+        backend: Backend,
+        batcher: DynamicBatcher[Feed, Feed],
+        inflight: Gauge,
+    ) -> None:
+        super().__init__(resolved.name, version, processor, backend, batcher, inflight)
+        self.resolved = resolved
+        self.serving = resolved.serving
+
+    def metadata(self) -> ModelMetadata:
+        batch = [-1] if self.serving.batching else []
+
+        def tensor(view: InputView | OutputView) -> dict[str, object]:
+            return {"name": view.name, "datatype": view.datatype, "shape": [*batch, *view.dims]}
+
+        return ModelMetadata(
+            platform=self.serving.platform,
+            inputs=[tensor(view) for view in self.serving.inputs],
+            outputs=[tensor(view) for view in self.serving.outputs],
+        )
+
+    def config(self) -> ModelConfig:
+        config = ModelConfig()
+        config.CopyFrom(self.resolved.config)
+        return config
+
+    def batcher_rows(self, feed: Feed) -> int:
+        if not self.serving.batching:
+            return 1
+        return super().batcher_rows(feed)
+
+    @property
+    def batched(self) -> bool:
+        return self.serving.batching
+
+    def answer(self, outputs: Feed) -> Feed:
+        return self.processor.outputs(outputs)
+
+    def labels_of(self, output: str) -> Sequence[str] | None:
+        for view in self.serving.outputs:
+            if view.name == output and view.labels:
+                return view.labels
+        return None
+
+    def warmup_feeds(self) -> list[Feed]:
+        """The configuration's `model_warmup` samples (zero or random data; files are not
+        read yet), else one request of one row of zeros."""
+        feeds = []
+        for sample in self.serving.warmup:
+            rows = max(1, sample.batch_size) if self.serving.batching else 0
+            feed = {
+                item.name: _sample(item.datatype, item.dims, rows, item.source == "random_data")
+                for item in sample.inputs
+            }
+            feeds += [self._as_model_takes(feed)] * max(1, sample.count)
+        if feeds:
+            return feeds
+        rows = 1 if self.serving.batching else 0
+        zeros = {
+            view.name: _sample(view.datatype, view.dims, rows, False)
+            for view in self.serving.inputs
+            if not view.optional
+        }
+        return [self._as_model_takes(zeros)]
+
+    def _as_model_takes(self, feed: Feed) -> Feed:
+        views = {view.name: view for view in self.serving.inputs}
+        shaped: Feed = {}
+        for name, array in feed.items():
+            view = views[name]
+            if view.reshape is not None:
+                rows = (array.shape[0],) if self.serving.batching else ()
+                array = array.reshape((*rows, *view.reshape))
+            if view.datatype == "BYTES" and self.serving.runtime == "onnxruntime":
+                array = array.astype(str).astype(object)
+            shaped[name] = array
+        return shaped
+
+
+def _sample(datatype: str, dims: tuple[int, ...], rows: int, random: bool) -> np.ndarray:
+    shape = ((rows,) if rows else ()) + tuple(1 if d == -1 else d for d in dims)
+    if datatype == "BYTES":
+        data = np.empty(shape, dtype=object)
+        data.fill(b"")
+        return data
+    dtype = numpy_dtype(datatype).newbyteorder("=")
+    if random:
+        generator = np.random.default_rng(0)
+        return generator.random(shape).astype(dtype)
+    return np.zeros(shape, dtype=dtype)
