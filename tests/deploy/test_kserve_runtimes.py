@@ -300,7 +300,7 @@ def torchserve_store(root: Path) -> Path:
     work = root.parent / "work"
     work.mkdir(parents=True)
     (work / "handler.py").write_text(HANDLER)
-    (root / "model-store").mkdir()
+    (root / "model-store").mkdir(parents=True)
     command = [sys.executable, "-m", "model_archiver.model_packaging"]
     command += ["--model-name", "tiny", "--version", "1.0", "--handler", str(work / "handler.py")]
     command += ["--export-path", str(root / "model-store"), "--force"]
@@ -352,3 +352,53 @@ def test_torchserve_layout(example: str, run_pod: Any, tmp_path: Path) -> None:
             np.testing.assert_allclose(
                 pod[key]["features"]["data"], expected.reshape(-1), rtol=1e-5
             )
+
+
+def triton_repository(root: Path) -> Path:
+    from tests.service.triton.models import two_heads_model
+
+    two_heads_model(root / "tiny" / "1" / "model.onnx")
+    (root / "tiny" / "config.pbtxt").write_text(
+        'name: "tiny"\nbackend: "onnxruntime"\nmax_batch_size: 8\n'
+    )
+    return root
+
+
+def single_file(root: Path) -> Path:
+    from tests.service.triton.models import two_heads_model
+
+    two_heads_model(root / "model.onnx")
+    return root
+
+
+@podman_test
+@pytest.mark.parametrize(
+    ("example", "layout", "model"),
+    [
+        ("triton-repository.yaml", triton_repository, "tiny"),
+        ("onnx-file.yaml", single_file, "iris"),  # the InferenceService's name
+    ],
+    ids=["triton-repository", "single-file"],
+)
+def test_triton_layouts(
+    example: str, layout: Any, model: str, run_pod: Any, tmp_path: Path
+) -> None:
+    store = readable(layout(tmp_path / "mnt-models"))
+    rendered = kserve.render(kserve.load(kserve.EXAMPLES / example))
+    env = kserve.env_of(rendered.container)
+    plan = {"model": model, "instances": FEATURES, "inputs": V2_INPUTS}
+    started = time.monotonic()
+    name = run_pod(rendered, store)
+    pod = in_pod(
+        name, {**plan, "http": int(env["GATEWAY_PORT"]), "grpc": int(env["GATEWAY_GRPC_PORT"])}
+    )
+    print(f"{example}: pod answered in {time.monotonic() - started:.1f} s")
+    host = on_host(rendered, store, tmp_path, plan)
+    same(pod, host)
+    assert pod["v1"]["status"] == 200, pod
+    assert pod["v2_metadata"] == model
+    weight = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
+    logits = np.array(FEATURES, dtype=np.float32) @ weight
+    scores = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    for key in ("v2", "grpc"):
+        np.testing.assert_allclose(pod[key]["scores"]["data"], scores.reshape(-1), rtol=1e-5)
