@@ -241,7 +241,8 @@ class DataPlane:
                 raise ShuttingDown("server is shutting down")
             entry = self.repository.get(request.model, request.version)
             call.labels = (entry.name, entry.version)
-            answer = await request.body.run(entry.serving(), call)
+            with entry.leased() as model:
+                answer = await request.body.run(model, call)
             with call.stage("encode"):
                 response = encode(answer)
             if call.code is None:

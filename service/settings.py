@@ -76,6 +76,16 @@ class Settings(BaseSettings):
     """The model store: our `<model>/<version>/model.json` trees, Triton model folders
     (`<model>/[config.pbtxt]`, `<model>/<n>/model.onnx|.pt|.pt2`) and bare model files, mixed;
     or one model file."""
+    model_control_mode: Literal["none", "explicit", "poll"] = "none"
+    """Triton's model control modes. `none`: load every model at start. `explicit`: load only
+    `load_model` at start; the repository API loads and unloads. `poll`: load every model at
+    start, then watch the store every `repository_poll_secs`: load added models and versions,
+    unload removed ones, reload changed ones (a failed reload keeps the serving version). The
+    repository API works in every mode."""
+    repository_poll_secs: float = Field(default=15.0, gt=0)
+    """`poll` mode: seconds between two looks at the model store."""
+    load_model: Names | None = None
+    """`explicit` mode: the models to load at start (`a,b`; `*` for every model)."""
     model_name: str | None = None
     """The name a bare model file is served under, when `model_store` is one file or a folder
     holding model files (KServe's storage initializer leaves `/mnt/models/model.onnx`; serve

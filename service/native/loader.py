@@ -58,6 +58,9 @@ class ArchiveLoader(ModelLoader):
     def root(self) -> Path:
         return self.config.model_store.resolve()
 
+    def source(self, name: str) -> Path:
+        return archive_for(self.config.archives(), name)
+
     def discover(self) -> dict[str, list[str]]:
         """Model name -> [the archive's version]."""
         found: dict[str, list[str]] = {}
