@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, model_validator
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.input_limits import (
@@ -232,6 +232,27 @@ class Settings(BaseSettings):
     torchserve_config: Path | None = None
     """`torchserve-native`: a TorchServe config.properties; its model_store, load_models and
     models= (batchSize, maxBatchDelay, minWorkers, responseTimeout) apply."""
+    torchserve_envelope: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "torchserve_envelope", "GATEWAY_TORCHSERVE_ENVELOPE", "TS_SERVICE_ENVELOPE"
+        ),
+    )
+    """`torchserve-native`: TorchServe's service envelope (`kserve`, `kservev2`, `json`,
+    `body`), also read from TorchServe's own `TS_SERVICE_ENVELOPE`, which KServe sets from the
+    `serviceEnvelope` label. Every handler is wrapped in it, and it changes what clients send:
+    `kserve` takes KServe V1 `{"instances": [...]}` to the handler, `kservev2` takes V2 REST and
+    gRPC requests there. None (or KServe's `<no value>`): config.properties' `service_envelope`,
+    else the one KServe picks for `protocol_version`."""
+    protocol_version: Literal["v1", "v2", "grpc-v1", "grpc-v2"] | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "protocol_version", "GATEWAY_PROTOCOL_VERSION", "PROTOCOL_VERSION"
+        ),
+    )
+    """`torchserve-native`: the InferenceService's `protocolVersion`, as KServe passes it to
+    TorchServe (`PROTOCOL_VERSION`): with no envelope set, v2 and grpc-v2 mean `kservev2`, the
+    others `kserve`. Every protocol is served whatever it says."""
     torchserve_gpus: int = Field(default=0, ge=0)
     """`torchserve-native`: GPUs to give the workers round-robin (TorchServe's number_of_gpu);
     0 runs every worker on the CPU."""
