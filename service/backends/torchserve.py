@@ -262,7 +262,9 @@ def answer_error(status: int, payload: bytes, source: str) -> ServingError:
         return PayloadTooLarge(message)
     if 400 <= status < 500:
         return InvalidInput(message)
-    if status in (503, 507):
+    if status in (503, 507) or (status == 500 and "Worker died" in message):
+        # TorchServe answers 500 "Worker died." for a request that met a worker it is
+        # restarting: retry later, as for the native runtime's dead worker (503).
         return BackendUnavailable(f"backend unavailable: {source}: {message}")
     if status == 504:
         return DeadlineExceeded(f"{source}: {message}")
