@@ -117,7 +117,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         async def decode(processor: ModelProcessor) -> DecodedBody[v2.InferRequest]:
             decoded = converters.infer_request(message, processor.limits)
             return DecodedBody(
-                TensorInputs(decoded.inputs), decoded, decoded.timeout_ms, decoded.classification
+                TensorInputs(decoded.inputs),
+                decoded,
+                decoded.timeout_ms,
+                decoded.classification,
+                decoded.sequence,
             )
 
         def encode(result: InferenceResult[v2.InferRequest]) -> pb.ModelInferResponse:

@@ -121,7 +121,11 @@ async def infer(request: Request) -> Response:
         )
         decoded = v2.decode_request(body, request.headers.get(v2.HEADER_LENGTH), processor.limits)
         return DecodedBody(
-            TensorInputs(decoded.inputs), decoded, decoded.timeout_ms, decoded.classification
+            TensorInputs(decoded.inputs),
+            decoded,
+            decoded.timeout_ms,
+            decoded.classification,
+            decoded.sequence,
         )
 
     def encode(result: InferenceResult[v2.InferRequest]) -> Response:
