@@ -53,6 +53,8 @@ class DecodedBody(Generic[WireT]):
     """A deadline the protocol carries in the body (the V2 `timeout` parameter)."""
     classification: Mapping[str, int] = field(default_factory=dict)
     """Outputs to answer as their top k classes (the classification extension): name -> k."""
+    priority: int = 0
+    """The request's priority level (Triton's `priority` parameter); 0: the model's default."""
     sequence: SequenceParameters | None = None
     """The request's place in a stateful sequence (the sequence extension), if it names one."""
 
@@ -128,6 +130,7 @@ class Call:
         inflight: Gauge,
         item: ItemT,
         deadline: float | None,
+        priority: int = 0,
     ) -> ResultT:
         """Queue `item` on a model's batcher; leave the queue if the client goes away.
 
@@ -137,7 +140,7 @@ class Call:
         try:
             disconnected = self._disconnected
             if disconnected is None or batcher.dispatches_immediately:
-                return await batcher.submit(item, deadline=deadline)
+                return await batcher.submit(item, deadline=deadline, priority=priority)
             handler = asyncio.current_task()
             assert handler is not None
             gone = False
@@ -150,7 +153,7 @@ class Call:
 
             watcher = asyncio.get_running_loop().create_task(watch())
             try:
-                return await batcher.submit(item, deadline=deadline)
+                return await batcher.submit(item, deadline=deadline, priority=priority)
             except asyncio.CancelledError:
                 if not gone:
                     raise

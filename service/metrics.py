@@ -150,6 +150,23 @@ class GatewayMetrics:
             registry=r,
         )
 
+        # Issue 23, defect 8: calls refused by `service.grpc.admission` before they run.
+        self.grpc_refused = Counter(
+            "gateway_grpc_calls_refused",
+            "gRPC calls answered UNAVAILABLE because grpc_max_concurrent_calls were running.",
+            ["method"],
+            registry=r,
+        )
+
+        # Issue 23, defect 9: native handler workers replaced by `HandlerPool` on purpose.
+        self.handler_recycles = Counter(
+            "gateway_handler_worker_recycles",
+            "Native handler workers replaced on purpose, by reason (memory: past "
+            "torchserve_worker_max_rss_mb after a batch).",
+            ["model", "reason"],
+            registry=r,
+        )
+
         self.live_sequences = Gauge(
             "gateway_sequences_live",
             "Sequences holding state in a sequence model version.",

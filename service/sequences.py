@@ -194,8 +194,11 @@ class SequenceBatcher:
 
     # -- submit ----------------------------------------------------------------------------
 
-    async def submit(self, item: SequenceStep, *, deadline: float | None = None) -> Feed:
-        """Queue one step and wait for its answer. Raises `InvalidInput` for a step that does
+    async def submit(
+        self, item: SequenceStep, *, deadline: float | None = None, priority: int = 0
+    ) -> Feed:
+        """Queue one step and wait for its answer (a sequence's steps run in arrival order,
+        so `priority`, a dynamic batcher's notion, does not apply, as in Triton). Raises `InvalidInput` for a step that does
         not fit the sequence's life (unknown, started twice, after its end), `Unavailable`
         past the live-sequence bound, `QueueFull`, `DeadlineExceeded`, `ShuttingDown`."""
         if self._closed:

@@ -26,6 +26,7 @@ from service.datatypes import (
 from service.errors import InvalidInput
 from service.input_limits import Limits
 from service.sequences import SequenceParameters, sequence_parameters
+from service.shared_memory import NO_SHARED_MEMORY, SharedMemory, Slice
 
 HEADER_LENGTH = "inference-header-content-length"
 MAX_ELEMENTS = 64 * 1024 * 1024
@@ -40,6 +41,8 @@ class RequestedOutput:
     binary: bool
     classification: int = 0
     """The classification extension: answer the top k classes instead (0: the tensor)."""
+    shared_memory: Slice | None = None
+    """Write the output there instead of into the answer (system shared memory)."""
 
 
 @dataclass(slots=True)
@@ -48,6 +51,14 @@ class InferRequest:
     inputs: list[Tensor]
     outputs: list[RequestedOutput] | None
     parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def priority(self) -> int:
+        """The `priority` request parameter (0 when absent)."""
+        value = self.parameters.get("priority", 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidInput("parameter 'priority' must be a whole number >= 0")
+        return value
 
     @property
     def classification(self) -> dict[str, int]:
@@ -183,8 +194,33 @@ def raw_tensor(name: str, datatype: str, shape: list[int], raw: memoryview) -> n
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
+def shared_tensor(name: str, datatype: str, shape: list[int], place: Slice) -> np.ndarray:
+    """A tensor from a shared memory slice: its raw bytes, decoded as binary data is, then
+    copied out, so nothing the model computes on stays mapped."""
+    with place.view() as view:
+        array = raw_tensor(name, datatype, shape, view)
+        owned = array if array.dtype == object else array.copy()
+        del array  # the view is released on leaving the block: drop what points into it
+    return owned
+
+
+def output_slice(
+    name: str, parameters: Mapping[str, Any], classification: int, regions: SharedMemory
+) -> Slice | None:
+    """Where a requested output goes in shared memory, if its parameters say so."""
+    place = regions.slice(parameters, "output", name)
+    if place is not None and classification:
+        raise InvalidInput("Output can't set both 'shared_memory_region' and 'classification'")
+    if place is not None and parameters.get("binary_data") is True:
+        raise InvalidInput("Output can't set both 'shared_memory_region' and 'binary_data'")
+    return place
+
+
 def decode_request(
-    body: bytes, header_length: str | None, limits: Limits = DEFAULT_LIMITS
+    body: bytes,
+    header_length: str | None,
+    limits: Limits = DEFAULT_LIMITS,
+    regions: SharedMemory = NO_SHARED_MEMORY,
 ) -> InferRequest:
     """Parse a V2 infer request body (JSON, or JSON header + binary tensors)."""
     view = memoryview(body)
@@ -222,7 +258,15 @@ def decode_request(
         if not isinstance(parameters, dict):
             raise InvalidInput(f"input {name!r}: parameters must be an object")
         size = parameters.get("binary_data_size")
-        if size is not None:
+        place = regions.slice(parameters, "input", name) if parameters else None
+        if place is not None:
+            if size is not None or "data" in raw:
+                raise InvalidInput(
+                    f"input {name!r}: set only one of 'data', 'binary_data_size' and "
+                    "'shared_memory_region'"
+                )
+            data = shared_tensor(name, datatype, shape, place)
+        elif size is not None:
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
                 raise InvalidInput(f"input {name!r}: binary_data_size must be a byte count")
             if offset + size > len(blobs):
@@ -242,10 +286,11 @@ def decode_request(
     params = header.get("parameters") or {}
     if not isinstance(params, dict):
         raise InvalidInput("'parameters' must be an object")
-    return InferRequest(request_id, inputs, _requested_outputs(header.get("outputs")), params)
+    outputs = _requested_outputs(header.get("outputs"), regions)
+    return InferRequest(request_id, inputs, outputs, params)
 
 
-def _requested_outputs(raw: Any) -> list[RequestedOutput] | None:
+def _requested_outputs(raw: Any, regions: SharedMemory) -> list[RequestedOutput] | None:
     if raw is None:
         return None
     if not isinstance(raw, list):
@@ -257,11 +302,13 @@ def _requested_outputs(raw: Any) -> list[RequestedOutput] | None:
         parameters = item.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise InvalidInput("output parameters must be an object")
+        classes = class_count(item["name"], parameters.get("classification", 0))
         requested.append(
             RequestedOutput(
                 item["name"],
                 bool(parameters.get("binary_data", False)),
-                class_count(item["name"], parameters.get("classification", 0)),
+                classes,
+                output_slice(item["name"], parameters, classes, regions) if parameters else None,
             )
         )
     return requested
@@ -284,6 +331,19 @@ def chosen_outputs(
     if unknown:
         raise InvalidInput(f"unknown outputs requested: {unknown}; model has {list(outputs)}")
     return request.outputs
+
+
+def shared_output(item: RequestedOutput, array: np.ndarray) -> dict[str, Any] | None:
+    """Write an output its request placed in shared memory (encoded as binary data is);
+    the parameters its answer carries instead of data. None when it was not placed there."""
+    if item.shared_memory is None:
+        return None
+    blob = raw_bytes(array)
+    item.shared_memory.write(blob)
+    return {
+        "shared_memory_region": item.shared_memory.region.name,
+        "shared_memory_byte_size": len(blob),
+    }
 
 
 def raw_bytes(array: np.ndarray) -> bytes:
@@ -324,7 +384,10 @@ def encode_response(
             "datatype": datatype,
             "shape": list(array.shape),
         }
-        if item.binary:
+        placed = shared_output(item, array)
+        if placed is not None:
+            tensor["parameters"] = placed
+        elif item.binary:
             blob = raw_bytes(array)
             tensor["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)

@@ -28,6 +28,9 @@ class ManifestLoader(ModelLoader):
     def root(self) -> Path:
         return self._root
 
+    def source(self, name: str) -> Path:
+        return self.root / name
+
     def discover(self) -> dict[str, list[str]]:
         """Valid model names with integer version folders holding a `model.json`."""
         found: dict[str, list[str]] = {}

@@ -34,4 +34,16 @@ def repository_for(
 ) -> ModelRepository:
     """The repository of the store the settings name, with its loaders."""
     loaders = store_loaders(ServingContext.of(settings, metrics, tracer))
-    return ModelRepository(loaders, metrics, probe_interval_s=settings.backend_probe_interval_s)
+    mode = settings.model_control_mode
+    startup = None
+    if mode == "explicit":
+        wanted = settings.load_model or []
+        startup = None if "*" in wanted else wanted
+    return ModelRepository(
+        loaders,
+        metrics,
+        probe_interval_s=settings.backend_probe_interval_s,
+        startup=startup,
+        poll_interval_s=settings.repository_poll_secs if mode == "poll" else 0.0,
+        retire_grace_s=settings.drain_seconds,
+    )

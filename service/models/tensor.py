@@ -135,12 +135,24 @@ class TensorModel(ServedModel):
             feed, body = await self._decode(decode)
         call.rows = self.batcher_rows(feed)
         outputs = await call.submit(
-            self.batcher, self.inflight, feed, call.deadline(body.timeout_ms)
+            self.batcher,
+            self.inflight,
+            feed,
+            call.deadline(self.timeout_ms(body.timeout_ms)),
+            self.priority_level(body.priority),
         )
         outputs = self.answer(outputs)
         if body.classification:
             outputs = classify(outputs, body.classification, self.labels_of, batched=self.batched)
         return InferenceResult(self, outputs, body)
+
+    def priority_level(self, requested: int) -> int:
+        """The batcher's priority for a request that asked for `requested` (0: none)."""
+        return 0
+
+    def timeout_ms(self, requested_ms: float | None) -> float | None:
+        """The queueing timeout of a request that asked for `requested_ms` (or nothing)."""
+        return requested_ms
 
     @property
     def batched(self) -> bool:

@@ -119,12 +119,15 @@ async def infer(request: Request) -> Response:
             request.headers.get("content-encoding"),
             plane.settings.max_body_bytes,
         )
-        decoded = v2.decode_request(body, request.headers.get(v2.HEADER_LENGTH), processor.limits)
+        decoded = v2.decode_request(
+            body, request.headers.get(v2.HEADER_LENGTH), processor.limits, plane.shared_memory
+        )
         return DecodedBody(
             TensorInputs(decoded.inputs),
             decoded,
             decoded.timeout_ms,
             decoded.classification,
+            decoded.priority,
             decoded.sequence,
         )
 

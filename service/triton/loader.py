@@ -20,6 +20,7 @@ from service.backends.base import Backend
 from service.errors import InvalidInput, ModelConfigError
 from service.manifest import MANIFEST_FILE
 from service.models.loader import ModelLoader, version_key
+from service.models.loader import fingerprint as fingerprint_of
 from service.models.manifests import MODEL_NAME
 from service.models.tensor import BatchingPlan, ServingContext, build_batcher, started
 from service.triton.layout import PLATFORMS, model_files
@@ -41,7 +42,7 @@ MODEL_SUFFIXES = {Path(platform.filename).suffix for platform in PLATFORMS}
 
 @dataclass(frozen=True, slots=True)
 class _Cached:
-    fingerprint: tuple[tuple[str, int], ...]
+    fingerprint: tuple[tuple[str, int, int], ...]
     resolved: ResolvedModel
 
 
@@ -81,6 +82,12 @@ class TritonLoader(ModelLoader):
     def _bare_name(self, file: Path, *, alone: bool) -> str:
         name = self.context.settings.model_name
         return name if name and alone else file.stem
+
+    def source(self, name: str) -> Path:
+        path = self.paths().get(name)
+        if path is None:
+            raise InvalidInput(f"no model {name!r} in the model store")
+        return path
 
     def discover(self) -> dict[str, list[str]]:
         return {name: self._versions(path) for name, path in self.paths().items()}
@@ -139,7 +146,7 @@ class TritonLoader(ModelLoader):
 
     def resolve(self, name: str, path: Path) -> ResolvedModel:
         """The completed configuration, resolved once per change of the model's files."""
-        fingerprint = _fingerprint(path)
+        fingerprint = fingerprint_of(path)
         cached = self._resolved.get(name)
         if cached is None or cached.fingerprint != fingerprint:
             gpus = (0,) if self.context.settings.device == "cuda" else ()
@@ -216,14 +223,3 @@ def _plan(serving: ServingConfig, context: ServingContext) -> BatchingPlan:
 
 def _holds_manifests(folder: Path) -> bool:
     return any((child / MANIFEST_FILE).is_file() for child in folder.iterdir() if child.is_dir())
-
-
-def _fingerprint(path: Path) -> tuple[tuple[str, int], ...]:
-    """Names and modification times of the files that decide a model's configuration."""
-    if path.is_file():
-        return ((path.name, path.stat().st_mtime_ns),)
-    entries = []
-    for child in sorted(path.rglob("*")):
-        if child.is_file():
-            entries.append((str(child.relative_to(path)), child.stat().st_mtime_ns))
-    return tuple(entries)

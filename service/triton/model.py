@@ -112,6 +112,31 @@ class TritonModel(TensorModel):
     def batched(self) -> bool:
         return self.serving.batching
 
+    def priority_level(self, requested: int) -> int:
+        """`dynamic_batching.priority_levels`: 1 is the highest; a request without a level, or
+        with one out of range, gets `default_priority_level` (Triton's rule)."""
+        batching = self.serving.dynamic_batching
+        if batching is None or not batching.priority_levels:
+            return 0
+        if 1 <= requested <= batching.priority_levels:
+            return requested
+        return batching.default_priority_level or batching.priority_levels
+
+    def timeout_ms(self, requested_ms: float | None) -> float | None:
+        """`dynamic_batching.default_queue_policy`: with a default timeout and REJECT, a request
+        waits at most that long (504 after); `allow_timeout_override` lets a request ask for
+        less, never more. DELAY does not reject, so it sets no deadline here."""
+        batching = self.serving.dynamic_batching
+        policy = batching.default_queue_policy if batching is not None else None
+        if policy is None or not policy.default_timeout_microseconds:
+            return requested_ms
+        if policy.timeout_action != "REJECT":
+            return requested_ms
+        default_ms = policy.default_timeout_microseconds / 1000.0
+        if policy.allow_timeout_override and requested_ms is not None:
+            return min(requested_ms, default_ms)
+        return default_ms
+
     def answer(self, outputs: Feed) -> Feed:
         return self.processor.outputs(outputs)
 

@@ -176,7 +176,7 @@ class SequenceModel(TritonModel):
             self.batcher,
             self.inflight,
             SequenceStep(body.sequence, feed),
-            call.deadline(body.timeout_ms),
+            call.deadline(self.timeout_ms(body.timeout_ms)),
         )
         outputs = self.answer(outputs)
         if body.classification:
