@@ -82,6 +82,23 @@ class BatchObserver(Protocol):
     def queue_changed(self, rows: int) -> None: ...
 
 
+ItemT_contra = TypeVar("ItemT_contra", contravariant=True)
+ResultT_co = TypeVar("ResultT_co", covariant=True)
+
+
+class Queue(Protocol[ItemT_contra, ResultT_co]):
+    """What a served model submits its work to: the dynamic batcher, or a sequence batcher."""
+
+    @property
+    def dispatches_immediately(self) -> bool: ...
+
+    async def submit(
+        self, item: ItemT_contra, *, deadline: float | None = None, priority: int = 0
+    ) -> ResultT_co: ...
+
+    async def close(self) -> None: ...
+
+
 @dataclass(eq=False, slots=True)
 class _Pending(Generic[ItemT, ResultT]):
     item: ItemT

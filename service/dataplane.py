@@ -51,6 +51,7 @@ EXTENSIONS = (
     "model_configuration",
     "model_repository",
     "parameters",
+    "sequence",
     "statistics",
 )
 """The Open Inference Protocol extensions this server implements."""

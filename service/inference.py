@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 from prometheus_client import Gauge
 
-from service.batcher import DynamicBatcher
+from service.batcher import Queue
 from service.errors import ClientDisconnected
 from service.feeds import Feed
 from service.processing import ModelInputs, ModelProcessor
+from service.sequences import SequenceParameters
 from service.tracing import RequestSpan
 
 if TYPE_CHECKING:
@@ -51,9 +52,11 @@ class DecodedBody(Generic[WireT]):
     timeout_ms: float | None = None
     """A deadline the protocol carries in the body (the V2 `timeout` parameter)."""
     classification: Mapping[str, int] = field(default_factory=dict)
+    """Outputs to answer as their top k classes (the classification extension): name -> k."""
     priority: int = 0
     """The request's priority level (Triton's `priority` parameter); 0: the model's default."""
-    """Outputs to answer as their top k classes (the classification extension): name -> k."""
+    sequence: SequenceParameters | None = None
+    """The request's place in a stateful sequence (the sequence extension), if it names one."""
 
 
 Decoder = Callable[[ModelProcessor], Awaitable[DecodedBody[WireT]]]
@@ -123,7 +126,7 @@ class Call:
 
     async def submit(
         self,
-        batcher: DynamicBatcher[ItemT, ResultT],
+        batcher: Queue[ItemT, ResultT],
         inflight: Gauge,
         item: ItemT,
         deadline: float | None,

@@ -167,6 +167,23 @@ class GatewayMetrics:
             registry=r,
         )
 
+        self.live_sequences = Gauge(
+            "gateway_sequences_live",
+            "Sequences holding state in a sequence model version.",
+            ["model", "version"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.sequences_freed_idle = Counter(
+            "gateway_sequences_freed_idle",
+            "Sequences freed after max_sequence_idle_microseconds without a request.",
+            ["model", "version"],
+            registry=r,
+        )
+
+    def sequence_observer(self, model: str, version: str) -> SequenceMetrics:
+        return SequenceMetrics(self, model, version)
+
     def observe_request(
         self,
         model: str,
@@ -277,6 +294,20 @@ class ModelObserver:
         self._output.observe(timing.output_s)
         self._handoff.observe(timing.handoff_s)
         self._statistics.batch_timed(timing)
+
+
+class SequenceMetrics:
+    """Sequence batcher observer bound to one model version's label values."""
+
+    def __init__(self, metrics: GatewayMetrics, model: str, version: str) -> None:
+        self._live = metrics.live_sequences.labels(model, version)
+        self._freed = metrics.sequences_freed_idle.labels(model, version)
+
+    def sequences_changed(self, live: int) -> None:
+        self._live.set(live)
+
+    def sequence_freed_idle(self) -> None:
+        self._freed.inc()
 
 
 class _GpuCollector(Collector):

@@ -154,6 +154,10 @@ class Settings(BaseSettings):
     """Override the manifest's suggested max batch size for every model."""
     max_queue_size: int = Field(default=256, ge=1)
     """Rows allowed to wait per model version; beyond it requests get 503 at once."""
+    max_sequences: int = Field(default=1024, ge=1)
+    """Live sequences per sequence model version (Triton's `sequence_batching`); a start
+    beyond it gets 503 / UNAVAILABLE. A model's `oldest.max_candidate_sequences` lowers it,
+    and `direct` allows at most its slots (instances x max_batch_size)."""
     max_queue_delay_ms: float = Field(default=0.0, ge=0)
     """Wait up to this long for a fuller batch while fewer than max_batch_size rows are queued."""
     default_timeout_ms: float | None = Field(default=None, gt=0)

@@ -120,6 +120,7 @@ CHECKS: dict[str, Check] = {
 
 PYTHON_RUNNERS = {
     "mymodel": "tests/test_readme.py::test_serve_your_own_model",
+    "lstm_stream": "tests/test_readme.py::test_tritonclient_streaming_example",
     "tritonclient.http": "tests/test_readme.py::test_tritonclient_http_example",
     "tritonclient.grpc": "tests/service/grpc/test_default_models.py",
 }
@@ -210,6 +211,27 @@ def test_tritonclient_http_example(
     values = np.array(printed.replace("[", " ").replace("]", " ").split(), dtype=np.float32)
     assert values.shape == (1,)
     plausible_co2(float(values[0]), default_store)
+
+
+def test_tritonclient_streaming_example(
+    default_gateway: GatewayProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's stream of 30 weekly readings to `lstm_stream`: its last forecast equals
+    the windowed `lstm`'s on the same weeks."""
+    import tritonclient.http as httpclient
+
+    source = readme_block('"lstm_stream"').replace("localhost:8001", default_gateway.grpc_address)
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "README.md", "exec"), namespace)
+    printed = capsys.readouterr().out
+    streamed = np.array(printed.replace("[", " ").replace("]", " ").split(), dtype=np.float32)
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{default_gateway.port}")
+    series = httpclient.InferInput("series", [1, 30, 1], "FP32")
+    series.set_data_from_numpy(np.array(namespace["weeks"], dtype=np.float32).reshape(1, 30, 1))
+    windowed = client.infer("lstm", [series]).as_numpy("forecast")
+    client.close()
+    assert streamed.shape == (1,)
+    np.testing.assert_allclose(streamed, windowed.reshape(-1), atol=1e-3, rtol=0)
 
 
 def test_serve_your_own_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -25,6 +25,7 @@ from service.datatypes import (
 )
 from service.errors import InvalidInput
 from service.input_limits import Limits
+from service.sequences import SequenceParameters, sequence_parameters
 from service.shared_memory import NO_SHARED_MEMORY, SharedMemory, Slice
 
 HEADER_LENGTH = "inference-header-content-length"
@@ -69,6 +70,11 @@ class InferRequest:
     @property
     def binary_output_default(self) -> bool:
         return bool(self.parameters.get("binary_data_output", False))
+
+    @property
+    def sequence(self) -> SequenceParameters | None:
+        """The sequence extension's `sequence_id`, `sequence_start` and `sequence_end`."""
+        return sequence_parameters(self.parameters)
 
     @property
     def timeout_ms(self) -> float | None:

@@ -121,6 +121,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                 decoded.timeout_ms,
                 decoded.classification,
                 decoded.priority,
+                decoded.sequence,
             )
 
         def encode(result: InferenceResult[v2.InferRequest]) -> pb.ModelInferResponse:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Gauge
 
 from service.backends.base import Backend
-from service.batcher import BatchTracer, DynamicBatcher
+from service.batcher import BatchTracer, DynamicBatcher, Queue
 from service.compute import BatchRunner, InlinePolicy
 from service.errors import InvalidInput
 from service.feeds import Feed, rows_of
@@ -114,7 +114,7 @@ class TensorModel(ServedModel):
         version: str,
         processor: ModelProcessor,
         backend: Backend,
-        batcher: DynamicBatcher[Feed, Feed],
+        batcher: Queue[Any, Feed],
         inflight: Gauge,
     ) -> None:
         super().__init__(name, version)
@@ -198,6 +198,8 @@ class TensorModel(ServedModel):
 
 class ManifestModel(TensorModel):
     """One of our `model.json` models: a task's processor, described by its manifest."""
+
+    batcher: DynamicBatcher[Feed, Feed]
 
     def __init__(
         self,

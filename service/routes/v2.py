@@ -128,6 +128,7 @@ async def infer(request: Request) -> Response:
             decoded.timeout_ms,
             decoded.classification,
             decoded.priority,
+            decoded.sequence,
         )
 
     def encode(result: InferenceResult[v2.InferRequest]) -> Response:

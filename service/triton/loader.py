@@ -27,6 +27,11 @@ from service.triton.layout import PLATFORMS, model_files
 from service.triton.model import TritonModel, TritonSignature
 from service.triton.processor import TritonProcessor
 from service.triton.resolve import ResolvedModel, ServedVersion, resolve_model
+from service.triton.sequence_model import (
+    SequenceModel,
+    TritonStepFeeds,
+    build_sequence_batcher,
+)
 from service.triton.versions import version_folders, versions_to_serve
 from service.triton.view import ServingConfig
 
@@ -112,19 +117,32 @@ class TritonLoader(ModelLoader):
         backend = self._backend(serving, served)
         try:
             await backend.load()
-            model = TritonModel(
-                resolved,
-                version,
-                TritonProcessor(serving, self.context.limits),
-                backend,
-                build_batcher(self.context, name, version, backend, _plan(serving, self.context)),
-                self.context.metrics.inflight.labels(name, version),
-            )
+            model = self._model(resolved, version, backend)
             await started(model)
         except BaseException:
             await backend.close()
             raise
         return model
+
+    def _model(self, resolved: ResolvedModel, version: str, backend: Backend) -> TritonModel:
+        """The kind the configuration asks for: a sequence model with `sequence_batching`,
+        else a model behind the dynamic batcher."""
+        serving, name = resolved.serving, resolved.name
+        processor = TritonProcessor(serving, self.context.limits)
+        inflight = self.context.metrics.inflight.labels(name, version)
+        if serving.sequence_batching is not None:
+            steps = TritonStepFeeds(serving)
+            batcher = build_sequence_batcher(self.context, serving, version, backend, steps)
+            return SequenceModel(resolved, version, processor, backend, batcher, steps, inflight)
+        plan = _plan(serving, self.context)
+        return TritonModel(
+            resolved,
+            version,
+            processor,
+            backend,
+            build_batcher(self.context, name, version, backend, plan),
+            inflight,
+        )
 
     def resolve(self, name: str, path: Path) -> ResolvedModel:
         """The completed configuration, resolved once per change of the model's files."""

@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from prometheus_client import Gauge
 from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from service.backends.base import Backend
-from service.batcher import DynamicBatcher
+from service.batcher import Queue
 from service.datatypes import numpy_dtype
 from service.feeds import Feed
 from service.manifest import TensorSpec
@@ -41,12 +42,32 @@ class TritonSignature:
             shape = list(view.model_shape(serving.batching))
             return TensorSpec.model_construct(name=view.name, datatype=view.datatype, shape=shape)
 
-        return cls(
-            serving.name,
-            version,
-            [spec(view) for view in serving.inputs],
-            [spec(view) for view in serving.outputs],
-        )
+        inputs = [spec(view) for view in serving.inputs]
+        outputs = [spec(view) for view in serving.outputs]
+        sequence = serving.sequence_batching
+        if sequence is not None:
+            # The tensors the server fills in and carries: control inputs ([batch, 1]) and
+            # the implicit state, in and out.
+            batch = [-1] if serving.batching else []
+            inputs += [
+                TensorSpec.model_construct(name=c.name, datatype=c.datatype, shape=[*batch, 1])
+                for c in sequence.controls
+            ]
+            listed = {view.name for view in serving.outputs}
+            for state in sequence.states:
+                shape = [*batch, *state.dims]
+                inputs.append(
+                    TensorSpec.model_construct(
+                        name=state.input_name, datatype=state.datatype, shape=shape
+                    )
+                )
+                if state.output_name not in listed:
+                    outputs.append(
+                        TensorSpec.model_construct(
+                            name=state.output_name, datatype=state.datatype, shape=shape
+                        )
+                    )
+        return cls(serving.name, version, inputs, outputs)
 
 
 class TritonModel(TensorModel):
@@ -58,7 +79,7 @@ class TritonModel(TensorModel):
         version: str,
         processor: TritonProcessor,
         backend: Backend,
-        batcher: DynamicBatcher[Feed, Feed],
+        batcher: Queue[Any, Feed],
         inflight: Gauge,
     ) -> None:
         super().__init__(resolved.name, version, processor, backend, batcher, inflight)
