@@ -6,9 +6,11 @@ ever, and httptools accepts headers of any size and number (it joins a header's 
 bytes concatenation, so one 200 MB header took 39 s on the event loop). This protocol adds:
 
 - a header deadline: a request's line and headers must be complete within `header_timeout_s`
-  of the connection opening, or of the request's first byte after a keep-alive wait; the
-  deadline is absolute, so trickling bytes does not extend it. Past it the connection is closed
-  (with a 408 answer when part of a request arrived);
+  of the connection opening, or of the first slice of a request that left them incomplete (a
+  request whose headers arrive in one slice arms no timer: no cost per request); the deadline
+  is absolute, so trickling bytes does not extend it. Past it the connection is closed (with a
+  408 answer when part of a request arrived). Between requests, uvicorn's keep-alive timeout
+  closes idle connections;
 - at most `max_header_bytes` of request line and headers, counted before the parser sees them,
   and at most `max_headers` headers: beyond either, 431 and the connection is closed.
 """
@@ -44,7 +46,6 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self._awaiting_headers = True
         self._header_bytes = 0
-        self._header_count = 0
         self._refusal: str | None = None
         self._header_deadline: asyncio.TimerHandle | None = None
 
@@ -97,10 +98,30 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     # -- the header bounds -----------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
-        # Feed the parser at most the room left for this request's line and headers; once the
-        # headers are complete the rest (the body) passes untouched. Bytes of a pipelined
-        # request that follow a completed one in the same slice go uncounted: at most one
-        # slice, so the bound holds within a factor of two.
+        if not self._awaiting_headers:
+            super().data_received(data)
+            return
+        room = self.max_header_bytes - self._header_bytes
+        if len(data) <= room:
+            # The common case (a whole request, or its start, in one slice): no copy. Body
+            # bytes in the slice count towards the headers' room until the message completes:
+            # at most one slice, so the bound holds within a factor of two.
+            self._header_bytes += len(data)
+            super().data_received(data)
+        else:
+            self._feed_bounded(data)
+        # Headers still incomplete after this slice: from now on they have a deadline.
+        # (A request whose headers arrive in one slice never arms a timer.)
+        if (
+            self._awaiting_headers
+            and self._header_deadline is None
+            and not self.transport.is_closing()
+        ):
+            self._arm_header_deadline()
+
+    def _feed_bounded(self, data: bytes) -> None:
+        """Feed the parser at most the room left for this request's line and headers; once
+        the headers are complete the rest (the body) passes untouched."""
         while data:
             if not self._awaiting_headers:
                 super().data_received(data)
@@ -116,21 +137,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             if self.transport.is_closing():
                 return
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._header_count = 0
-        self._arm_header_deadline()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > self.max_headers:
-            self._refusal = f"more than {self.max_headers} request headers"
-            raise _HeadersRefused(self._refusal)
-        super().on_header(name, value)
-
     def on_headers_complete(self) -> None:
         self._awaiting_headers = False
-        self._disarm_header_deadline()
+        if self._header_deadline is not None:
+            self._disarm_header_deadline()
+        if len(self.headers) > self.max_headers:
+            # Counted here, not per header: the byte bound already caps what was parsed.
+            self._refusal = f"more than {self.max_headers} request headers"
+            raise _HeadersRefused(self._refusal)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:

@@ -252,10 +252,16 @@ class DataPlane:
                 raise ShuttingDown("server is shutting down")
             entry = self.repository.get(request.model, request.version)
             call.labels = (entry.name, entry.version)
-            with entry.leased() as model:
+            model = entry.lease()
+            try:
                 answer = await request.body.run(model, call)
-            with call.stage("encode"):
+            finally:
+                entry.release()
+            if call.span is None:
                 response = encode(answer)
+            else:
+                with call.stage("encode"):
+                    response = encode(answer)
             if call.code is None:
                 call.code = 200
             return response

@@ -9,9 +9,8 @@ kind is found and loaded belongs to its loader.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -38,7 +37,7 @@ class State(StrEnum):
 class ModelVersion:
     """One version and its lifecycle. `model` is what serves it: `NoModel` until it loaded.
 
-    Requests hold a lease (`leased`) while they use the model, so that a version swapped out
+    Requests hold a lease (`lease`, `release`) while they use the model, so that a version swapped out
     is closed only after the requests that found it are answered."""
 
     name: str
@@ -53,17 +52,16 @@ class ModelVersion:
     def ready(self) -> bool:
         return self.state is State.READY
 
-    @contextlib.contextmanager
-    def leased(self) -> Iterator[ServedModel]:
-        """The served model (or `ModelNotReady`), held until the block ends."""
+    def lease(self) -> ServedModel:
+        """The served model (or `ModelNotReady`), held until `release`."""
         model = self.serving()
         self._leases += 1
-        try:
-            yield model
-        finally:
-            self._leases -= 1
-            if self._leases == 0 and self._released is not None:
-                self._released.set()
+        return model
+
+    def release(self) -> None:
+        self._leases -= 1
+        if self._leases == 0 and self._released is not None:
+            self._released.set()
 
     async def released(self, timeout_s: float) -> bool:
         """Wait until no request holds this version; False after `timeout_s`."""
@@ -143,6 +141,8 @@ class ModelRepository:
         """A version, or the highest version when none is named."""
         versions = self.versions(name)
         if version is None:
+            if len(versions) == 1:  # the common case, on every request
+                return next(iter(versions.values()))
             ready = [v for v in versions.values() if v.ready]
             pool = ready or list(versions.values())
             return max(pool, key=lambda v: version_key(v.version))

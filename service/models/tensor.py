@@ -131,9 +131,12 @@ class TensorModel(ServedModel):
         return await self.backend.healthy()
 
     async def infer(self, decode: Decoder[WireT], call: Call) -> InferenceResult[WireT]:
-        with call.stage("decode"):
+        if call.span is None:  # the common case: no context manager per request
             feed, body = await self._decode(decode)
-        call.rows = self.batcher_rows(feed)
+        else:
+            with call.stage("decode"):
+                feed, body = await self._decode(decode)
+            call.rows = self.batcher_rows(feed)
         outputs = await call.submit(
             self.batcher,
             self.inflight,
