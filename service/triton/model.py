@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,8 @@ from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 from service.backends.base import Backend
 from service.batcher import Queue
-from service.datatypes import numpy_dtype
+from service.datatypes import decode_bytes_elements, numpy_dtype
+from service.errors import InvalidInput, ModelConfigError
 from service.feeds import Feed
 from service.manifest import TensorSpec
 from service.models.served import ModelMetadata
@@ -147,13 +149,16 @@ class TritonModel(TensorModel):
         return None
 
     def warmup_feeds(self) -> list[Feed]:
-        """The configuration's `model_warmup` samples (zero or random data; files are not
-        read yet), else one request of one row of zeros."""
+        """The configuration's `model_warmup` samples (zero data, random data, or a file of
+        the model's `warmup/` folder holding the raw tensor, as Triton reads it), else one
+        request of one row of zeros."""
         feeds = []
         for sample in self.serving.warmup:
             rows = max(1, sample.batch_size) if self.serving.batching else 0
             feed = {
-                item.name: _sample(item.datatype, item.dims, rows, item.source == "random_data")
+                item.name: _sample(
+                    item.datatype, item.dims, rows, item.source == "random_data", item.data_file
+                )
                 for item in sample.inputs
             }
             feeds += [self._as_model_takes(feed)] * max(1, sample.count)
@@ -181,8 +186,16 @@ class TritonModel(TensorModel):
         return shaped
 
 
-def _sample(datatype: str, dims: tuple[int, ...], rows: int, random: bool) -> np.ndarray:
+def _sample(
+    datatype: str,
+    dims: tuple[int, ...],
+    rows: int,
+    random: bool,
+    data_file: Path | None = None,
+) -> np.ndarray:
     shape = ((rows,) if rows else ()) + tuple(1 if d == -1 else d for d in dims)
+    if data_file is not None:
+        return _from_file(datatype, dims, shape, data_file)
     if datatype == "BYTES":
         data = np.empty(shape, dtype=object)
         data.fill(b"")
@@ -192,3 +205,28 @@ def _sample(datatype: str, dims: tuple[int, ...], rows: int, random: bool) -> np
         generator = np.random.default_rng(0)
         return generator.random(shape).astype(dtype)
     return np.zeros(shape, dtype=dtype)
+
+
+def _from_file(
+    datatype: str, dims: tuple[int, ...], shape: tuple[int, ...], path: Path
+) -> np.ndarray:
+    """A warm-up sample's raw data (Triton's `input_data_file`): one sample's elements,
+    repeated for each row of the batch; BYTES length-prefixed."""
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ModelConfigError(f"model_warmup: cannot read {path.name}: {error}") from None
+    one = int(np.prod([1 if d == -1 else d for d in dims], dtype=np.int64))
+    try:
+        if datatype == "BYTES":
+            items = decode_bytes_elements(raw, one)
+            sample = np.empty(one, dtype=object)
+            sample[:] = items
+        else:
+            sample = np.frombuffer(raw, dtype=numpy_dtype(datatype), count=one)
+    except (ValueError, InvalidInput) as error:
+        raise ModelConfigError(
+            f"model_warmup: {path.name} does not hold one {datatype} sample of dims "
+            f"{list(dims)}: {error}"
+        ) from None
+    return np.broadcast_to(sample, (int(np.prod(shape)) // one, one)).reshape(shape).copy()
