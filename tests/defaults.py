@@ -8,6 +8,11 @@ from tests.training.conftest import train
 from training.config import MODEL_NAMES
 
 DEFAULT_MODELS = MODEL_NAMES
+SEQUENCE_MODELS = ("lstm_stream",)
+"""Served statefully (a Triton model folder with `sequence_batching`, no model.json): every
+request needs a sequence id, and there is no TorchServe archive of it."""
+STATELESS_MODELS = tuple(name for name in DEFAULT_MODELS if name not in SEQUENCE_MODELS)
+"""The models with a manifest: one request stands alone, and an archive exists."""
 QUICK = {
     "iris": ("--epochs", "5"),
     "diabetes": ("--epochs", "5"),

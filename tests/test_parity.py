@@ -23,7 +23,7 @@ from service.backends.torchscript import TorchScriptBackend
 from service.input_limits import Limits
 from service.manifest import Manifest
 from service.processing import Processor, processor_for
-from tests.defaults import DEFAULT_MODELS
+from tests.defaults import STATELESS_MODELS
 from tests.handlers.servers import Reference, assert_answers_close, require_java
 from tests.servers import GatewayProcess, gateway
 
@@ -45,7 +45,7 @@ def paths(default_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
     root = tmp_path_factory.mktemp("parity")
     archives = root / "archives"
     build_archives(default_store, archives)
-    torchserve = launch(archives, root / "torchserve", list(DEFAULT_MODELS), batch_size=1)
+    torchserve = launch(archives, root / "torchserve", list(STATELESS_MODELS), batch_size=1)
     in_front_env = {
         "GATEWAY_BACKEND": "torchserve",
         "GATEWAY_TORCHSERVE_URL": torchserve.inference_url,
@@ -101,7 +101,7 @@ def expected_from(processor: Processor, outputs_of: Any, body: bytes, content_ty
     return predictions if many else predictions[0]
 
 
-@pytest.mark.parametrize("model", DEFAULT_MODELS)
+@pytest.mark.parametrize("model", STATELESS_MODELS)
 def test_every_path_answers_alike(paths: Paths, model: str) -> None:
     directory = latest_versions(paths.store)[model]
     manifest = Manifest.read(directory)

@@ -18,7 +18,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcaio
 import tritonclient.http as httpclient
 
-from tests.defaults import DEFAULT_MODELS
+from tests.defaults import STATELESS_MODELS
 from tests.readme import readme_block
 from tests.servers import GatewayProcess
 
@@ -68,7 +68,7 @@ def http_answer(
     return {out["name"]: result.as_numpy(out["name"]) for out in outputs}
 
 
-@pytest.mark.parametrize("model", DEFAULT_MODELS)
+@pytest.mark.parametrize("model", STATELESS_MODELS)
 @pytest.mark.parametrize("compression", [None, "gzip"])
 def test_sync_client_equals_http(
     running: GatewayProcess, model: str, compression: str | None
@@ -96,7 +96,7 @@ async def test_aio_and_stream_equal_http_on_every_model(running: GatewayProcess)
     client = grpcaio.InferenceServerClient(running.grpc_address)
     try:
         samples: dict[str, dict[str, np.ndarray]] = {}
-        for model in DEFAULT_MODELS:
+        for model in STATELESS_MODELS:
             samples[model] = sample_inputs(await client.get_model_metadata(model, as_json=True))
         expected = {
             model: await asyncio.to_thread(http_answer, running, model, arrays)
@@ -126,7 +126,7 @@ async def test_aio_and_stream_equal_http_on_every_model(running: GatewayProcess)
             streamed[result.get_response().id] = result
             if len(streamed) == len(samples):
                 break
-        assert sorted(streamed) == sorted(DEFAULT_MODELS)
+        assert sorted(streamed) == sorted(STATELESS_MODELS)
         for model, result in streamed.items():
             for name, want in expected[model].items():
                 np.testing.assert_allclose(result.as_numpy(name), want, atol=1e-5)
