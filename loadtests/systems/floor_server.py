@@ -115,23 +115,72 @@ def _servicer(asynchronous: bool) -> Any:
     return Async() if asynchronous else Sync()
 
 
-async def serve_grpc_aio(port: int) -> None:
+def _noting_interceptor() -> Any:
+    """A server interceptor that only notes the time of each call, as the gateway's drain
+    check did: what an interceptor alone costs per call."""
+    import time
+
+    import grpc
+
+    class Noting(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+        last = 0.0
+
+        async def intercept_service(self, continuation: Any, details: Any) -> Any:
+            self.last = time.monotonic()
+            return await continuation(details)
+
+    return Noting()
+
+
+def _bridged_servicer() -> Any:
+    """For the thread-pool server: each call hands a coroutine to an event loop running in
+    another thread and waits for its answer, as a sync gRPC server in front of the gateway's
+    asyncio data plane would have to."""
+    import threading
+
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    fixed = answer()
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True, name="loop").start()
+
+    async def infer() -> Any:
+        return fixed
+
+    class Bridged(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+        def ModelInfer(self, request: Any, context: Any) -> Any:
+            return asyncio.run_coroutine_threadsafe(infer(), loop).result()
+
+    return Bridged()
+
+
+async def serve_grpc_aio(
+    port: int, *, interceptor: bool = False, options: Sequence[tuple[str, Any]] = ()
+) -> None:
     import grpc
     from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-    server = grpc.aio.server(options=OPTIONS)
+    server = grpc.aio.server(
+        options=[*OPTIONS, *options],
+        interceptors=[_noting_interceptor()] if interceptor else None,
+    )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(_servicer(True), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
 
 
-def serve_grpc_sync(port: int, threads: int) -> None:
+def serve_grpc_sync(
+    port: int, threads: int, *, bridged: bool = False, options: Sequence[tuple[str, Any]] = ()
+) -> None:
     import grpc
     from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=OPTIONS)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(_servicer(False), server)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=threads), options=[*OPTIONS, *options]
+    )
+    servicer = _bridged_servicer() if bridged else _servicer(False)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     server.wait_for_termination()
@@ -148,18 +197,34 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--uvloop", action="store_true", help="grpc-aio on uvloop (the gateway's loop)"
     )
+    parser.add_argument(
+        "--interceptor", action="store_true", help="grpc-aio with a do-nothing interceptor"
+    )
+    parser.add_argument(
+        "--bridged",
+        action="store_true",
+        help="grpc-sync answering through an asyncio loop in another thread",
+    )
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=INT",
+        help="a gRPC channel argument for the server (repeatable)",
+    )
     args = parser.parse_args(argv)
+    options = [(name, int(value)) for name, _, value in (o.partition("=") for o in args.option)]
     if args.kind == "uvicorn":
         serve_uvicorn(args.port)
     elif args.kind == "grpc-aio":
         if args.uvloop:
             import uvloop
 
-            uvloop.run(serve_grpc_aio(args.port))
+            uvloop.run(serve_grpc_aio(args.port, interceptor=args.interceptor, options=options))
         else:
-            asyncio.run(serve_grpc_aio(args.port))
+            asyncio.run(serve_grpc_aio(args.port, interceptor=args.interceptor, options=options))
     else:
-        serve_grpc_sync(args.port, args.threads)
+        serve_grpc_sync(args.port, args.threads, bridged=args.bridged, options=options)
 
 
 if __name__ == "__main__":
