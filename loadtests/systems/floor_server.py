@@ -99,10 +99,33 @@ OPTIONS = [
 ]
 
 
-def _servicer(asynchronous: bool) -> Any:
+def _servicer(asynchronous: bool, *, batched: bool = False) -> Any:
+    """The fixed answer; `batched` (grpc.aio only): each call waits for a future that a
+    separate task resolves, as every call waits for its batch in the gateway."""
     from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
     fixed = answer()
+    waiting: list[asyncio.Future[Any]] = []
+    wakeup: asyncio.Event | None = None
+
+    async def resolve() -> None:
+        assert wakeup is not None
+        while True:
+            await wakeup.wait()
+            wakeup.clear()
+            ready, waiting[:] = list(waiting), []
+            for future in ready:
+                future.set_result(fixed)
+
+    async def batched_answer() -> Any:
+        nonlocal wakeup
+        if wakeup is None:
+            wakeup = asyncio.Event()
+            asyncio.get_running_loop().create_task(resolve())
+        future = asyncio.get_running_loop().create_future()
+        waiting.append(future)
+        wakeup.set()
+        return await future
 
     class Sync(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         def ModelInfer(self, request: Any, context: Any) -> Any:
@@ -110,7 +133,7 @@ def _servicer(asynchronous: bool) -> Any:
 
     class Async(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         async def ModelInfer(self, request: Any, context: Any) -> Any:
-            return fixed
+            return await batched_answer() if batched else fixed
 
     return Async() if asynchronous else Sync()
 
@@ -155,7 +178,11 @@ def _bridged_servicer() -> Any:
 
 
 async def serve_grpc_aio(
-    port: int, *, interceptor: bool = False, options: Sequence[tuple[str, Any]] = ()
+    port: int,
+    *,
+    interceptor: bool = False,
+    batched: bool = False,
+    options: Sequence[tuple[str, Any]] = (),
 ) -> None:
     import grpc
     from tritonclient.grpc import service_pb2_grpc as pb_grpc
@@ -164,7 +191,7 @@ async def serve_grpc_aio(
         options=[*OPTIONS, *options],
         interceptors=[_noting_interceptor()] if interceptor else None,
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(_servicer(True), server)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(_servicer(True, batched=batched), server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
@@ -201,6 +228,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--interceptor", action="store_true", help="grpc-aio with a do-nothing interceptor"
     )
     parser.add_argument(
+        "--batched",
+        action="store_true",
+        help="grpc-aio: each call waits for a future another task resolves (as for a batch)",
+    )
+    parser.add_argument(
         "--bridged",
         action="store_true",
         help="grpc-sync answering through an asyncio loop in another thread",
@@ -214,15 +246,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     options = [(name, int(value)) for name, _, value in (o.partition("=") for o in args.option)]
+    aio = {"interceptor": args.interceptor, "batched": args.batched, "options": options}
     if args.kind == "uvicorn":
         serve_uvicorn(args.port)
     elif args.kind == "grpc-aio":
         if args.uvloop:
             import uvloop
 
-            uvloop.run(serve_grpc_aio(args.port, interceptor=args.interceptor, options=options))
+            uvloop.run(serve_grpc_aio(args.port, **aio))
         else:
-            asyncio.run(serve_grpc_aio(args.port, interceptor=args.interceptor, options=options))
+            asyncio.run(serve_grpc_aio(args.port, **aio))
     else:
         serve_grpc_sync(args.port, args.threads, bridged=args.bridged, options=options)
 
