@@ -3,6 +3,8 @@
 # Images for the model-serving project, one Dockerfile, three targets:
 #
 #   gateway     the ONNX Runtime gateway (`python -m service`); no torch. HTTP on 8000, gRPC on 8001.
+#   gateway-torchserve  the same gateway plus torch and TorchServe's Python side (no Java):
+#               TorchServe archives served with their own handlers (KServe `pytorch` runtime).
 #   torchserve  TorchServe + torch + Java 17 + our handlers; archives are built from the
 #               model store when the container starts.
 #   train       the full training toolchain (`python -m training all --model-store /models`).
@@ -107,13 +109,36 @@ COPY service/ service/
 RUN --mount=type=cache,target=/root/.cache/pip touch README.md \
     && bash deploy/install.sh "${RUNTIME}"
 
+# ---- gateway-torchserve: the gateway with TorchServe's Python side and torch, no Java ----
+# It serves TorchServe archives with their own handlers (GATEWAY_BACKEND=torchserve-native): the
+# image of the KServe `pytorch` runtime (deploy/kserve/). torch has a layer of its own, before
+# the project, so a change to service/ does not reinstall it. TORCH is the CPU build from
+# PyTorch's CPU index (the CUDA build on PyPI is several GB of CUDA libraries a CPU node never
+# loads); deploy/image.py passes the CPU wheel this machine's pip holds.
 # hadolint ignore=DL3006
-FROM base-${RUNTIME} AS gateway
+FROM python-${RUNTIME} AS gateway-torchserve-build
+ARG RUNTIME
+ARG PIP_CONFIG_FILE
+ARG TORCH=torch==2.14.1+cpu
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PATH=/opt/venv/bin:${PATH} \
+    VIRTUAL_ENV=/opt/venv \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml constraints.txt ./
+COPY deploy/install.sh deploy/
+RUN --mount=type=cache,target=/root/.cache/pip bash deploy/install.sh --torch "${TORCH}" "${TORCH_INDEX_URL}"
+COPY service/ service/
+RUN --mount=type=cache,target=/root/.cache/pip touch README.md \
+    && KEEP_TORCH=1 bash deploy/install.sh "${RUNTIME},torchserve"
+
+# ---- what every gateway image runs with, but its virtual environment ----
+# hadolint ignore=DL3006
+FROM base-${RUNTIME} AS gateway-runtime
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN groupadd --gid 10001 app \
     && useradd --uid 10001 --gid 10001 --home-dir /home/app --create-home --shell /usr/sbin/nologin app \
     && install -d -o 10001 -g 10001 /models
-COPY --from=gateway-build /opt/venv /opt/venv
 COPY deploy/docker-entrypoint.sh deploy/healthcheck.py /opt/app/
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -131,6 +156,12 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "/opt/app/healthcheck.py"]
 ENTRYPOINT ["/usr/bin/tini", "--", "/opt/app/docker-entrypoint.sh"]
 CMD ["gateway"]
+
+FROM gateway-runtime AS gateway
+COPY --from=gateway-build /opt/venv /opt/venv
+
+FROM gateway-runtime AS gateway-torchserve
+COPY --from=gateway-torchserve-build /opt/venv /opt/venv
 
 # ---- torch toolchain shared by torchserve and train (torch wheels carry their CUDA libraries) ----
 FROM python-uv AS torch-build

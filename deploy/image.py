@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Build the CPU gateway image from the top-level Dockerfile with podman (`make image`).
 
-    python3 deploy/image.py build [--force] [--tag gateway:cpu]
+    python3 deploy/image.py build [--force] [--tag gateway:cpu] [--target gateway-torchserve]
     python3 deploy/image.py base [--refresh]   make the local Debian base (once; cached)
     python3 deploy/image.py inputs             print the hash of what the image is built from
 
-The image is the Dockerfile's `gateway` target with RUNTIME=cpu. Its base is given as a build
+The image is the Dockerfile's `gateway` target with RUNTIME=cpu (`--target gateway-torchserve`:
+the gateway with torch and TorchServe's Python side, `gateway-torchserve:cpu`, for the KServe
+`pytorch` runtime; torch is the CPU wheel found in this machine's pip find-links, else PyTorch's
+CPU index). Its base is given as a build
 argument: here a Debian bookworm made locally with mmdebstrap from Debian's packages and
 imported into podman (`localhost/debian:bookworm-local`), because no image registry can be
 reached from these machines; elsewhere the Dockerfile's default, the public Debian image.
@@ -43,6 +46,8 @@ DOCKERFILE = REPO / "Dockerfile"
 PODMAN = [str(REPO / "deploy" / "podman.sh")]
 TAG = "gateway:cpu"
 TARGET = "gateway"
+TAGS = {"gateway": TAG, "gateway-torchserve": "gateway-torchserve:cpu"}
+"""The targets built here and their default tags."""
 RUNTIME = "cpu"
 BASE = "localhost/debian:bookworm-local"
 SUITE = "bookworm"
@@ -248,16 +253,33 @@ def context_files(sources: list[str]) -> list[Path]:
     return files
 
 
-def build_args(base: str) -> dict[str, str]:
+def build_args(base: str, target: str = TARGET) -> dict[str, str]:
     # Only the CPU chain is built here; the GPU stages are never reached (RUNTIME=cpu).
-    return {"RUNTIME": RUNTIME, "DEBIAN_IMAGE": base}
+    args = {"RUNTIME": RUNTIME, "DEBIAN_IMAGE": base}
+    if target == "gateway-torchserve":
+        wheel = local_cpu_torch()
+        if wheel is not None:  # no PyTorch index from here: the CPU wheel pip can find
+            args |= {"TORCH": f"torch=={wheel}", "TORCH_INDEX_URL": ""}
+    return args
 
 
-def inputs_hash(base: str) -> str:
-    args = build_args(base)
+def local_cpu_torch() -> str | None:
+    """The version of a CPU-only torch wheel in pip's find-links directories, if any."""
+    links = pip_settings().get("global", {}).get("find-links", "")
+    versions = []
+    for word in links.split():
+        folder = Path(urlparse(word).path if word.startswith("file://") else word)
+        if folder.is_dir():
+            for wheel in folder.glob("torch-*+cpu-cp311-*.whl"):
+                versions.append(wheel.name.split("-")[1])
+    return max(versions) if versions else None
+
+
+def inputs_hash(base: str, target: str = TARGET) -> str:
+    args = build_args(base, target)
     digest = hashlib.sha256()
     base_id = str(image_inspect(base)["Id"]) if image_exists(base) else "absent"
-    digest.update(json.dumps({"args": args, "base": base_id, "target": TARGET}).encode())
+    digest.update(json.dumps({"args": args, "base": base_id, "target": target}).encode())
     fixed = [
         DOCKERFILE,
         REPO / ".dockerignore",
@@ -265,7 +287,7 @@ def inputs_hash(base: str) -> str:
         REPO / "deploy" / "podman.sh",
         REPO / "deploy" / "podman" / "containers.conf",
     ]
-    files = fixed + context_files(copied_paths(DOCKERFILE.read_text(), TARGET, args))
+    files = fixed + context_files(copied_paths(DOCKERFILE.read_text(), target, args))
     for path in files:
         digest.update(str(path.relative_to(REPO)).encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest() if path.exists() else b"-")
@@ -346,18 +368,19 @@ def pip_build_config(scratch: Path) -> list[str]:
 # ---- build ----
 
 
-def build(tag: str = TAG, force: bool = False) -> dict[str, object]:
+def build(tag: str | None = None, force: bool = False, target: str = TARGET) -> dict[str, object]:
     """Build (or reuse) the image; a summary of what happened."""
+    tag = tag or TAGS[target]
     check_podman()
     base = make_base()
-    wanted = inputs_hash(base)
+    wanted = inputs_hash(base, target)
     if not force and image_exists(tag):
         labels = image_inspect(tag).get("Labels") or {}
         if isinstance(labels, dict) and labels.get(INPUTS_LABEL) == wanted:
             print(f"image.py: {tag} is up to date (inputs {wanted[:12]})", flush=True)
             return {"tag": tag, "built": False, "inputs": wanted, "seconds": 0.0}
     previous = str(image_inspect(tag)["Id"]) if image_exists(tag) else None
-    args = build_args(base)
+    args = build_args(base, target)
     command = [
         "build",
         "--format",
@@ -365,7 +388,7 @@ def build(tag: str = TAG, force: bool = False) -> dict[str, object]:
         "--file",
         str(DOCKERFILE),
         "--target",
-        TARGET,
+        target,
         *(flag for key, value in args.items() for flag in ("--build-arg", f"{key}={value}")),
         "--label",
         f"{INPUTS_LABEL}={wanted}",
@@ -400,7 +423,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     build_command = commands.add_parser("build", help="build or reuse the CPU gateway image")
-    build_command.add_argument("--tag", default=TAG)
+    build_command.add_argument("--tag", default=None, help="default: gateway:cpu per target")
+    build_command.add_argument("--target", default=TARGET, choices=sorted(TAGS))
     build_command.add_argument(
         "--force", action="store_true", help="rebuild every layer, even if up to date"
     )
@@ -411,7 +435,7 @@ def main(argv: list[str]) -> int:
     options = parser.parse_args(argv)
     try:
         if options.command == "build":
-            summary = build(options.tag, options.force)
+            summary = build(options.tag, options.force, options.target)
             if options.json:
                 print(json.dumps(summary))
         elif options.command == "base":

@@ -29,7 +29,7 @@ from service.fastpath import FastPath
 from service.limits import BodyLimitMiddleware
 from service.metrics import GatewayMetrics
 from service.models.store import repository_for
-from service.routes import operations, predictions, v2
+from service.routes import operations, predictions, shared_memory, v2
 from service.routes.errors import boundary_for
 from service.routes.table import router_for
 from service.settings import Settings
@@ -194,7 +194,7 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
     )
     add_offline_docs(app)
     app.state.dataplane = plane
-    specs = [*v2.routes(), *predictions.routes()]
+    specs = [*v2.routes(), *shared_memory.routes(), *predictions.routes()]
     app.include_router(router_for(specs))
     app.include_router(operations.build_router())
     if settings.serves_archives:

@@ -82,6 +82,23 @@ class BatchObserver(Protocol):
     def queue_changed(self, rows: int) -> None: ...
 
 
+ItemT_contra = TypeVar("ItemT_contra", contravariant=True)
+ResultT_co = TypeVar("ResultT_co", covariant=True)
+
+
+class Queue(Protocol[ItemT_contra, ResultT_co]):
+    """What a served model submits its work to: the dynamic batcher, or a sequence batcher."""
+
+    @property
+    def dispatches_immediately(self) -> bool: ...
+
+    async def submit(
+        self, item: ItemT_contra, *, deadline: float | None = None, priority: int = 0
+    ) -> ResultT_co: ...
+
+    async def close(self) -> None: ...
+
+
 @dataclass(eq=False, slots=True)
 class _Pending(Generic[ItemT, ResultT]):
     item: ItemT
@@ -91,6 +108,8 @@ class _Pending(Generic[ItemT, ResultT]):
     future: asyncio.Future[ResultT]
     taken: bool = field(default=False)
     trace: BatchTrace | None = field(default=None)
+    priority: int = 0
+    """0: none (arrival order); else 1 is the highest level (Triton's priority levels)."""
 
 
 class DynamicBatcher(Generic[ItemT, ResultT]):
@@ -148,7 +167,9 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         """Nothing queued and an instance free: a request submitted now runs at once."""
         return not self._queue and self._busy < self.instances and self.max_queue_delay_s == 0
 
-    async def submit(self, item: ItemT, *, deadline: float | None = None) -> ResultT:
+    async def submit(
+        self, item: ItemT, *, deadline: float | None = None, priority: int = 0
+    ) -> ResultT:
         """Queue `item` and wait for its result.
 
         `deadline` is an absolute time on this batcher's clock. Raises `QueueFull`,
@@ -170,8 +191,10 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         self._ensure_dispatchers()
         assert self._wakeup is not None
         future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
-        pending = _Pending(item, rows, now, deadline, future, trace=current_trace.get())
-        self._queue.append(pending)
+        pending = _Pending(
+            item, rows, now, deadline, future, trace=current_trace.get(), priority=priority
+        )
+        self._enqueue(pending)
         self._queued_rows += rows
         self._queue_changed()
         self._wakeup.set()
@@ -213,6 +236,19 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             asyncio.create_task(self._work(index), name=f"batcher-dispatcher-{index}")
             for index in range(self.instances)
         ]
+
+    def _enqueue(self, pending: _Pending[ItemT, ResultT]) -> None:
+        """Arrival order within a priority level; a higher level (a smaller number) goes ahead
+        of the lower ones already queued."""
+        queue = self._queue
+        if not pending.priority or not queue or queue[-1].priority <= pending.priority:
+            queue.append(pending)
+            return
+        for index, queued in enumerate(queue):
+            if not queued.taken and queued.priority > pending.priority:
+                queue.insert(index, pending)
+                return
+        queue.append(pending)
 
     def _take_batch(self) -> list[_Pending[ItemT, ResultT]]:
         """Pop queued items up to max_batch_size rows; expired ones are answered 504 here."""

@@ -78,16 +78,20 @@ class BatchRunner:
         *,
         inline: InlinePolicy | None = None,
         observer: TimingObserver | None = None,
+        batched: bool = True,
     ) -> None:
         self.backend = backend
+        self.batched = batched
+        """False: the model has no batch dimension (Triton's `max_batch_size: 0`); each batch
+        is one request, run as it came."""
         self.inline = inline or InlinePolicy(0.0)
         self._observer = observer
 
     async def __call__(self, feeds: list[Feed]) -> Sequence[Feed]:
         started = time.perf_counter()
-        batch, rows = merge(feeds)
+        batch, rows = merge(feeds) if self.batched else (feeds[0], [1])
         key = shape_key(batch)
-        timing = BatchTiming(rows=sum(rows))
+        timing = BatchTiming(rows=sum(rows), requests=len(feeds))
         inline = self.inline.allows(key)
         timing.input_s = time.perf_counter() - started
         try:
@@ -96,7 +100,7 @@ class BatchRunner:
             # A failed call still teaches the policy how long it blocked.
             self.inline.record(key, timing.backend_s)
         splitting = time.perf_counter()
-        results = split(outputs, rows)
+        results = split(outputs, rows) if self.batched else [outputs]
         timing.output_s += time.perf_counter() - splitting
         if self._observer is not None:
             self._observer.batch_timed(timing)

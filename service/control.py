@@ -9,13 +9,16 @@ the outcome of its own worker. A worker started later (a crashed one's replaceme
 which models were unloaded and does not load them.
 
 Wire format: one JSON object per line. Worker to supervisor: `request` (id, op, model),
-`applied` (id), `ready`. Supervisor to worker: `apply` (id, op, model, request: the id of this
-worker's own request or null), `done` (request).
+`applied` (id), `ready`, `beat` (the worker's event loop runs: sent every
+`worker_heartbeat_s`). Supervisor to worker: `apply` (id, op, model, request: the id of this
+worker's own request or null), `done` (request), `degraded` (reason, or null once every worker
+is up again: while set, this worker's readiness is 503 with it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -35,6 +38,10 @@ Op = Literal["load", "unload"]
 
 
 class RepositoryControl(Protocol):
+    degraded: str | None
+    """Why the gateway as a whole cannot be ready although this process could (another
+    worker hung and is being replaced); None when nothing is wrong."""
+
     async def start(self) -> None:
         """Load the models the gateway starts with."""
 
@@ -53,6 +60,7 @@ class LocalControl:
 
     def __init__(self, repository: ModelRepository) -> None:
         self.repository = repository
+        self.degraded: str | None = None
 
     async def start(self) -> None:
         await self.repository.load_all()
@@ -83,10 +91,17 @@ class SharedControl:
     """
 
     def __init__(
-        self, repository: ModelRepository, connection: socket.socket, unloaded: Collection[str]
+        self,
+        repository: ModelRepository,
+        connection: socket.socket,
+        unloaded: Collection[str],
+        heartbeat_s: float = 1.0,
     ) -> None:
         self.repository = repository
         self.unloaded = frozenset(unloaded)
+        self.heartbeat_s = heartbeat_s
+        self.degraded: str | None = None
+        self._beating: asyncio.Task[None] | None = None
         self._connection = connection
         self._writer: asyncio.StreamWriter | None = None
         self._connected = asyncio.Event()
@@ -98,6 +113,7 @@ class SharedControl:
     async def start(self) -> None:
         reader, self._writer = await asyncio.open_connection(sock=self._connection)
         self._connected.set()
+        self._beating = asyncio.create_task(self._beat(), name="heartbeat")
         try:
             await self.repository.load_all(skip=self.unloaded)
         finally:
@@ -113,9 +129,10 @@ class SharedControl:
         await self._request("unload", name)
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+        for task in (self._reader, self._beating):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._writer is not None:
             self._writer.close()
 
@@ -134,6 +151,13 @@ class SharedControl:
             raise error
         return models
 
+    async def _beat(self) -> None:
+        """Tell the supervisor this event loop runs; a worker that stops beating (stopped,
+        or its loop blocked) is killed and replaced by the supervisor."""
+        while True:
+            self._send({"type": "beat"})
+            await asyncio.sleep(self.heartbeat_s)
+
     def _send(self, message: dict[str, Any]) -> None:
         assert self._writer is not None
         if not self._writer.is_closing():
@@ -147,6 +171,8 @@ class SharedControl:
                 if message["request"] is not None:
                     self._outcomes[message["request"]] = outcome
                 self._send({"type": "applied", "id": message["id"]})
+            elif message["type"] == "degraded":
+                self.degraded = message["reason"]
             elif message["type"] == "done":
                 outcome = self._outcomes.pop(message["request"])
                 answer = self._pending.get(message["request"])
@@ -162,7 +188,11 @@ class SharedControl:
     async def _apply(self, op: Op, name: str) -> Outcome:
         try:
             if op == "load":
-                return await self.repository.load(name), None
+                # The versions as this load left them, copied now: the caller reads them only
+                # once every worker has applied the call, and by then this worker may already
+                # be applying the next call (an unload turns the same versions UNLOADING).
+                loaded = await self.repository.load(name)
+                return [dataclasses.replace(version) for version in loaded], None
             await self.repository.unload(name)
             return None, None
         except Exception as error:

@@ -2,8 +2,8 @@
 
 Adapters (V2 REST, KServe V1, TorchServe's `/predictions` and management API, gRPC) decode,
 call one method here and encode; none of them touches the repository. The verbs: live, ready,
-server and model metadata, model readiness, infer, and the repository's index, load, unload
-and scale. Each checks its own credentials.
+server and model metadata, model readiness, infer, the repository's index, load, unload
+and scale, and system shared memory's status, register and unregister. Each checks its own credentials.
 
 `infer` owns every step of one request between the adapter's decode and encode: authorization,
 one model lookup (before the body is read, so an unknown model is 404 whatever it holds), the
@@ -19,20 +19,24 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from service import __version__
 from service.auth import check_token
 from service.batcher import BatchTrace, current_trace
 from service.control import LocalControl, RepositoryControl
-from service.errors import InvalidInput, NotFound, ServingError, ShuttingDown
+from service.errors import InvalidInput, NotFound, NotSupported, ServingError, ShuttingDown
 from service.inference import AnswerT, Call, InferenceRequest
 from service.metrics import GatewayMetrics
 from service.models.served import Workers
 from service.repository import IndexEntry as IndexEntry
 from service.repository import ModelRepository, ModelVersion
 from service.settings import Settings
+from service.shared_memory import CUDA_UNSUPPORTED, RegionStatus, SharedMemory
 from service.tracing import Tracing
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 ResponseT = TypeVar("ResponseT")
 request_log = logging.getLogger("service.requests")
@@ -41,7 +45,15 @@ log = logging.getLogger(__name__)
 CLIENT_GONE = 499
 """Status recorded for a request whose client went away (nginx's convention)."""
 SERVER_NAME = "model-serving-gateway"
-EXTENSIONS = ("binary_tensor_data", "model_repository", "parameters")
+EXTENSIONS = (
+    "binary_tensor_data",
+    "classification",
+    "model_configuration",
+    "model_repository",
+    "parameters",
+    "sequence",
+    "statistics",
+)
 """The Open Inference Protocol extensions this server implements."""
 
 
@@ -95,6 +107,11 @@ class DataPlane:
         self.tracing = tracing
         self.control: RepositoryControl = LocalControl(repository)
         """Where repository API calls go (every worker's repository under `GATEWAY_WORKERS`)."""
+        self.shared_memory = SharedMemory(
+            settings.shared_memory, settings.shared_memory_max_regions
+        )
+        """The system shared memory regions clients registered (the codecs read and write
+        the slices requests name through it)."""
         self.draining = False
         self.started = False
         self._active = 0
@@ -103,7 +120,7 @@ class DataPlane:
 
     @property
     def ready(self) -> bool:
-        return self.started and not self.draining
+        return self.started and not self.draining and self.control.degraded is None
 
     @property
     def active_requests(self) -> int:
@@ -149,6 +166,7 @@ class DataPlane:
     async def close(self) -> None:
         await self.control.close()
         await self.repository.close()
+        self.shared_memory.close()
 
     # -- health and metadata -------------------------------------------------------------------
 
@@ -160,7 +178,9 @@ class DataPlane:
         self.authorize_probe(credentials)
         if self.ready:
             return Readiness(True)
-        return Readiness(False, "shutting down" if self.draining else "loading models")
+        if self.draining:
+            return Readiness(False, "shutting down")
+        return Readiness(False, self.control.degraded or "loading models")
 
     def metrics_text(self, credentials: str | None, accept: str | None) -> tuple[bytes, str]:
         """The exposition (body, content type) the scraper's `Accept` asks for."""
@@ -169,7 +189,8 @@ class DataPlane:
 
     def server_metadata(self, credentials: str | None) -> dict[str, Any]:
         self.authorize_inference(credentials)
-        return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
+        extensions = [*EXTENSIONS, *self.shared_memory.extensions]
+        return {"name": SERVER_NAME, "version": __version__, "extensions": extensions}
 
     def model_metadata(
         self, name: str, version: str | None, credentials: str | None
@@ -185,6 +206,29 @@ class DataPlane:
         if "parameters" in body:
             body["parameters"]["state"] = entry.state.value
         return body
+
+    def model_config(self, name: str, version: str | None, credentials: str | None) -> ModelConfig:
+        """The completed configuration in Triton's terms (the model configuration extension)."""
+        self.authorize_inference(credentials)
+        return self.repository.get(name, version).model.config()
+
+    def statistics(
+        self, name: str | None, version: str | None, credentials: str | None
+    ) -> list[dict[str, Any]]:
+        """Triton's statistics of one version, of every version of a model, or of every model
+        (no name), in Triton's JSON form."""
+        self.authorize_inference(credentials)
+        if name:
+            entries = [self.repository.get(name, version)] if version else self._versions(name)
+        else:
+            entries = [
+                entry for model in self.repository.names() for entry in self._versions(model)
+            ]
+        return [
+            self.metrics.statistics_of(entry.name, entry.version).as_triton()
+            for entry in entries
+            if entry.ready
+        ]
 
     def model_ready(
         self, name: str, version: str | None, credentials: str | None
@@ -208,7 +252,8 @@ class DataPlane:
                 raise ShuttingDown("server is shutting down")
             entry = self.repository.get(request.model, request.version)
             call.labels = (entry.name, entry.version)
-            answer = await request.body.run(entry.serving(), call)
+            with entry.leased() as model:
+                answer = await request.body.run(model, call)
             with call.stage("encode"):
                 response = encode(answer)
             if call.code is None:
@@ -290,6 +335,36 @@ class DataPlane:
                 "batch_rows": trace.batch_rows,
             },
         )
+
+    # -- system shared memory (inference token) ------------------------------------------------
+
+    def shared_memory_status(self, name: str | None, credentials: str | None) -> list[RegionStatus]:
+        """Every registered region, or the one named."""
+        self.authorize_inference(credentials)
+        return self.shared_memory.status(name)
+
+    def shared_memory_register(
+        self, name: str, key: str, offset: Any, byte_size: Any, credentials: str | None
+    ) -> None:
+        self.authorize_inference(credentials)
+        self.shared_memory.register(name, key, offset, byte_size)
+
+    def shared_memory_unregister(self, name: str | None, credentials: str | None) -> None:
+        """Unregister the region named, or every region."""
+        self.authorize_inference(credentials)
+        self.shared_memory.unregister(name)
+
+    def cuda_shared_memory(self, credentials: str | None) -> NoReturn:
+        """CUDA shared memory's status and register: not offered here."""
+        self.authorize_inference(credentials)
+        raise NotSupported(CUDA_UNSUPPORTED)
+
+    def cuda_shared_memory_unregister(self, name: str | None, credentials: str | None) -> None:
+        """Unregistering every CUDA region succeeds (none can exist; clients call it before
+        they start); naming one is not supported."""
+        self.authorize_inference(credentials)
+        if name:
+            raise NotSupported(CUDA_UNSUPPORTED)
 
     # -- the repository (management token) -----------------------------------------------------
 

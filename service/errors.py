@@ -113,3 +113,18 @@ class ModelConfigError(InvalidInput):
     """A model's configuration (`config.pbtxt`, or what its file records) cannot be served as
     written. The message names the file, the field or the tensor; the loader reports that model
     not ready with it, and the other models serve."""
+
+
+class AlreadyExists(InvalidInput):
+    """The name is taken (a shared memory region registered twice)."""
+
+    grpc_status = "ALREADY_EXISTS"
+
+
+class NotSupported(ServingError):
+    """A protocol feature this server does not offer (CUDA shared memory), or one its
+    settings turn off. HTTP 400, not 501: the request is the client's to change, and no route
+    answers a 5xx for what the client asked."""
+
+    status_code = 400
+    grpc_status = "UNIMPLEMENTED"

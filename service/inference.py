@@ -20,15 +20,16 @@ import contextlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from prometheus_client import Gauge
 
-from service.batcher import DynamicBatcher
+from service.batcher import Queue
 from service.errors import ClientDisconnected
 from service.feeds import Feed
-from service.processing import ModelInputs, Processor
+from service.processing import ModelInputs, ModelProcessor
+from service.sequences import SequenceParameters
 from service.tracing import RequestSpan
 
 if TYPE_CHECKING:
@@ -57,9 +58,15 @@ class DecodedBody(Generic[WireT]):
     wire: WireT
     timeout_ms: float | None = None
     """A deadline the protocol carries in the body (the V2 `timeout` parameter)."""
+    classification: Mapping[str, int] = field(default_factory=dict)
+    """Outputs to answer as their top k classes (the classification extension): name -> k."""
+    priority: int = 0
+    """The request's priority level (Triton's `priority` parameter); 0: the model's default."""
+    sequence: SequenceParameters | None = None
+    """The request's place in a stateful sequence (the sequence extension), if it names one."""
 
 
-Decoder = Callable[[Processor], Awaitable[DecodedBody[WireT]]]
+Decoder = Callable[[ModelProcessor], Awaitable[DecodedBody[WireT]]]
 RawReader = Callable[[], Awaitable["HandlerRequest"]]
 
 
@@ -126,10 +133,11 @@ class Call:
 
     async def submit(
         self,
-        batcher: DynamicBatcher[ItemT, ResultT],
+        batcher: Queue[ItemT, ResultT],
         inflight: Gauge,
         item: ItemT,
         deadline: float | None,
+        priority: int = 0,
     ) -> ResultT:
         """Queue `item` on a model's batcher; leave the queue if the client goes away.
 
@@ -141,7 +149,7 @@ class Call:
         try:
             disconnected = self._disconnected
             if disconnected is None or batcher.dispatches_immediately:
-                return await batcher.submit(item, deadline=deadline)
+                return await batcher.submit(item, deadline=deadline, priority=priority)
             handler = asyncio.current_task()
             assert handler is not None
             gone = False
@@ -160,7 +168,7 @@ class Call:
             loop = asyncio.get_running_loop()
             timer = loop.call_later(WATCH_AFTER_S, start_watching)
             try:
-                return await batcher.submit(item, deadline=deadline)
+                return await batcher.submit(item, deadline=deadline, priority=priority)
             except asyncio.CancelledError:
                 if not gone:
                     raise

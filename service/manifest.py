@@ -6,9 +6,10 @@ description of a servable model: its task, tensors, labels, preprocessing and pr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,6 +40,23 @@ class TensorSpec(_Strict):
     datatype: Datatype
     shape: list[int]
     """-1 marks a dynamic dimension; the first dimension is always the batch (-1)."""
+
+
+class Signature(Protocol):
+    """What a backend needs of a model: its name and version (logs, thread names) and its
+    tensors. Our manifests and Triton configurations both have it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> int | str: ...
+
+    @property
+    def inputs(self) -> Sequence[TensorSpec]: ...
+
+    @property
+    def outputs(self) -> Sequence[TensorSpec]: ...
 
 
 class ValueRange(_Strict):

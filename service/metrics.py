@@ -12,6 +12,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 
 from service.backends.base import BatchTiming
+from service.statistics import ModelStatistics
 
 # From 100 µs (a tiny CPU model) to 10 s (a large GPU batch under load).
 LATENCY_BUCKETS = (
@@ -139,6 +140,8 @@ class GatewayMetrics:
             registry=r,
         )
         self._request_children: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
+        self.statistics: dict[tuple[str, str], ModelStatistics] = {}
+        """Triton-form statistics per model version, fed by the same calls as the series."""
         self.model_ready = Gauge(
             "gateway_model_ready",
             "1 when the model version is ready to serve (on all workers).",
@@ -146,6 +149,40 @@ class GatewayMetrics:
             multiprocess_mode="livemin",
             registry=r,
         )
+
+        # Issue 23, defect 8: calls refused by `service.grpc.admission` before they run.
+        self.grpc_refused = Counter(
+            "gateway_grpc_calls_refused",
+            "gRPC calls answered UNAVAILABLE because grpc_max_concurrent_calls were running.",
+            ["method"],
+            registry=r,
+        )
+
+        # Issue 23, defect 9: native handler workers replaced by `HandlerPool` on purpose.
+        self.handler_recycles = Counter(
+            "gateway_handler_worker_recycles",
+            "Native handler workers replaced on purpose, by reason (memory: past "
+            "torchserve_worker_max_rss_mb after a batch).",
+            ["model", "reason"],
+            registry=r,
+        )
+
+        self.live_sequences = Gauge(
+            "gateway_sequences_live",
+            "Sequences holding state in a sequence model version.",
+            ["model", "version"],
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.sequences_freed_idle = Counter(
+            "gateway_sequences_freed_idle",
+            "Sequences freed after max_sequence_idle_microseconds without a request.",
+            ["model", "version"],
+            registry=r,
+        )
+
+    def sequence_observer(self, model: str, version: str) -> SequenceMetrics:
+        return SequenceMetrics(self, model, version)
 
     def observe_request(
         self,
@@ -168,6 +205,7 @@ class GatewayMetrics:
             )
             self._request_children[key] = children
         children[0].inc()
+        self.statistics_of(model, version).request_done(code == 200, seconds)
         if code == 200:
             if trace_id is None:
                 children[1].observe(seconds)
@@ -176,6 +214,14 @@ class GatewayMetrics:
 
     def observer(self, model: str, version: str) -> ModelObserver:
         return ModelObserver(self, model, version)
+
+    def statistics_of(self, model: str, version: str) -> ModelStatistics:
+        """The Triton-form statistics of one model version (this process's)."""
+        key = (model, version)
+        found = self.statistics.get(key)
+        if found is None:
+            found = self.statistics[key] = ModelStatistics(model, version)
+        return found
 
     def add_gpu_collector(self) -> bool:
         """Export GPU memory and utilization when NVML is importable and finds a GPU."""
@@ -226,11 +272,13 @@ class ModelObserver:
         self._backend = metrics.batch_backend.labels(model, version)
         self._output = metrics.batch_output.labels(model, version)
         self._handoff = metrics.batch_handoff.labels(model, version)
+        self._statistics = metrics.statistics_of(model, version)
 
     def batch_started(self, rows: int, queue_seconds: Sequence[float]) -> None:
         self._batch.observe(rows)
         for seconds in queue_seconds:
             self._queue.observe(seconds)
+        self._statistics.batch_started(queue_seconds)
 
     def batch_finished(self, rows: int, compute_seconds: float, failed: bool) -> None:
         self._compute.observe(compute_seconds)
@@ -245,6 +293,21 @@ class ModelObserver:
         self._backend.observe(timing.backend_s)
         self._output.observe(timing.output_s)
         self._handoff.observe(timing.handoff_s)
+        self._statistics.batch_timed(timing)
+
+
+class SequenceMetrics:
+    """Sequence batcher observer bound to one model version's label values."""
+
+    def __init__(self, metrics: GatewayMetrics, model: str, version: str) -> None:
+        self._live = metrics.live_sequences.labels(model, version)
+        self._freed = metrics.sequences_freed_idle.labels(model, version)
+
+    def sequences_changed(self, live: int) -> None:
+        self._live.set(live)
+
+    def sequence_freed_idle(self) -> None:
+        self._freed.inc()
 
 
 class _GpuCollector(Collector):

@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -60,6 +60,23 @@ class PayloadInputs:
 
 ModelInputs = TensorInputs | InstanceInputs | PayloadInputs
 """What any protocol decodes a request into before the model's processor sees it."""
+
+
+class ModelProcessor(Protocol):
+    """What a tensor model's way in needs of its processor: a task's `Processor`, or the
+    generic tensor checks of a Triton model (`service.triton.processor`)."""
+
+    limits: Limits
+
+    def feed(self, inputs: ModelInputs) -> Feed: ...
+
+    def decodes_heavily(self, inputs: ModelInputs) -> bool: ...
+
+    def inputs_from_body(self, body: bytes, content_type: str) -> tuple[ModelInputs, bool]: ...
+
+    def predictions(self, outputs: Mapping[str, np.ndarray], *, top_k: int) -> list[Any]: ...
+
+    def instance_outputs(self, outputs: Mapping[str, np.ndarray]) -> list[Any]: ...
 
 
 class Processor(ABC):

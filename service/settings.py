@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.input_limits import (
@@ -72,8 +72,41 @@ class Settings(BaseSettings):
     grpc_keepalive_s: float = Field(default=60.0, gt=0)
     """The server pings each gRPC connection this often and closes it when the ping is not
     answered within 20 s: peers that vanished without closing free their connections."""
+    grpc_max_concurrent_calls: int = Field(default=1024, ge=1)
+    """Most gRPC calls one process handles at once (a stream counts until it ends; health
+    checks are exempt). The next call is answered UNAVAILABLE at once, before its message is
+    parsed, with `grpc-retry-pushback-ms` in its trailing metadata; refusals are counted in
+    `gateway_grpc_calls_refused_total` and logged."""
+    grpc_max_pending_calls: int = Field(default=8192, ge=1)
+    """Calls gRPC's core may hold before the event loop has picked them up (a burst arriving
+    faster than the loop takes them). Past it gRPC itself cancels new calls (CANCELLED, the
+    one refusal the gateway cannot see or count); gRPC's default starts cancelling at random
+    from 1,000 waiting calls."""
+    grpc_retry_pushback_ms: int = Field(default=100, ge=0)
+    """The retry hint (`grpc-retry-pushback-ms` trailing metadata) of a call refused by
+    `grpc_max_concurrent_calls`."""
+    grpc_stream_max_in_flight: int = Field(default=128, ge=1)
+    """Most requests of one ModelStreamInfer stream held at once (read and not yet answered,
+    or answered and not yet taken by the client). At the bound the stream is not read until
+    the client takes an answer, and gRPC's flow control holds the client's further sends."""
     model_store: Path = Path("model_store")
-    """Directory holding `<model>/<version>/model.json` trees."""
+    """The model store: our `<model>/<version>/model.json` trees, Triton model folders
+    (`<model>/[config.pbtxt]`, `<model>/<n>/model.onnx|.pt|.pt2`) and bare model files, mixed;
+    or one model file."""
+    model_control_mode: Literal["none", "explicit", "poll"] = "none"
+    """Triton's model control modes. `none`: load every model at start. `explicit`: load only
+    `load_model` at start; the repository API loads and unloads. `poll`: load every model at
+    start, then watch the store every `repository_poll_secs`: load added models and versions,
+    unload removed ones, reload changed ones (a failed reload keeps the serving version). The
+    repository API works in every mode."""
+    repository_poll_secs: float = Field(default=15.0, gt=0)
+    """`poll` mode: seconds between two looks at the model store."""
+    load_model: Names | None = None
+    """`explicit` mode: the models to load at start (`a,b`; `*` for every model)."""
+    model_name: str | None = None
+    """The name a bare model file is served under, when `model_store` is one file or a folder
+    holding model files (KServe's storage initializer leaves `/mnt/models/model.onnx`; serve
+    it under the InferenceService's name). Default: the file's stem."""
     models: Names | None = None
     """Serve only these model names (default: every model found); `a,b` or a JSON list."""
     backend: BackendName | None = None
@@ -111,10 +144,20 @@ class Settings(BaseSettings):
     applies repository API calls on all of them. 1: a single process, no supervisor. Use it
     when one event loop is the limit (small models, many cores); OpenMetrics exemplars are
     only exported with 1 worker (docs/deploy.md)."""
+    worker_heartbeat_s: float = Field(default=1.0, gt=0)
+    """With `workers` > 1: how often each worker tells the supervisor its event loop runs."""
+    worker_hang_timeout_s: float = Field(default=10.0, gt=0)
+    """With `workers` > 1: a ready worker without a heartbeat for this long (stopped, or its
+    event loop blocked) is killed (SIGKILL) and replaced; meanwhile the other workers answer
+    readiness 503 with the reason, since a share of the port's connections would hang."""
     max_batch_size: int | None = Field(default=None, ge=1)
     """Override the manifest's suggested max batch size for every model."""
     max_queue_size: int = Field(default=256, ge=1)
     """Rows allowed to wait per model version; beyond it requests get 503 at once."""
+    max_sequences: int = Field(default=1024, ge=1)
+    """Live sequences per sequence model version (Triton's `sequence_batching`); a start
+    beyond it gets 503 / UNAVAILABLE. A model's `oldest.max_candidate_sequences` lowers it,
+    and `direct` allows at most its slots (instances x max_batch_size)."""
     max_queue_delay_ms: float = Field(default=0.0, ge=0)
     """Wait up to this long for a fuller batch while fewer than max_batch_size rows are queued."""
     default_timeout_ms: float | None = Field(default=None, gt=0)
@@ -125,6 +168,14 @@ class Settings(BaseSettings):
     """Bearer token for the repository API; the API is disabled while unset."""
     protect_health_and_metrics: bool = False
     """Require the inference token on health and /metrics too."""
+    shared_memory: bool = False
+    """Let clients register system shared memory regions (Triton's `system_shared_memory`
+    extension, `/v2/systemsharedmemory`) and pass tensors through them. Off by default, as
+    Triton's `--allow-client-shm`: a client that may register can map any POSIX shm object
+    the server's user can open, so enable it only for co-located, trusted clients. Needs
+    `workers` 1 (regions are registered per process)."""
+    shared_memory_max_regions: int = Field(default=64, ge=1)
+    """Most system shared memory regions registered at once; beyond, registering is refused."""
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     """Largest request body; larger ones get 413 without being read, and their connection is
     closed after the answer."""
@@ -185,6 +236,27 @@ class Settings(BaseSettings):
     torchserve_config: Path | None = None
     """`torchserve-native`: a TorchServe config.properties; its model_store, load_models and
     models= (batchSize, maxBatchDelay, minWorkers, responseTimeout) apply."""
+    torchserve_envelope: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "torchserve_envelope", "GATEWAY_TORCHSERVE_ENVELOPE", "TS_SERVICE_ENVELOPE"
+        ),
+    )
+    """`torchserve-native`: TorchServe's service envelope (`kserve`, `kservev2`, `json`,
+    `body`), also read from TorchServe's own `TS_SERVICE_ENVELOPE`, which KServe sets from the
+    `serviceEnvelope` label. Every handler is wrapped in it, and it changes what clients send:
+    `kserve` takes KServe V1 `{"instances": [...]}` to the handler, `kservev2` takes V2 REST and
+    gRPC requests there. None (or KServe's `<no value>`): config.properties' `service_envelope`,
+    else the one KServe picks for `protocol_version`."""
+    protocol_version: Literal["v1", "v2", "grpc-v1", "grpc-v2"] | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "protocol_version", "GATEWAY_PROTOCOL_VERSION", "PROTOCOL_VERSION"
+        ),
+    )
+    """`torchserve-native`: the InferenceService's `protocolVersion`, as KServe passes it to
+    TorchServe (`PROTOCOL_VERSION`): with no envelope set, v2 and grpc-v2 mean `kservev2`, the
+    others `kserve`. Every protocol is served whatever it says."""
     torchserve_gpus: int = Field(default=0, ge=0)
     """`torchserve-native`: GPUs to give the workers round-robin (TorchServe's number_of_gpu);
     0 runs every worker on the CPU."""
@@ -193,6 +265,16 @@ class Settings(BaseSettings):
     the gateway's max_queue_delay_ms applies (no fixed window by default)."""
     torchserve_worker_threads: int | None = Field(default=1, ge=1)
     """`torchserve-native`: OMP_NUM_THREADS of each worker process (None: inherit)."""
+    torchserve_start_timeout_s: float = Field(default=60.0, gt=0)
+    """`torchserve-native`: longest a handler worker may take to start and load its handler
+    (import and `initialize`), unless the archive's model config or config.properties
+    `models=` sets TorchServe's `startupTimeout`. Past it the worker is killed and the model
+    is not ready, with the handler's stack at that moment (where it hung) as the reason."""
+    torchserve_worker_max_rss_mb: int = Field(default=8192, ge=0)
+    """`torchserve-native`: most resident memory (MB, from /proc) of one handler worker,
+    checked after each batch. A worker past it answers that batch, takes no other, and is
+    replaced (the next batches wait in the queue), with a log line saying why and
+    `gateway_handler_worker_recycles_total`. 0: never recycle."""
     archive_max_bytes: int = Field(default=MAX_ARCHIVE_BYTES, ge=1)
     """`torchserve-native`: most bytes one `.mar` may unpack to, checked from the zip's
     directory before writing and counted again while writing; a larger archive leaves its model
@@ -202,6 +284,12 @@ class Settings(BaseSettings):
     folder); more leaves the model not ready, with the reason."""
     backend_probe_interval_s: float = Field(default=0.5, ge=0)
     """How often remote backends are health-checked to flip model readiness (0: never)."""
+
+    @model_validator(mode="after")
+    def _shared_memory_in_one_process(self) -> Settings:
+        if self.shared_memory and self.workers > 1:
+            raise ValueError("shared_memory needs workers 1: regions are registered per process")
+        return self
 
     @property
     def serves_archives(self) -> bool:

@@ -18,6 +18,10 @@ The supervisor
   replaces one that exits, at once after a worker that had become ready, else with a backoff
   doubling up to a ceiling (`service.restarts`, shared with the handler pools);
 - applies repository API calls on every worker, one call at a time (`service.control`);
+- kills (SIGKILL) a ready worker that sent no heartbeat for `worker_hang_timeout_s` (stopped,
+  or its event loop blocked: it would keep its share of the port and answer nothing), logs it
+  and replaces it like a crashed one; until the replacement is ready the other workers answer
+  readiness 503 with the reason;
 - on SIGTERM or SIGINT sends SIGTERM to every worker (each drains as a single gateway does),
   waits for all of them and exits 0 when each exited cleanly, else 1. A second signal is
   forwarded too, and stops the workers at once.
@@ -26,6 +30,7 @@ The supervisor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -34,6 +39,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from functools import partial
@@ -62,7 +68,13 @@ def serve_worker(settings: Settings, connection: socket.socket, unloaded: list[s
     from service.control import SharedControl
     from service.server import run
 
-    run(settings, control=partial(SharedControl, connection=connection, unloaded=unloaded))
+    control = partial(
+        SharedControl,
+        connection=connection,
+        unloaded=unloaded,
+        heartbeat_s=settings.worker_heartbeat_s,
+    )
+    run(settings, control=control)
 
 
 @dataclass(eq=False)
@@ -73,6 +85,10 @@ class Worker:
     acks: dict[int, asyncio.Future[None]] = field(default_factory=dict)
     """Repository calls sent to this worker and not yet applied, by call id."""
     ready: bool = False
+    last_beat: float = field(default_factory=time.monotonic)
+    """When its latest heartbeat arrived (`time.monotonic`)."""
+    killed: bool = False
+    """Killed for missing heartbeats (its exit is then expected)."""
 
     @property
     def pid(self) -> int:
@@ -92,6 +108,8 @@ class Supervisor:
         """Live workers by slot (0 .. workers-1)."""
         self.unloaded: set[str] = set()
         """Models unloaded through the repository API: a new worker does not load them."""
+        self.hung: set[int] = set()
+        """Slots whose worker was killed for missing heartbeats and is not ready again."""
         self.stopping = False
         self.clean = True
         self._failures = [0] * settings.workers
@@ -110,6 +128,7 @@ class Supervisor:
         async with self._lock:
             for slot in range(self.settings.workers):
                 await self._spawn(slot)
+        self._background(self._watch_heartbeats())
         await self._stopped.wait()
         return 0 if self.clean else 1
 
@@ -175,6 +194,41 @@ class Supervisor:
             if not self.stopping:
                 await self._spawn(slot)
 
+    async def _watch_heartbeats(self) -> None:
+        settings = self.settings
+        while not self.stopping:
+            await asyncio.sleep(settings.worker_heartbeat_s)
+            now = time.monotonic()
+            for worker in list(self.workers.values()):
+                silent = now - worker.last_beat
+                hung = worker.ready and not worker.killed and not self.stopping
+                if hung and silent > settings.worker_hang_timeout_s:
+                    self._kill_hung(worker, silent)
+
+    def _kill_hung(self, worker: Worker, silent_s: float) -> None:
+        log.error(
+            "worker %d sent no heartbeat for %.1f s (GATEWAY_WORKER_HANG_TIMEOUT_S %g): "
+            "killing it (SIGKILL) and starting a new one",
+            worker.slot,
+            silent_s,
+            self.settings.worker_hang_timeout_s,
+            extra={"pid": worker.pid},
+        )
+        worker.killed = True  # judged once; `_exited` replaces it (at once: it had been ready)
+        self.hung.add(worker.slot)
+        self._tell_degraded()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGKILL)
+
+    def _tell_degraded(self) -> None:
+        reason = (
+            f"worker(s) {sorted(self.hung)} stopped answering and are being replaced"
+            if self.hung
+            else None
+        )
+        for worker in self.workers.values():
+            worker.send({"type": "degraded", "reason": reason})
+
     def _signal(self, sig: int) -> None:
         again = self.stopping
         self.stopping = True
@@ -207,10 +261,18 @@ class Supervisor:
                 ack = worker.acks.pop(message["id"], None)
                 if ack is not None and not ack.done():
                     ack.set_result(None)
+            elif kind == "beat":
+                worker.last_beat = time.monotonic()
             elif kind == "ready":
                 worker.ready = True
+                worker.last_beat = time.monotonic()
                 self._failures[worker.slot] = 0
                 log.info("worker %d ready", worker.slot, extra={"pid": worker.pid})
+                if worker.slot in self.hung:
+                    self.hung.discard(worker.slot)
+                    self._tell_degraded()
+                elif self.hung:
+                    self._tell_degraded()  # a new worker learns it too
 
     async def _apply_everywhere(self, origin: Worker, request: int, op: str, model: str) -> None:
         """Apply one call on every live worker, then answer the worker that received it."""

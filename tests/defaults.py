@@ -15,6 +15,7 @@ QUICK = {
     "resnet18": ("--epochs", "1", "--max-samples", "64"),
     "minilm": (),
     "lstm": ("--epochs", "1", "--max-samples", "256"),
+    "lstm_stream": (),
 }
 
 

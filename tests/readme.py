@@ -32,12 +32,17 @@ def readme_block(marker: str) -> str:
     return found[0]
 
 
+OWN_MODEL_MARKER = "my_store"
+"""In the blocks of "Serve your own model": they run against a store of the reader's own, not
+the default one (tests/test_readme.py::test_serve_your_own_model)."""
+
+
 def curl_lines() -> list[str]:
-    """Every `curl` command line of the README's bash blocks."""
+    """Every `curl` command line of the README's bash blocks against the default store."""
     return [
         line.strip()
         for block in blocks()
-        if block.language == "bash"
+        if block.language == "bash" and OWN_MODEL_MARKER not in block.text
         for line in block.text.splitlines()
         if line.strip().startswith("curl ")
     ]

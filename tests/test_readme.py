@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from service.manifest import Manifest, SeriesPreprocessing, TabularPreprocessing
-from tests.readme import blocks, curl_lines, readme_block
+from tests.readme import OWN_MODEL_MARKER, blocks, curl_lines, readme_block
 from tests.servers import GatewayProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -119,6 +119,8 @@ CHECKS: dict[str, Check] = {
 """A fragment of the command line -> what its answer must satisfy."""
 
 PYTHON_RUNNERS = {
+    "mymodel": "tests/test_readme.py::test_serve_your_own_model",
+    "lstm_stream": "tests/test_readme.py::test_tritonclient_streaming_example",
     "tritonclient.http": "tests/test_readme.py::test_tritonclient_http_example",
     "tritonclient.grpc": "tests/service/grpc/test_default_models.py",
 }
@@ -209,3 +211,70 @@ def test_tritonclient_http_example(
     values = np.array(printed.replace("[", " ").replace("]", " ").split(), dtype=np.float32)
     assert values.shape == (1,)
     plausible_co2(float(values[0]), default_store)
+
+
+def test_tritonclient_streaming_example(
+    default_gateway: GatewayProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's stream of 30 weekly readings to `lstm_stream`: its last forecast equals
+    the windowed `lstm`'s on the same weeks."""
+    import tritonclient.http as httpclient
+
+    source = readme_block('"lstm_stream"').replace("localhost:8001", default_gateway.grpc_address)
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "README.md", "exec"), namespace)
+    printed = capsys.readouterr().out
+    streamed = np.array(printed.replace("[", " ").replace("]", " ").split(), dtype=np.float32)
+    client = httpclient.InferenceServerClient(f"127.0.0.1:{default_gateway.port}")
+    series = httpclient.InferInput("series", [1, 30, 1], "FP32")
+    series.set_data_from_numpy(np.array(namespace["weeks"], dtype=np.float32).reshape(1, 30, 1))
+    windowed = client.infer("lstm", [series]).as_numpy("forecast")
+    client.close()
+    assert streamed.shape == (1,)
+    np.testing.assert_allclose(streamed, windowed.reshape(-1), atol=1e-3, rtol=0)
+
+
+def test_serve_your_own_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """ "Serve your own model", as a reader with a `model.onnx` of their own runs it: the
+    shell lines in a fresh folder (the server started as the README starts it), then the
+    tritonclient program; answers equal ONNX Runtime's in-process."""
+    import sys
+
+    import onnxruntime as ort
+
+    from tests.servers import gateway
+    from tests.service.triton.models import two_heads_model
+
+    model = two_heads_model(tmp_path / "model.onnx")
+    shell = readme_block(OWN_MODEL_MARKER).splitlines()
+    python = f"{sys.executable} -m service"
+    served = [line for line in shell if "--model-store my_store" in line]
+    assert len(served) == 1
+    flags = served[0].split("&")[0].split()[3:]  # after `python -m service`
+    for line in shell:
+        if line.startswith(("mkdir", "python -m service inspect")):
+            command = line.split("#")[0].replace("python -m service", python)
+            done = subprocess.run(
+                ["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=120
+            )
+            assert done.returncode == 0, done.stderr
+            if "inspect" in line:
+                assert 'name: "mymodel"' in done.stdout and "max_batch_size: 4" in done.stdout
+    args = flags[flags.index("my_store") + 1 :]
+    with gateway(tmp_path / "my_store", tmp_path, args=args, timeout_s=120) as server:
+        outputs = [run_curl(line, server, tmp_path) for line in shell if line.startswith("curl ")]
+        assert json.loads(outputs[0]) == 4
+        answer = json.loads(outputs[1])
+        session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        x = np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32)
+        scores, _total = session.run(["scores", "total"], {"features": x})
+        got = {o["name"]: o["data"] for o in answer["outputs"]}
+        np.testing.assert_allclose(got["scores"], scores.ravel(), atol=1e-6)
+        source = readme_block("import tritonclient.grpc as grpcclient").replace(
+            "localhost:8001", server.grpc_address
+        )
+        exec(compile(source, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.split("\n")
+    values = np.array(printed[0].replace("[", " ").replace("]", " ").split(), dtype=np.float32)
+    np.testing.assert_allclose(values, scores.ravel(), atol=1e-6)
+    assert printed[1].strip() == "2"  # the curl line's row and the program's

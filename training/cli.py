@@ -38,6 +38,8 @@ models:
   minilm    text embedding, pretrained all-MiniLM-L6-v2 (export only, no training)
   lstm      time-series forecasting, LSTM over a window of past values (weekly Mauna
             Loa CO2 from statsmodels, or --data file.csv with a date and a value column)
+  lstm_stream  the newest lstm's network as a streaming step model (one reading per
+            request, its state kept by the server): a Triton folder with implicit state
   all       every model above with its defaults (add --missing to skip finished ones)
 """
 
@@ -291,6 +293,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="steps per season for the seasonal-naive baseline (default: from the dates' "
         "frequency, 52 for weekly data)",
     )
+
+    stream = models.add_parser(
+        "lstm_stream",
+        parents=[common],
+        help="the lstm as a streaming step model (no training)",
+        description="export the newest windowed lstm's network as a step model: one reading "
+        "in, the next forecast out, the LSTM state carried by the server (Triton implicit "
+        "state); checked against the windowed model on the held-out tail",
+    )
+    stream.add_argument(
+        "--from",
+        dest="source",
+        default="lstm",
+        metavar="NAME",
+        help="the windowed forecaster in the store (default: %(default)s)",
+    )
+    stream.add_argument(
+        "--data", type=Path, metavar="FILE.csv", help="the CSV the windowed model was trained on"
+    )
+    stream.add_argument("--date-column", metavar="COLUMN", help="date column of --data")
+    stream.add_argument("--value-column", metavar="COLUMN", help="value column of --data")
+    stream.add_argument("--name", help="name in the model store (default: lstm_stream)")
 
     models.add_parser(
         "all",

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-MODEL_NAMES = ("iris", "diabetes", "digits", "resnet18", "minilm", "lstm")
+MODEL_NAMES = ("iris", "diabetes", "digits", "resnet18", "minilm", "lstm", "lstm_stream")
 IMAGE_DATASETS = ("digits", "fashionmnist", "cifar10", "imagefolder")
 DEFAULT_STORE = Path("model_store")
 DEFAULT_SPLIT_SEED = 42
@@ -37,6 +37,8 @@ RECIPES: dict[str, Recipe] = {
     ),
     "minilm": Recipe(epochs=0, batch_size=32, lr=0.0, weight_decay=0.0, max_batch_size=32),
     "lstm": Recipe(epochs=40, batch_size=64, lr=3e-3, weight_decay=1e-4, max_batch_size=64),
+    # Trains nothing: the windowed lstm's network as a step model (training/stream.py).
+    "lstm_stream": Recipe(epochs=0, batch_size=1, lr=0.0, weight_decay=0.0, max_batch_size=64),
 }
 DEFAULT_WINDOW = 30
 """Past values the forecaster reads (lstm `--window`)."""
@@ -72,6 +74,8 @@ class RunOptions:
     season: int | None = None
     date_column: str | None = None
     value_column: str | None = None
+    source: str = "lstm"
+    """lstm_stream: the windowed forecaster (store name) whose network it streams."""
 
     @property
     def recipe(self) -> Recipe:

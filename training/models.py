@@ -174,15 +174,17 @@ class LSTMForecasterGraph(nn.Module):
     """series [B, W, 1] raw FP32 -> forecast [B, H] in the series' units.
 
     The graph scales with statistics of the training split: each step enters the LSTM as its
-    standardized level and its difference to the window's last value (in units of the typical
-    such difference). A linear head on the last hidden state forecasts each step's change from
-    the last value, in units of that step's typical change, so an untrained head is the naive
+    standardized level and its change from the step before (in units of the typical such
+    change; 0 for the window's first step). Both are causal, known when the step's value
+    arrives, so the streaming forecaster (`LSTMStepGraph`) runs the same network one reading
+    at a time. A linear head on the last hidden state forecasts each step's change from the
+    last value, in units of that step's typical change, so an untrained head is the naive
     forecast and training learns what to add to it.
     """
 
     mean: Tensor
     std: Tensor
-    offset_scale: Tensor
+    step_scale: Tensor
     change_scale: Tensor
 
     def __init__(
@@ -190,7 +192,7 @@ class LSTMForecasterGraph(nn.Module):
         horizon: int,
         mean: float,
         std: float,
-        offset_scale: float,
+        step_scale: float,
         change_scale: Sequence[float],
         hidden: int = 32,
         layers: int = 1,
@@ -202,17 +204,15 @@ class LSTMForecasterGraph(nn.Module):
         nn.init.zeros_(self.head.bias)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
         self.register_buffer("std", _safe_std(torch.tensor(std, dtype=torch.float32)))
-        self.register_buffer(
-            "offset_scale", _safe_std(torch.tensor(offset_scale, dtype=torch.float32))
-        )
+        self.register_buffer("step_scale", _safe_std(torch.tensor(step_scale, dtype=torch.float32)))
         self.register_buffer("change_scale", _safe_std(_row(change_scale)))
 
     def scaled_change(self, series: Tensor) -> Tensor:
-        last = series[:, -1:, :]
         steps = torch.cat(
-            [(series - self.mean) / self.std, (series - last) / self.offset_scale], dim=2
+            [torch.zeros_like(series[:, :1, :]), series[:, 1:, :] - series[:, :-1, :]], dim=1
         )
-        hidden, _ = self.lstm(steps)
+        features = torch.cat([(series - self.mean) / self.std, steps / self.step_scale], dim=2)
+        hidden, _ = self.lstm(features)
         return self.head(hidden[:, -1, :])  # type: ignore[no-any-return]
 
     def training_loss(self, series: Tensor, targets: Tensor) -> Tensor:
@@ -221,6 +221,72 @@ class LSTMForecasterGraph(nn.Module):
 
     def forward(self, series: Tensor) -> Tensor:
         return series[:, -1, :] + self.scaled_change(series) * self.change_scale
+
+
+class LSTMStepGraph(nn.Module):
+    """The windowed forecaster's trained network, one reading at a time, its state carried
+    outside (Triton's implicit state): equal to `LSTMForecasterGraph` on the last `window`
+    readings once `window` readings have gone in.
+
+    value [B, 1], h and c [B, W, hidden], previous [B, 1], count [B, 1] -> forecast [B, H],
+    and the next h, c, previous, count.
+
+    The windowed network starts from a zero state `W` readings back, so one running LSTM
+    state (which remembers every reading) cannot reproduce it. This graph keeps `W` states,
+    "lanes": lane k starts afresh at every reading n with n = k (mod W), so at each reading
+    exactly one lane has run over the last W readings from zero, as the windowed network
+    does; that lane forecasts and starts afresh. Before W readings, the lane that started
+    with the first reading forecasts from all readings so far. `count` is the readings
+    before this one, kept below 2W so that FP32 holds it exactly.
+    """
+
+    lanes: Tensor
+    mean: Tensor
+    std: Tensor
+    step_scale: Tensor
+    change_scale: Tensor
+
+    def __init__(self, windowed: LSTMForecasterGraph, window: int) -> None:
+        super().__init__()
+        lstm = windowed.lstm
+        if lstm.num_layers != 1:
+            raise TrainingError("the streaming forecaster needs a one-layer LSTM")
+        self.window = window
+        self.hidden = lstm.hidden_size
+        weights = {name: lstm.get_parameter(name).detach() for name, _ in lstm.named_parameters()}
+        self.w_ih = nn.Parameter(weights["weight_ih_l0"].clone())
+        self.w_hh = nn.Parameter(weights["weight_hh_l0"].clone())
+        self.bias = nn.Parameter(weights["bias_ih_l0"] + weights["bias_hh_l0"])
+        self.head = nn.Linear(lstm.hidden_size, windowed.head.out_features)
+        self.head.load_state_dict(windowed.head.state_dict())
+        for name in ("mean", "std", "step_scale", "change_scale"):
+            self.register_buffer(name, getattr(windowed, name).detach().clone())
+        self.register_buffer("lanes", torch.arange(window, dtype=torch.float32).view(1, -1))
+
+    def _modulo(self, values: Tensor) -> Tensor:
+        return values - self.window * torch.floor(values / self.window)
+
+    def forward(
+        self, value: Tensor, h: Tensor, c: Tensor, previous: Tensor, count: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        position = self._modulo(count - self.lanes)  # [B, W]: readings each lane has had
+        fresh = (position == 0) | (count == 0)
+        step = torch.where(fresh, torch.zeros_like(position), (value - previous) / self.step_scale)
+        level = ((value - self.mean) / self.std).expand_as(step)
+        features = torch.stack([level, step], dim=2)  # [B, W, 2]
+        gates = features @ self.w_ih.t() + h @ self.w_hh.t() + self.bias
+        i, f, g, o = gates.chunk(4, dim=2)
+        c_next = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h_next = torch.sigmoid(o) * torch.tanh(c_next)
+        done = (position == self.window - 1).to(h.dtype).unsqueeze(2)  # [B, W, 1]
+        last = (h_next * done).sum(dim=1)
+        forecast = value + self.head(last) * self.change_scale
+        kept = 1 - done
+        following = count + 1
+        count_next = torch.where(
+            following >= self.window, self.window + self._modulo(following), following
+        )
+        return forecast, h_next * kept, c_next * kept, value, count_next
 
 
 def read_resnet18_weights(path: Path) -> dict[str, Tensor]:

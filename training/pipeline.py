@@ -64,6 +64,15 @@ def run(options: RunOptions) -> Outcome | None:
     """Train (or, for minilm, just export) one model into the store; None when skipped."""
     name = options.store_name
     store = options.model_store
+    if options.model == "lstm_stream":
+        from training.stream import run_stream
+
+        started = time.perf_counter()
+        streamed = run_stream(options)
+        if streamed is None:
+            return None
+        version, path, parity = streamed
+        return Outcome(name, version, path, {}, parity, time.perf_counter() - started)
     if options.missing and has_complete_version(store, name):
         print(f"{name}: a finished version exists in {store / name}; skipping (--missing)")
         return None
@@ -422,13 +431,13 @@ def _forecaster(options: RunOptions, out_dir: Path) -> BuiltModel:
     x_test = torch.from_numpy(data.test.inputs)
     y_test = torch.from_numpy(data.test.targets)
     train_values = series.values[: data.split]
-    offsets = data.train.inputs - data.train.inputs[:, -1:, :]
+    steps = np.diff(data.train.inputs, axis=1)
     changes = data.train.targets - data.train.inputs[:, -1, :]
     graph = LSTMForecasterGraph(
         horizon=options.horizon,
         mean=float(train_values.mean()),
         std=float(train_values.std()),
-        offset_scale=float(np.sqrt(np.mean(offsets**2))),
+        step_scale=float(np.sqrt(np.mean(steps**2))),
         change_scale=np.sqrt(np.mean(changes**2, axis=0)).tolist(),
     )
     history = fit(graph, (x_train, y_train), (x_test, y_test), _fit_settings(options, "lstm"))

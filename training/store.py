@@ -23,10 +23,11 @@ def existing_versions(store: Path, name: str) -> list[int]:
     return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
 
 
-def has_complete_version(store: Path, name: str) -> bool:
-    """True when some version of `name` has a manifest, i.e. a finished export."""
+def has_complete_version(store: Path, name: str, marker: str = MANIFEST_FILE) -> bool:
+    """True when some version of `name` holds `marker` (the manifest, written last), i.e. a
+    finished export."""
     return any(
-        (store / name / str(version) / MANIFEST_FILE).is_file()
+        (store / name / str(version) / marker).is_file()
         for version in existing_versions(store, name)
     )
 

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from service.feeds import Feed
-from service.manifest import Manifest
+from service.manifest import Signature
 
 
 @dataclass(slots=True)
@@ -27,6 +27,8 @@ class BatchTiming:
     inline: bool = False
     """The batch ran on the event loop thread (no hand-off)."""
     rows: int = 0
+    requests: int = 1
+    """The client requests merged into the batch."""
 
     @property
     def total_s(self) -> float:
@@ -38,8 +40,8 @@ class Backend(ABC):
 
     name: str
 
-    def __init__(self, manifest: Manifest) -> None:
-        self.manifest = manifest
+    def __init__(self, signature: Signature) -> None:
+        self.signature = signature
 
     @property
     def description(self) -> str:
@@ -74,10 +76,10 @@ class Backend(ABC):
 class LocalBackend(Backend):
     """An in-process runtime: `run` blocks, so it runs on a thread per instance."""
 
-    def __init__(self, manifest: Manifest, instances: int) -> None:
-        super().__init__(manifest)
+    def __init__(self, signature: Signature, instances: int) -> None:
+        super().__init__(signature)
         self._executor = ThreadPoolExecutor(
-            max_workers=instances, thread_name_prefix=f"{manifest.name}-v{manifest.version}"
+            max_workers=instances, thread_name_prefix=f"{signature.name}-v{signature.version}"
         )
 
     @abstractmethod

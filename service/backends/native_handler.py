@@ -8,7 +8,7 @@ from service.backends.base import Backend
 from service.backends.tensor_payload import CONTENT_TYPE, encode_feed
 from service.backends.torchserve import answer_error, tensor_answer
 from service.feeds import Feed, rows_of
-from service.manifest import Manifest
+from service.manifest import Signature
 from service.native.frames import HandlerRequest, Parameter, next_request_id
 from service.native.handler_pool import HandlerPool, batch_failure
 
@@ -16,10 +16,10 @@ from service.native.handler_pool import HandlerPool, batch_failure
 class NativeHandlerBackend(Backend):
     name = "torchserve-native"
 
-    def __init__(self, manifest: Manifest, pool: HandlerPool) -> None:
-        super().__init__(manifest)
+    def __init__(self, signature: Signature, pool: HandlerPool) -> None:
+        super().__init__(signature)
         self.pool = pool
-        self._output_names = [spec.name for spec in manifest.outputs]
+        self._output_names = [spec.name for spec in signature.outputs]
 
     @property
     def description(self) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 from service.backends.base import LocalBackend
 from service.errors import BackendError
 from service.feeds import Feed
-from service.manifest import Manifest
+from service.manifest import Signature
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class OnnxRuntimeBackend(LocalBackend):
 
     def __init__(
         self,
-        manifest: Manifest,
+        signature: Signature,
         model_path: Path,
         *,
         instances: int = 1,
@@ -43,7 +43,7 @@ class OnnxRuntimeBackend(LocalBackend):
         graph_optimization: str = "all",
         allow_spinning: bool = True,
     ) -> None:
-        super().__init__(manifest, instances)
+        super().__init__(signature, instances)
         self.model_path = model_path
         self.requested = providers or ["CPUExecutionProvider"]
         self.intra_op_threads = intra_op_threads
@@ -52,7 +52,7 @@ class OnnxRuntimeBackend(LocalBackend):
         self.session: Any = None
         self.providers: list[str] = []
         self._use_binding = False
-        self._output_names = [spec.name for spec in manifest.outputs]
+        self._output_names = [spec.name for spec in signature.outputs]
 
     @property
     def description(self) -> str:
@@ -77,7 +77,7 @@ class OnnxRuntimeBackend(LocalBackend):
         if skipped:
             log.warning(
                 "%s: providers not available in this build, skipped: %s",
-                self.manifest.name,
+                self.signature.name,
                 skipped,
             )
         try:
@@ -92,9 +92,9 @@ class OnnxRuntimeBackend(LocalBackend):
             "TensorrtExecutionProvider",
         )
         log.info(
-            "%s v%d: onnxruntime using %s",
-            self.manifest.name,
-            self.manifest.version,
+            "%s v%s: onnxruntime using %s",
+            self.signature.name,
+            self.signature.version,
             self.providers,
         )
 

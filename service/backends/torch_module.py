@@ -12,16 +12,18 @@ import numpy as np
 from service.datatypes import numpy_dtype
 from service.errors import BackendError
 from service.feeds import Feed
-from service.manifest import Manifest
+from service.manifest import Signature
 
 
 class TorchModule:
-    def __init__(self, module: Any, manifest: Manifest, device: Any, *, fp16: bool = False) -> None:
+    def __init__(
+        self, module: Any, signature: Signature, device: Any, *, fp16: bool = False
+    ) -> None:
         self.module = module
         self.device = device
         self.fp16 = fp16
-        self.input_names = [spec.name for spec in manifest.inputs]
-        self.output_dtypes = {spec.name: numpy_dtype(spec.datatype) for spec in manifest.outputs}
+        self.input_names = [spec.name for spec in signature.inputs]
+        self.output_dtypes = {spec.name: numpy_dtype(spec.datatype) for spec in signature.outputs}
 
     def __call__(self, feed: Feed) -> Feed:
         return self.outputs(self.forward(self.inputs(feed)))
@@ -51,6 +53,8 @@ class TorchModule:
                 result = self.module(*args)
         except Exception as error:
             raise BackendError(f"the module failed: {type(error).__name__}: {error}") from error
+        if isinstance(result, dict):  # a torch.export program may answer by output name
+            return [result[name] for name in self.output_dtypes]
         return list(result) if isinstance(result, list | tuple) else [result]
 
     def outputs(self, results: list[Any]) -> Feed:

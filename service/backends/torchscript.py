@@ -11,7 +11,7 @@ from service.backends.base import BatchTiming, LocalBackend
 from service.backends.torch_module import TorchModule
 from service.errors import BackendError
 from service.feeds import Feed
-from service.manifest import Manifest
+from service.manifest import Signature
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ class TorchBackend(LocalBackend):
 
     def __init__(
         self,
-        manifest: Manifest,
+        signature: Signature,
         model_path: Path,
         *,
         instances: int = 1,
@@ -29,7 +29,7 @@ class TorchBackend(LocalBackend):
         fp16: bool = False,
         threads: int = 0,
     ) -> None:
-        super().__init__(manifest, instances)
+        super().__init__(signature, instances)
         self.model_path = model_path
         self.device_name = device
         self.fp16 = fp16
@@ -45,7 +45,7 @@ class TorchBackend(LocalBackend):
         import torch
 
         if self.device_name == "cuda" and not torch.cuda.is_available():
-            log.warning("%s: CUDA requested but not available; using the CPU", self.manifest.name)
+            log.warning("%s: CUDA requested but not available; using the CPU", self.signature.name)
             self.device_name = "cpu"
         if self.threads:
             torch.set_num_threads(self.threads)
@@ -53,7 +53,7 @@ class TorchBackend(LocalBackend):
             self.module = self._load_module(torch.device(self.device_name))
         except Exception as error:
             raise BackendError(f"cannot load {self.model_path.name}: {error}") from error
-        log.info("%s v%d: %s", self.manifest.name, self.manifest.version, self.description)
+        log.info("%s v%s: %s", self.signature.name, self.signature.version, self.description)
 
     def _load_module(self, device: Any) -> Any:
         raise NotImplementedError
@@ -90,7 +90,7 @@ class TorchBackend(LocalBackend):
             import torch
 
             self._runner = TorchModule(
-                self.module, self.manifest, torch.device(self.device_name), fp16=self.fp16
+                self.module, self.signature, torch.device(self.device_name), fp16=self.fp16
             )
         return self._runner
 
@@ -112,4 +112,11 @@ class Pt2Backend(TorchBackend):
     def _load_module(self, device: Any) -> Any:
         import torch
 
-        return torch._inductor.aoti_load_package(str(self.model_path))
+        from service.triton.signatures import pt2_contents
+
+        _program, compiled = pt2_contents(self.model_path)
+        if compiled:  # an AOTInductor package (what our training writes)
+            return torch._inductor.aoti_load_package(str(self.model_path))
+        # A torch.export program (what users save with torch.export.save).
+        module = torch.export.load(str(self.model_path)).module()
+        return module.to(device)

@@ -186,8 +186,8 @@ class TorchServeBackend(Backend):
         if status == 404:
             message = _json_field(payload, "message") or payload[:500].decode("utf-8", "replace")
             return BackendUnavailable(
-                f"backend unavailable: TorchServe does not serve {self.manifest.name} "
-                f"version {self.manifest.version}: {message}"
+                f"backend unavailable: TorchServe does not serve {self.signature.name} "
+                f"version {self.signature.version}: {message}"
             )
         return answer_error(status, payload, "TorchServe")
 
@@ -212,7 +212,7 @@ class TorchServeBackend(Backend):
         if token is None or token == self.token:
             return False
         self.token = token
-        log.info("%s: TorchServe inference key re-read from %s", self.manifest.name, self.key_file)
+        log.info("%s: TorchServe inference key re-read from %s", self.signature.name, self.key_file)
         return True
 
 
@@ -262,7 +262,9 @@ def answer_error(status: int, payload: bytes, source: str) -> ServingError:
         return PayloadTooLarge(message)
     if 400 <= status < 500:
         return InvalidInput(message)
-    if status in (503, 507):
+    if status in (503, 507) or (status == 500 and "Worker died" in message):
+        # TorchServe answers 500 "Worker died." for a request that met a worker it is
+        # restarting: retry later, as for the native runtime's dead worker (503).
         return BackendUnavailable(f"backend unavailable: {source}: {message}")
     if status == 504:
         return DeadlineExceeded(f"{source}: {message}")

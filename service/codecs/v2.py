@@ -25,6 +25,8 @@ from service.datatypes import (
 )
 from service.errors import InvalidInput
 from service.input_limits import Limits
+from service.sequences import SequenceParameters, sequence_parameters
+from service.shared_memory import NO_SHARED_MEMORY, SharedMemory, Slice
 
 HEADER_LENGTH = "inference-header-content-length"
 MAX_ELEMENTS = 64 * 1024 * 1024
@@ -37,6 +39,10 @@ MAX_DIMS = 64
 class RequestedOutput:
     name: str
     binary: bool
+    classification: int = 0
+    """The classification extension: answer the top k classes instead (0: the tensor)."""
+    shared_memory: Slice | None = None
+    """Write the output there instead of into the answer (system shared memory)."""
 
 
 @dataclass(slots=True)
@@ -47,8 +53,28 @@ class InferRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def priority(self) -> int:
+        """The `priority` request parameter (0 when absent)."""
+        value = self.parameters.get("priority", 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidInput("parameter 'priority' must be a whole number >= 0")
+        return value
+
+    @property
+    def classification(self) -> dict[str, int]:
+        """Output name -> the number of top classes asked for (the classification extension)."""
+        return {
+            item.name: item.classification for item in self.outputs or () if item.classification
+        }
+
+    @property
     def binary_output_default(self) -> bool:
         return bool(self.parameters.get("binary_data_output", False))
+
+    @property
+    def sequence(self) -> SequenceParameters | None:
+        """The sequence extension's `sequence_id`, `sequence_start` and `sequence_end`."""
+        return sequence_parameters(self.parameters)
 
     @property
     def timeout_ms(self) -> float | None:
@@ -168,8 +194,33 @@ def raw_tensor(name: str, datatype: str, shape: list[int], raw: memoryview) -> n
     return np.frombuffer(raw, dtype=dtype).reshape(shape)
 
 
+def shared_tensor(name: str, datatype: str, shape: list[int], place: Slice) -> np.ndarray:
+    """A tensor from a shared memory slice: its raw bytes, decoded as binary data is, then
+    copied out, so nothing the model computes on stays mapped."""
+    with place.view() as view:
+        array = raw_tensor(name, datatype, shape, view)
+        owned = array if array.dtype == object else array.copy()
+        del array  # the view is released on leaving the block: drop what points into it
+    return owned
+
+
+def output_slice(
+    name: str, parameters: Mapping[str, Any], classification: int, regions: SharedMemory
+) -> Slice | None:
+    """Where a requested output goes in shared memory, if its parameters say so."""
+    place = regions.slice(parameters, "output", name)
+    if place is not None and classification:
+        raise InvalidInput("Output can't set both 'shared_memory_region' and 'classification'")
+    if place is not None and parameters.get("binary_data") is True:
+        raise InvalidInput("Output can't set both 'shared_memory_region' and 'binary_data'")
+    return place
+
+
 def decode_request(
-    body: bytes, header_length: str | None, limits: Limits = DEFAULT_LIMITS
+    body: bytes,
+    header_length: str | None,
+    limits: Limits = DEFAULT_LIMITS,
+    regions: SharedMemory = NO_SHARED_MEMORY,
 ) -> InferRequest:
     """Parse a V2 infer request body (JSON, or JSON header + binary tensors)."""
     view = memoryview(body)
@@ -207,7 +258,15 @@ def decode_request(
         if not isinstance(parameters, dict):
             raise InvalidInput(f"input {name!r}: parameters must be an object")
         size = parameters.get("binary_data_size")
-        if size is not None:
+        place = regions.slice(parameters, "input", name) if parameters else None
+        if place is not None:
+            if size is not None or "data" in raw:
+                raise InvalidInput(
+                    f"input {name!r}: set only one of 'data', 'binary_data_size' and "
+                    "'shared_memory_region'"
+                )
+            data = shared_tensor(name, datatype, shape, place)
+        elif size is not None:
             if isinstance(size, bool) or not isinstance(size, int) or size < 0:
                 raise InvalidInput(f"input {name!r}: binary_data_size must be a byte count")
             if offset + size > len(blobs):
@@ -227,10 +286,11 @@ def decode_request(
     params = header.get("parameters") or {}
     if not isinstance(params, dict):
         raise InvalidInput("'parameters' must be an object")
-    return InferRequest(request_id, inputs, _requested_outputs(header.get("outputs")), params)
+    outputs = _requested_outputs(header.get("outputs"), regions)
+    return InferRequest(request_id, inputs, outputs, params)
 
 
-def _requested_outputs(raw: Any) -> list[RequestedOutput] | None:
+def _requested_outputs(raw: Any, regions: SharedMemory) -> list[RequestedOutput] | None:
     if raw is None:
         return None
     if not isinstance(raw, list):
@@ -242,8 +302,23 @@ def _requested_outputs(raw: Any) -> list[RequestedOutput] | None:
         parameters = item.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise InvalidInput("output parameters must be an object")
-        requested.append(RequestedOutput(item["name"], bool(parameters.get("binary_data", False))))
+        classes = class_count(item["name"], parameters.get("classification", 0))
+        requested.append(
+            RequestedOutput(
+                item["name"],
+                bool(parameters.get("binary_data", False)),
+                classes,
+                output_slice(item["name"], parameters, classes, regions) if parameters else None,
+            )
+        )
     return requested
+
+
+def class_count(name: str, value: Any) -> int:
+    """The `classification` parameter of a requested output: a whole number of classes."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidInput(f"output {name!r}: 'classification' must be a whole number >= 0")
+    return value
 
 
 def chosen_outputs(
@@ -258,11 +333,36 @@ def chosen_outputs(
     return request.outputs
 
 
+def shared_output(item: RequestedOutput, array: np.ndarray) -> dict[str, Any] | None:
+    """Write an output its request placed in shared memory (encoded as binary data is);
+    the parameters its answer carries instead of data. None when it was not placed there."""
+    if item.shared_memory is None:
+        return None
+    blob = raw_bytes(array)
+    item.shared_memory.write(blob)
+    return {
+        "shared_memory_region": item.shared_memory.region.name,
+        "shared_memory_byte_size": len(blob),
+    }
+
+
 def raw_bytes(array: np.ndarray) -> bytes:
     """A tensor's raw little-endian bytes (BYTES elements length-prefixed)."""
     if array.dtype == object:
         return encode_bytes_elements(list(array.reshape(-1)))
     return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
+def _json_strings(name: str, array: np.ndarray) -> list[str]:
+    """BYTES elements as JSON strings: they must be UTF-8 (JSON holds text); anything else
+    travels byte-exact in binary (`binary_data: true`)."""
+    try:
+        return [item.decode("utf-8") for item in array.reshape(-1)]
+    except UnicodeDecodeError:
+        raise InvalidInput(
+            f"output {name!r} holds bytes that are not UTF-8, which JSON cannot carry: "
+            "ask for it as binary data (parameters.binary_data: true)"
+        ) from None
 
 
 def encode_response(
@@ -284,10 +384,15 @@ def encode_response(
             "datatype": datatype,
             "shape": list(array.shape),
         }
-        if item.binary:
+        placed = shared_output(item, array)
+        if placed is not None:
+            tensor["parameters"] = placed
+        elif item.binary:
             blob = raw_bytes(array)
             tensor["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
+        elif array.dtype == object:
+            tensor["data"] = _json_strings(item.name, array)
         else:
             tensor["data"] = array.reshape(-1)
         tensors.append(tensor)

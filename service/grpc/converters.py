@@ -19,6 +19,7 @@ from service.codecs.wire import Tensor
 from service.datatypes import element_count, numpy_dtype, v2_datatype
 from service.errors import InvalidInput
 from service.input_limits import Limits
+from service.shared_memory import NO_SHARED_MEMORY, SharedMemory, Slice
 
 # Typed `contents` field per datatype (FP16 and BF16 travel only as raw contents).
 _CONTENTS_FIELD = {
@@ -67,32 +68,68 @@ def _typed_tensor(tensor: pb.ModelInferRequest.InferInputTensor, shape: list[int
         raise InvalidInput(f"input {name!r}: data does not fit datatype {datatype}") from None
 
 
+def _placed(tensor: pb.ModelInferRequest.InferInputTensor, regions: SharedMemory) -> Slice | None:
+    """The shared memory slice an input's parameters name, if any."""
+    if not tensor.parameters:
+        return None
+    return regions.slice(_parameters(tensor.parameters), "input", tensor.name)
+
+
 def infer_request(
-    message: pb.ModelInferRequest, limits: Limits = v2.DEFAULT_LIMITS
+    message: pb.ModelInferRequest,
+    limits: Limits = v2.DEFAULT_LIMITS,
+    regions: SharedMemory = NO_SHARED_MEMORY,
 ) -> v2.InferRequest:
-    """A ModelInferRequest -> the V2 request the REST codec produces for the same call."""
+    """A ModelInferRequest -> the V2 request the REST codec produces for the same call.
+    Raw contents belong, in order, to the inputs not placed in shared memory."""
     if not message.inputs:
         raise InvalidInput("request needs at least one input")
     raw = message.raw_input_contents
-    if raw and len(raw) != len(message.inputs):
+    placed = [_placed(tensor, regions) for tensor in message.inputs]
+    sent = sum(place is None for place in placed)
+    if raw and len(raw) != sent:
         raise InvalidInput(
-            f"{len(raw)} raw_input_contents for {len(message.inputs)} inputs; send one per input"
+            f"{len(raw)} raw_input_contents for {sent} inputs; send one per input "
+            "not in shared memory"
         )
     inputs: list[Tensor] = []
     seen: set[str] = set()
-    for index, tensor in enumerate(message.inputs):
+    index = 0
+    for tensor, place in zip(message.inputs, placed, strict=True):
         name = tensor.name
         if name in seen:
             raise InvalidInput(f"input {name!r} appears twice")
         seen.add(name)
         shape = v2.check_shape(list(tensor.shape), name, tensor.datatype, limits)
-        if raw:
+        if place is not None and tensor.HasField("contents"):
+            raise InvalidInput(
+                f"unexpected 'content' provided when using shared memory for input tensor "
+                f"'{name}' for model '{message.model_name}'"
+            )
+        if raw and tensor.HasField("contents"):
+            raise InvalidInput(
+                f"contents field must not be specified when using raw_input_contents for "
+                f"'{name}' for model '{message.model_name}'"
+            )
+        if place is not None:
+            data = v2.shared_tensor(name, tensor.datatype, shape, place)
+        elif raw:
             data = v2.raw_tensor(name, tensor.datatype, shape, memoryview(raw[index]))
+            index += 1
         else:
             data = _typed_tensor(tensor, shape)
         inputs.append(Tensor(name, tensor.datatype, shape, data))
-    outputs = [v2.RequestedOutput(item.name, True) for item in message.outputs] or None
+    outputs = [_requested_output(item, regions) for item in message.outputs] or None
     return v2.InferRequest(message.id or None, inputs, outputs, _parameters(message.parameters))
+
+
+def _requested_output(
+    item: pb.ModelInferRequest.InferRequestedOutputTensor, regions: SharedMemory
+) -> v2.RequestedOutput:
+    parameters = _parameters(item.parameters)
+    classes = v2.class_count(item.name, parameters.get("classification", 0))
+    place = v2.output_slice(item.name, parameters, classes, regions) if parameters else None
+    return v2.RequestedOutput(item.name, True, classes, place)
 
 
 def infer_response(
@@ -111,7 +148,14 @@ def infer_response(
         tensor.name = item.name
         tensor.datatype = v2_datatype(array)
         tensor.shape.extend(array.shape)
-        response.raw_output_contents.append(v2.raw_bytes(array))
+        placed = v2.shared_output(item, array)
+        if placed is None:
+            response.raw_output_contents.append(v2.raw_bytes(array))
+            continue
+        # Like Triton: an empty raw contents entry keeps every output's index.
+        response.raw_output_contents.append(b"")
+        tensor.parameters["shared_memory_region"].string_param = placed["shared_memory_region"]
+        tensor.parameters["shared_memory_byte_size"].int64_param = placed["shared_memory_byte_size"]
     return response
 
 
@@ -133,3 +177,12 @@ def model_metadata(metadata: Mapping[str, Any]) -> pb.ModelMetadataResponse:
         inputs=tensors(metadata["inputs"]),
         outputs=tensors(metadata["outputs"]),
     )
+
+
+def statistics_response(stats: list[dict[str, Any]]) -> pb.ModelStatisticsResponse:
+    """Triton's JSON form of the statistics (`DataPlane.statistics`) as its gRPC answer."""
+    from google.protobuf import json_format
+
+    response = pb.ModelStatisticsResponse()
+    json_format.ParseDict({"model_stats": stats}, response)
+    return response

@@ -9,7 +9,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 import grpc
 
-from service.errors import ServingError
+from service.errors import ServingError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +19,19 @@ ResponseT = TypeVar("ResponseT")
 P = ParamSpec("P")
 
 
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
+"""Trailing metadata of an UNAVAILABLE answer: when to retry (HTTP's `Retry-After`); gRPC's own
+retry policy honours it."""
+
+
 def status_of(error: ServingError) -> grpc.StatusCode:
     return grpc.StatusCode[error.grpc_status]
+
+
+def trailing_metadata_of(error: ServingError) -> tuple[tuple[str, str], ...]:
+    if isinstance(error, Unavailable):
+        return ((PUSHBACK_KEY, str(error.retry_after_s * 1000)),)
+    return ()
 
 
 def translate_errors(
@@ -41,7 +52,9 @@ def translate_errors(
         try:
             return await method(self, request, context, *args, **kwargs)
         except ServingError as error:
-            await context.abort(status_of(error), error.message)
+            await context.abort(
+                status_of(error), error.message, trailing_metadata=trailing_metadata_of(error)
+            )
         except (grpc.aio.AbortError, grpc.aio.UsageError):
             raise
         except Exception:

@@ -20,6 +20,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from service.dataplane import DataPlane
+from service.grpc.admission import Admission
 from service.grpc.servicer import InferenceServicer
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,14 @@ class GrpcServer:
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._activity = _Activity()
+        settings = plane.settings
+        refused = plane.metrics.grpc_refused
+        self.admission = Admission(
+            settings.grpc_max_concurrent_calls,
+            pushback_ms=settings.grpc_retry_pushback_ms,
+            refused=lambda method: refused.labels(method).inc(),
+            exempt=frozenset({HEALTH_SERVICE}),
+        )
         self._stopping: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
@@ -112,7 +121,7 @@ class GrpcServer:
         settings = self.plane.settings
         limit = settings.grpc_max_message_bytes
         server = grpc.aio.server(
-            interceptors=[self._activity],
+            interceptors=[self._activity, self.admission],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -124,6 +133,10 @@ class GrpcServer:
                 ("grpc.max_connection_idle_ms", _ms(settings.grpc_max_connection_idle_s)),
                 ("grpc.keepalive_time_ms", _ms(settings.grpc_keepalive_s)),
                 ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+                # Calls that arrived but wait for the event loop to pick them up: one bound,
+                # no random early drop below it (see service.grpc.admission).
+                ("grpc.server.max_pending_requests", settings.grpc_max_pending_calls),
+                ("grpc.server.max_pending_requests_hard_limit", settings.grpc_max_pending_calls),
             ],
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.plane), server)

@@ -2,14 +2,12 @@
 
 Every method only decodes, calls the data plane, and encodes; errors become
 status codes in one place (`service.grpc.errors`). Methods of Triton's superset that this
-gateway does not implement (shared memory, statistics, trace and log settings, model config)
-answer UNIMPLEMENTED from the generated base class.
+gateway does not implement (trace and log settings) answer UNIMPLEMENTED from the generated
+base class; CUDA shared memory answers UNIMPLEMENTED with its reason.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -23,8 +21,9 @@ from service.dataplane import DataPlane
 from service.errors import InvalidInput, ServingError
 from service.grpc import converters
 from service.grpc.errors import translate_errors
+from service.grpc.streams import serve_concurrently
 from service.inference import DecodedBody, InferenceRequest, InferenceResult, TensorBody
-from service.processing import Processor, TensorInputs
+from service.processing import ModelProcessor, TensorInputs
 from service.tracing import TRACE_HEADERS
 
 PROTOCOL = "grpc"
@@ -91,14 +90,39 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
             self.plane.model_metadata(request.name, request.version or None, _credentials(context))
         )
 
+    @translate_errors
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelConfigResponse:
+        config = self.plane.model_config(
+            request.name, request.version or None, _credentials(context)
+        )
+        return pb.ModelConfigResponse(config=config)
+
+    @translate_errors
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelStatisticsResponse:
+        stats = self.plane.statistics(
+            request.name or None, request.version or None, _credentials(context)
+        )
+        return converters.statistics_response(stats)
+
     # -- inference -----------------------------------------------------------------------------
 
     async def _infer(
         self, message: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        async def decode(processor: Processor) -> DecodedBody[v2.InferRequest]:
-            decoded = converters.infer_request(message, processor.limits)
-            return DecodedBody(TensorInputs(decoded.inputs), decoded, decoded.timeout_ms)
+        async def decode(processor: ModelProcessor) -> DecodedBody[v2.InferRequest]:
+            decoded = converters.infer_request(message, processor.limits, self.plane.shared_memory)
+            return DecodedBody(
+                TensorInputs(decoded.inputs),
+                decoded,
+                decoded.timeout_ms,
+                decoded.classification,
+                decoded.priority,
+                decoded.sequence,
+            )
 
         def encode(result: InferenceResult[v2.InferRequest]) -> pb.ModelInferResponse:
             return converters.infer_response(
@@ -131,11 +155,11 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Requests on one stream are served concurrently (so they batch together); each answer
-        carries its request's id, and an error answers only its own request."""
-        answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-        running: set[asyncio.Task[None]] = set()
+        carries its request's id, and an error answers only its own request. At most
+        `grpc_stream_max_in_flight` requests of a stream are held at once: past it the stream
+        is not read until the client takes an answer (`service.grpc.streams`)."""
 
-        async def answer(message: pb.ModelInferRequest) -> None:
+        async def answer(message: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
             try:
                 response = await self._infer(message, context)
             except Exception as error:
@@ -147,33 +171,63 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                     model_version=message.model_version,
                     id=message.id,
                 )
-                await answers.put(
-                    pb.ModelStreamInferResponse(
-                        error_message=reason or "internal server error", infer_response=failed
-                    )
+                return pb.ModelStreamInferResponse(
+                    error_message=reason or "internal server error", infer_response=failed
                 )
-            else:
-                await answers.put(pb.ModelStreamInferResponse(infer_response=response))
+            return pb.ModelStreamInferResponse(infer_response=response)
 
-        async def read() -> None:
-            async for message in requests:
-                task = asyncio.create_task(answer(message))
-                running.add(task)
-                task.add_done_callback(running.discard)
-            while running:
-                await asyncio.gather(*running, return_exceptions=True)
-            await answers.put(None)
+        limit = self.plane.settings.grpc_stream_max_in_flight
+        async for item in serve_concurrently(requests, answer, limit):
+            yield item
 
-        reader = asyncio.create_task(read())
-        try:
-            while (item := await answers.get()) is not None:
-                yield item
-            await reader
-        finally:
-            for task in (reader, *running):
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(reader, *running, return_exceptions=True)
+    # -- system shared memory (inference token) ------------------------------------------------
+
+    @translate_errors
+    async def SystemSharedMemoryStatus(
+        self, request: pb.SystemSharedMemoryStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SystemSharedMemoryStatusResponse:
+        regions = self.plane.shared_memory_status(request.name or None, _credentials(context))
+        response = pb.SystemSharedMemoryStatusResponse()
+        for region in regions:
+            response.regions[region.name].CopyFrom(
+                pb.SystemSharedMemoryStatusResponse.RegionStatus(**region.as_dict())
+            )
+        return response
+
+    @translate_errors
+    async def SystemSharedMemoryRegister(
+        self, request: pb.SystemSharedMemoryRegisterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SystemSharedMemoryRegisterResponse:
+        self.plane.shared_memory_register(
+            request.name, request.key, request.offset, request.byte_size, _credentials(context)
+        )
+        return pb.SystemSharedMemoryRegisterResponse()
+
+    @translate_errors
+    async def SystemSharedMemoryUnregister(
+        self, request: pb.SystemSharedMemoryUnregisterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SystemSharedMemoryUnregisterResponse:
+        self.plane.shared_memory_unregister(request.name or None, _credentials(context))
+        return pb.SystemSharedMemoryUnregisterResponse()
+
+    @translate_errors
+    async def CudaSharedMemoryStatus(
+        self, request: pb.CudaSharedMemoryStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CudaSharedMemoryStatusResponse:
+        self.plane.cuda_shared_memory(_credentials(context))
+
+    @translate_errors
+    async def CudaSharedMemoryRegister(
+        self, request: pb.CudaSharedMemoryRegisterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CudaSharedMemoryRegisterResponse:
+        self.plane.cuda_shared_memory(_credentials(context))
+
+    @translate_errors
+    async def CudaSharedMemoryUnregister(
+        self, request: pb.CudaSharedMemoryUnregisterRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CudaSharedMemoryUnregisterResponse:
+        self.plane.cuda_shared_memory_unregister(request.name or None, _credentials(context))
+        return pb.CudaSharedMemoryUnregisterResponse()
 
     # -- repository (management token) ---------------------------------------------------------
 

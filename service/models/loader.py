@@ -29,8 +29,31 @@ class ModelLoader(ABC):
         """Load and warm up one version; raise (a `ServingError` says why) when it cannot
         serve. Whatever was started is released before raising."""
 
+    @abstractmethod
+    def source(self, name: str) -> Path:
+        """The folder or file a model is read from (its changes are what polling watches)."""
+
+    def fingerprint(self, name: str) -> tuple[tuple[str, int, int], ...]:
+        """What changes when a model's files change: every file's name, size and mtime."""
+        return fingerprint(self.source(name))
+
     def close(self) -> None:
         """Release what the loader holds (scratch folders)."""
+
+
+def fingerprint(path: Path) -> tuple[tuple[str, int, int], ...]:
+    """Every file under `path` (or `path` itself): relative name, size, modification time."""
+    if path.is_file():
+        stat = path.stat()
+        return ((path.name, stat.st_size, stat.st_mtime_ns),)
+    if not path.is_dir():
+        return ()
+    entries = []
+    for child in sorted(path.rglob("*")):
+        if child.is_file():
+            stat = child.stat()
+            entries.append((str(child.relative_to(path)), stat.st_size, stat.st_mtime_ns))
+    return tuple(entries)
 
 
 def version_key(version: str) -> tuple[int, ...]:

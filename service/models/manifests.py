@@ -12,7 +12,7 @@ from service.backends.base import Backend
 from service.errors import InvalidInput
 from service.manifest import MANIFEST_FILE, Manifest
 from service.models.loader import ModelLoader, version_key
-from service.models.tensor import ServingContext, TensorModel, start_tensor_model
+from service.models.tensor import ManifestModel, ServingContext, start_manifest_model
 from service.processing import processor_for
 from service.settings import Settings
 
@@ -27,6 +27,9 @@ class ManifestLoader(ModelLoader):
     @property
     def root(self) -> Path:
         return self._root
+
+    def source(self, name: str) -> Path:
+        return self.root / name
 
     def discover(self) -> dict[str, list[str]]:
         """Valid model names with integer version folders holding a `model.json`."""
@@ -48,14 +51,14 @@ class ManifestLoader(ModelLoader):
                 found[model_dir.name] = sorted(versions, key=version_key)
         return found
 
-    async def load(self, name: str, version: str) -> TensorModel:
+    async def load(self, name: str, version: str) -> ManifestModel:
         path = self.root / name / version
         manifest = read_manifest(path, name, version)
         processor = processor_for(manifest, path, self.context.limits)
         backend = build_backend(manifest, path, self.context.settings)
         try:
             await backend.load()
-            return await start_tensor_model(
+            return await start_manifest_model(
                 self.context, name, version, manifest, processor, backend
             )
         except BaseException:

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 from service.errors import InvalidInput, ModelNotReady, NotFound
 
 if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
+
     from service.inference import (
         Call,
         Decoder,
@@ -76,6 +78,11 @@ class ServedModel(ABC):
     @abstractmethod
     def metadata(self) -> ModelMetadata: ...
 
+    @abstractmethod
+    def config(self) -> ModelConfig:
+        """The model's configuration in Triton's terms (`ModelConfig`), completed: what
+        Triton's clients read before building their requests."""
+
     async def healthy(self) -> bool:
         """Whatever computes this model still can (a remote backend, live workers)."""
         return True
@@ -113,6 +120,9 @@ class NoModel(ServedModel):
 
     def metadata(self) -> ModelMetadata:
         return ModelMetadata(platform="")
+
+    def config(self) -> ModelConfig:
+        raise ModelNotReady(f"model {self.name!r} version {self.version} is not loaded")
 
     async def healthy(self) -> bool:
         return False

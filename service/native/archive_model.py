@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import Gauge
 
@@ -19,11 +20,14 @@ from service.batcher import DynamicBatcher
 from service.errors import BackendError, InvalidInput
 from service.inference import Call, Decoder, InferenceResult, PredictionsBody, RawReader, WireT
 from service.models.served import ModelMetadata, ServedModel, Workers
-from service.models.tensor import TensorModel
+from service.models.tensor import ManifestModel
 from service.native.aliases import TorchServeAliases
 from service.native.archives import ExtractedArchive, ServingOptions
 from service.native.frames import HandlerRequest, HandlerResponse
 from service.native.handler_pool import HandlerPool, batch_failure
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 PLATFORM = "torchserve-native"
 
@@ -62,6 +66,16 @@ class ArchiveModel(ServedModel):
                 "max_batch_size": self.options.batch_size,
             },
         )
+
+    def config(self) -> ModelConfig:
+        """What Triton's clients can know of a handler: its name and batch size; its inputs
+        and outputs are the handler's own business."""
+        from tritonclient.grpc.model_config_pb2 import ModelConfig
+
+        config = ModelConfig(name=self.name, platform=PLATFORM, backend="python")
+        config.max_batch_size = self.options.batch_size
+        config.parameters["handler"].string_value = self.archive.manifest.handler
+        return config
 
     async def healthy(self) -> bool:
         return self.pool.ready
@@ -110,7 +124,7 @@ class TensorArchiveModel(ArchiveModel):
     """An archive that ships our `model.json`: the tensor way in too, computed by the same
     handler pool (the tensor model's backend)."""
 
-    def __init__(self, raw: ArchiveModel, tensors: TensorModel) -> None:
+    def __init__(self, raw: ArchiveModel, tensors: ManifestModel) -> None:
         super().__init__(
             raw.name,
             raw.version,
@@ -125,6 +139,9 @@ class TensorArchiveModel(ArchiveModel):
 
     def metadata(self) -> ModelMetadata:
         return self.tensors.metadata()
+
+    def config(self) -> ModelConfig:
+        return self.tensors.config()
 
     async def infer(self, decode: Decoder[WireT], call: Call) -> InferenceResult[WireT]:
         return await self.tensors.infer(decode, call)

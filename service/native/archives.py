@@ -2,7 +2,10 @@
 `config.properties`, each archive's `MAR-INF/MANIFEST.json` and `model-config.yaml`.
 
 Precedence is TorchServe's: an archive's own `model-config.yaml` wins over the `models=` entry
-of `config.properties`, which wins over the defaults.
+of `config.properties`, which wins over the defaults. A `model_snapshot` in `config.properties`
+(what KServe's TorchServe layout ships, and what TorchServe writes on shutdown) replaces
+`load_models` as TorchServe's `SnapshotManager.restore` does: it names every model, its archive
+(`marName`) and its settings; an archive it names that is missing stops the start.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class ServingOptions:
     max_batch_delay_ms: int = 100  # maxBatchDelay: used only when the gateway is told to
     min_workers: int = 1  # minWorkers
     response_timeout_s: float = 120.0  # responseTimeout
+    startup_timeout_s: float | None = None  # startupTimeout (None: the gateway's setting)
 
     def merged(self, overrides: Mapping[str, Any]) -> ServingOptions:
         keys = {
@@ -71,6 +75,7 @@ class ServingOptions:
             "maxBatchDelay": "max_batch_delay_ms",
             "minWorkers": "min_workers",
             "responseTimeout": "response_timeout_s",
+            "startupTimeout": "startup_timeout_s",
         }
         changes: dict[str, Any] = {}
         for their, ours in keys.items():
@@ -81,20 +86,36 @@ class ServingOptions:
                     raise InvalidInput(
                         f"{their} must be a number, not {overrides[their]!r}"
                     ) from None
-                changes[ours] = value if ours == "response_timeout_s" else int(value)
+                changes[ours] = value if ours.endswith("_timeout_s") else int(value)
         options = replace(self, **changes)
         if options.batch_size < 1 or options.min_workers < 0 or options.response_timeout_s <= 0:
             raise InvalidInput("batchSize must be >= 1, minWorkers >= 0, responseTimeout > 0")
+        if options.startup_timeout_s is not None and options.startup_timeout_s <= 0:
+            raise InvalidInput("startupTimeout must be > 0")
         return options
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotModel:
+    """One model of a `model_snapshot`: the version served, its archive and its settings."""
+
+    version: str
+    mar_name: str
+    settings: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class StoreConfig:
-    """The model store and what to load from it (`model_store`, `load_models`, `models`)."""
+    """The model store and what to load from it (`model_store`, `load_models`, `models`,
+    `model_snapshot`, `service_envelope`)."""
 
     model_store: Path
     load_models: tuple[str, ...] = ("all",)
     models: Mapping[str, Any] | None = None
+    snapshot: Mapping[str, SnapshotModel] | None = None
+    """Model name -> what `model_snapshot` says; when set, `load_models` is not read."""
+    envelope: str = ""
+    """`service_envelope`: how TorchServe wraps requests for the handler (`kserve`...)."""
 
     @classmethod
     def read(cls, properties_file: Path, default_store: Path) -> StoreConfig:
@@ -107,14 +128,19 @@ class StoreConfig:
         )
         models: Mapping[str, Any] | None = None
         if properties.get("models"):
-            try:
-                models = json.loads(properties["models"])
-            except json.JSONDecodeError as error:
-                raise InvalidInput(f"models= in {properties_file} is not JSON: {error}") from None
-        return cls(store, load or ("all",), models)
+            models = _json_property(properties, "models", properties_file)
+        snapshot = None
+        if properties.get("model_snapshot"):
+            raw = _json_property(properties, "model_snapshot", properties_file)
+            snapshot = snapshot_models(raw, f"model_snapshot in {properties_file}")
+        envelope = properties.get("service_envelope", "")
+        return cls(store, load or ("all",), models, snapshot, envelope)
 
     def archives(self) -> dict[str, Path]:
-        """Model name -> archive, for the archives `load_models` names (`all`: every one)."""
+        """Model name -> archive: those `model_snapshot` names, else those `load_models`
+        names (`all`: every one)."""
+        if self.snapshot is not None:
+            return self._snapshot_archives(self.snapshot)
         if not self.model_store.is_dir():
             return {}
         found = {path.stem: path for path in sorted(self.model_store.glob(f"*{ARCHIVE_SUFFIX}"))}
@@ -130,17 +156,79 @@ class StoreConfig:
                 chosen[name if file else path.stem] = path
         return chosen
 
+    def _snapshot_archives(self, snapshot: Mapping[str, SnapshotModel]) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for name, model in snapshot.items():
+            path = self.model_store / model.mar_name
+            if not path.is_file():
+                # TorchServe refuses to start on such a snapshot (InvalidSnapshotException).
+                raise InvalidInput(
+                    f"model_snapshot: the archive {model.mar_name!r} of model {name!r}, "
+                    f"version {model.version!r}, is not in the model store {self.model_store}"
+                )
+            found[name] = path
+        return found
+
     def options_for(self, name: str, version: str) -> ServingOptions:
-        """`models=` settings for one model version (or its only / default version)."""
-        entry = (self.models or {}).get(name)
-        if not isinstance(entry, Mapping):
-            return ServingOptions()
-        settings = entry.get(version)
-        if not isinstance(settings, Mapping):
-            versions = [v for v in entry.values() if isinstance(v, Mapping)]
-            default = [v for v in versions if v.get("defaultVersion")]
-            settings = (default or versions or [{}])[0]
-        return ServingOptions().merged(settings)
+        """`models=` settings for one model version (or its only / default version), then the
+        snapshot's for that model."""
+        options = ServingOptions().merged(_version_settings((self.models or {}).get(name), version))
+        if self.snapshot is not None and name in self.snapshot:
+            options = options.merged(self.snapshot[name].settings)
+        return options
+
+
+def _json_property(properties: Mapping[str, str], key: str, file: Path) -> Any:
+    try:
+        return json.loads(properties[key])
+    except json.JSONDecodeError as error:
+        raise InvalidInput(f"{key}= in {file} is not JSON: {error}") from None
+
+
+def _version_settings(entry: Any, version: str) -> Mapping[str, Any]:
+    """One version's settings of a `{version: {...}}` map: that version, else the one marked
+    `defaultVersion`, else the first."""
+    if not isinstance(entry, Mapping):
+        return {}
+    settings = entry.get(version)
+    if isinstance(settings, Mapping):
+        return settings
+    versions = [v for v in entry.values() if isinstance(v, Mapping)]
+    default = [v for v in versions if v.get("defaultVersion")]
+    chosen: Mapping[str, Any] = (default or versions or [{}])[0]
+    return chosen
+
+
+def snapshot_models(raw: Any, where: str) -> dict[str, SnapshotModel]:
+    """The models of a TorchServe snapshot, `{"modelCount": N, "models": {name: {version:
+    {"marName": ..., "defaultVersion": ..., "batchSize": ...}}}}`: per model, the version marked
+    `defaultVersion` (else the only or first one). A `modelCount` of 0 loads nothing, as in
+    TorchServe. The gateway serves one version per archive model, so the other versions a
+    snapshot lists are not loaded."""
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("models", {}), Mapping):
+        raise InvalidInput(f'{where}: expected {{"models": {{name: {{version: {{...}}}}}}}}')
+    count = raw.get("modelCount")
+    if isinstance(count, int) and count <= 0:
+        return {}
+    found: dict[str, SnapshotModel] = {}
+    for name, versions in raw.get("models", {}).items():
+        if not isinstance(versions, Mapping) or not versions:
+            raise InvalidInput(f"{where}: model {name!r} lists no version")
+        entries = [(str(v), s) for v, s in versions.items() if isinstance(s, Mapping)]
+        default = [(v, s) for v, s in entries if s.get("defaultVersion")]
+        if not entries:
+            raise InvalidInput(f"{where}: model {name!r} lists no version settings")
+        version, settings = (default or entries)[0]
+        mar_name = settings.get("marName")
+        if not isinstance(mar_name, str) or not mar_name or "/" in mar_name or mar_name == "..":
+            raise InvalidInput(
+                f"{where}: model {name!r} version {version!r} needs a marName, an archive "
+                f"file name in the model store (got {mar_name!r})"
+            )
+        if not MODEL_NAME.fullmatch(str(name)):
+            raise InvalidInput(f"{where}: model name {name!r} {PLAIN_NAME_RULE}")
+        found[str(name)] = SnapshotModel(version, mar_name, settings)
+    return found
 
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")

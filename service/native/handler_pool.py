@@ -14,8 +14,10 @@ import asyncio
 import contextlib
 import importlib.util
 import logging
+import os
+import re
 import tempfile
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,13 +33,18 @@ from service.native.frames import (
     read_reply,
 )
 from service.native.processes import WorkerProcess
+from service.native.worker_main import STACK_SIGNAL
 from service.restarts import RESTARTS
 
 log = logging.getLogger(__name__)
 
+MB = 1024 * 1024
 LOG_TAIL_LINES = 40
 LOG_TAIL_BYTES = 16_384
-CONNECT_TIMEOUT_S = 60.0
+STACK_WAIT_S = 1.0
+"""How long a worker that overran its start has to write its stack before it is killed."""
+STACK_POLL_S = 0.02
+_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<function>\S+)', re.M)
 
 
 class WorkerDied(BackendError):
@@ -70,9 +77,13 @@ class HandlerSpec:
     handler: str
     batch_size: int
     response_timeout_s: float
+    start_timeout_s: float = 60.0
+    """Start and load the handler within this long (startupTimeout, else the setting)."""
     envelope: str = ""
     threads: int | None = 1
     """OMP_NUM_THREADS for the worker (None: inherit)."""
+    max_rss_bytes: int | None = None
+    """Recycle a worker whose resident memory is above this after a batch (None: never)."""
 
 
 class HandlerProcess:
@@ -95,6 +106,17 @@ class HandlerProcess:
     @property
     def alive(self) -> bool:
         return self.process is not None and self.process.returncode is None
+
+    def rss_bytes(self) -> int | None:
+        """Resident memory now, from `/proc` (None when it cannot be read)."""
+        try:
+            status = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return None
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return None
 
     def log_tail(self) -> str:
         """The last lines the worker logged (kept in its scratch directory)."""
@@ -121,8 +143,9 @@ class HandlerProcess:
             log_file=self._log_file,
             threads=spec.threads,
         )
+        loading = False
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            async with asyncio.timeout(spec.start_timeout_s):
                 self._reader, self._writer = await self._connect(socket_path)
                 self._writer.write(
                     encode_load(
@@ -135,8 +158,13 @@ class HandlerProcess:
                     )
                 )
                 await self._writer.drain()
+                loading = True
                 reply = await read_reply(self._reader)
-        except (TimeoutError, OSError, asyncio.IncompleteReadError) as error:
+        except TimeoutError:
+            stack = await self._stack() if loading else ""
+            await self.stop(clean=False)
+            raise BackendError(self._start_overrun(loading, stack)) from None
+        except (OSError, asyncio.IncompleteReadError) as error:
             await self.stop(clean=False)
             message = f"worker for {spec.model_name} did not start ({type(error).__name__})"
             raise BackendError(f"{message}:\n{self.last_words()}") from None
@@ -150,6 +178,58 @@ class HandlerProcess:
             self.index,
             self.pid,
             "" if self.gpu_id is None else f", gpu {self.gpu_id}",
+        )
+
+    async def _stack(self) -> str:
+        """The worker's Python stack now (it writes it to its log on `STACK_SIGNAL`)."""
+        pid = self.pid
+        if pid is None or not self.alive:
+            return ""
+        marker = "most recent call first"
+        before = self.log_tail().count(marker)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, STACK_SIGNAL)
+        # Another process writes it: nothing to await but the file.
+        for _ in range(int(STACK_WAIT_S / STACK_POLL_S)):
+            if self.log_tail().count(marker) > before:
+                break
+            await asyncio.sleep(STACK_POLL_S)
+        tail = self.log_tail()
+        if tail.count(marker) <= before:
+            return ""
+        return tail[tail.rfind("\n", 0, tail.rfind(marker)) + 1 :]
+
+    def _start_overrun(self, loading: bool, stack: str) -> str:
+        """Why a worker did not start in time: where its handler hung, from its stack."""
+        spec = self.spec
+        limit = (
+            f"{spec.start_timeout_s:g} s (startupTimeout, else GATEWAY_TORCHSERVE_START_TIMEOUT_S)"
+        )
+        if not loading:
+            words = self.last_words()
+            return f"worker for {spec.model_name} did not come up within {limit}:\n{words}"
+        model_dir = str(spec.model_dir.resolve())
+        frames = [
+            match
+            for match in _FRAME.finditer(stack)
+            if os.path.realpath(match["file"]).startswith(model_dir + os.sep)
+        ]
+        self.last_words()
+        if not frames:
+            where = "while loading its handler (no frame of the archive's code on the stack)"
+        else:
+            innermost = frames[0]
+            outermost = frames[-1]
+            where = (
+                f"in `{outermost['function']}` "
+                f"({Path(innermost['file']).name} line {innermost['line']}, "
+                f"in `{innermost['function']}`)"
+            )
+            # The stack up to the archive's outermost frame: what the handler was doing.
+            stack = stack[: outermost.end()]
+        return (
+            f"handler of {spec.model_name} did not finish loading within {limit}: it hung "
+            f"{where}; worker killed. Its stack:\n{stack.strip()}"
         )
 
     async def _connect(
@@ -221,11 +301,22 @@ class HandlerPool:
     """`workers` HandlerProcesses for one model version; each batch goes to a free one.
 
     A watcher per worker notices its exit (a crash, or a stop after a timeout) and starts a
-    replacement while the pool is below its target.
+    replacement while the pool is below its target. A worker whose resident memory is past
+    `spec.max_rss_bytes` after a batch is recycled: its batch is answered, it takes no other,
+    it is stopped and replaced while the next batches wait in the batcher's queue (the pool
+    stays ready meanwhile); `recycled(model, reason)` counts it.
     """
 
-    def __init__(self, spec: HandlerSpec, workers: int, gpu_ids: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        spec: HandlerSpec,
+        workers: int,
+        gpu_ids: Sequence[int] = (),
+        recycled: Callable[[str, str], None] = lambda model, reason: None,
+    ) -> None:
         self.spec = spec
+        self._recycled = recycled
+        self._recycling = 0
         self.target = workers
         self._gpu_ids = list(gpu_ids)
         self._next_index = 0
@@ -240,7 +331,7 @@ class HandlerPool:
 
     @property
     def ready(self) -> bool:
-        return bool(self.live_workers) and not self._closed
+        return (bool(self.live_workers) or self._recycling > 0) and not self._closed
 
     def pids(self) -> list[int]:
         return [pid for worker in self.live_workers if (pid := worker.pid) is not None]
@@ -278,7 +369,14 @@ class HandlerPool:
             if worker.alive:  # cancelled mid-batch: its answer would desynchronise the socket
                 await worker.stop()
             raise
-        self._idle.put_nowait(worker)
+        limit = self.spec.max_rss_bytes
+        rss = worker.rss_bytes() if limit is not None else None
+        if limit is not None and rss is not None and rss > limit:
+            self._recycling += 1
+            self._workers.remove(worker)
+            self._spawn(self._recycle(worker, rss, limit), f"{self.spec.model_name}-recycle")
+        else:
+            self._idle.put_nowait(worker)
         return reply
 
     async def close(self) -> None:
@@ -314,6 +412,35 @@ class HandlerPool:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _recycle(self, worker: HandlerProcess, rss: int, limit: int) -> None:
+        """Stop a worker past its memory limit (first: that frees it), then replace it."""
+        try:
+            log.warning(
+                "%s worker %d (pid %s) uses %d MB after its batch, over the limit of %d MB "
+                "(GATEWAY_TORCHSERVE_WORKER_MAX_RSS_MB): recycling it",
+                self.spec.model_name,
+                worker.index,
+                worker.pid,
+                rss // MB,
+                limit // MB,
+            )
+            self._recycled(self.spec.model_name, "memory")
+            await worker.stop()
+            await self._refill()
+        finally:
+            self._recycling -= 1
+
+    async def _refill(self) -> None:
+        """Start workers until the pool is at its target, backing off while starts fail."""
+        failures = 0
+        while not self._closed and len(self._workers) < self.target:
+            try:
+                await self._grow(1)
+            except Exception:
+                log.exception("%s: starting a replacement worker failed", self.spec.model_name)
+                failures += 1
+                await asyncio.sleep(RESTARTS.delay(failures))
+
     async def _watch(self, worker: HandlerProcess) -> None:
         assert worker.process is not None
         code = await worker.process.wait()
@@ -329,14 +456,7 @@ class HandlerPool:
             code,
             worker.last_words(),
         )
-        failures = 0
-        while not self._closed and len(self._workers) < self.target:
-            try:
-                await self._grow(1)
-            except Exception:
-                log.exception("%s: starting a replacement worker failed", self.spec.model_name)
-                failures += 1
-                await asyncio.sleep(RESTARTS.delay(failures))
+        await self._refill()
 
 
 def batch_failure(reply: WorkerReply) -> HandlerResponse | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from service.backends.native_handler import NativeHandlerBackend
@@ -14,7 +15,7 @@ from service.batcher import DynamicBatcher
 from service.errors import ServingError
 from service.manifest import MANIFEST_FILE, Manifest
 from service.models.loader import ModelLoader
-from service.models.tensor import ServingContext, start_tensor_model
+from service.models.tensor import ServingContext, start_manifest_model
 from service.native.aliases import TorchServeAliases
 from service.native.archive_model import ArchiveModel, TensorArchiveModel, handler_batch_function
 from service.native.archives import (
@@ -26,6 +27,7 @@ from service.native.archives import (
     archive_for,
     extract,
 )
+from service.native.envelope import EnvelopeArchiveModel, service_envelope
 from service.native.frames import HandlerRequest, HandlerResponse
 from service.native.handler_pool import HandlerPool, HandlerSpec
 from service.processing import processor_for
@@ -43,12 +45,11 @@ class ArchiveLoader(ModelLoader):
         if settings.torchserve_config is not None:
             config = StoreConfig.read(settings.torchserve_config, default_store)
             if settings.torchserve_model_store is not None:
-                config = StoreConfig(
-                    settings.torchserve_model_store, config.load_models, config.models
-                )
+                config = replace(config, model_store=settings.torchserve_model_store)
         else:
             config = StoreConfig(default_store)
         self.config = config
+        self.envelope = service_envelope(settings, config.envelope)
         self.aliases = TorchServeAliases(context.metrics.registry)
         self._scratch = tempfile.TemporaryDirectory(prefix="gateway-mar-")
         self.extracted = Path(self._scratch.name)
@@ -56,6 +57,9 @@ class ArchiveLoader(ModelLoader):
     @property
     def root(self) -> Path:
         return self.config.model_store.resolve()
+
+    def source(self, name: str) -> Path:
+        return archive_for(self.config.archives(), name)
 
     def discover(self) -> dict[str, list[str]]:
         """Model name -> [the archive's version]."""
@@ -82,17 +86,26 @@ class ArchiveLoader(ModelLoader):
             handler=extracted.manifest.handler,
             batch_size=options.batch_size,
             response_timeout_s=options.response_timeout_s,
+            start_timeout_s=options.startup_timeout_s or settings.torchserve_start_timeout_s,
             threads=settings.torchserve_worker_threads,
+            max_rss_bytes=settings.torchserve_worker_max_rss_mb * 1024 * 1024 or None,
+            envelope=self.envelope,
         )
         workers = options.min_workers if options.min_workers > 0 else 1
-        pool = HandlerPool(spec, workers, gpu_ids=range(settings.torchserve_gpus))
+        recycles = self.context.metrics.handler_recycles
+        pool = HandlerPool(
+            spec,
+            workers,
+            gpu_ids=range(settings.torchserve_gpus),
+            recycled=lambda model, reason: recycles.labels(model, reason).inc(),
+        )
         await pool.start()
         model = self._raw_model(name, version, extracted, options, pool)
         manifest = manifest_in(extracted)
-        if manifest is None:
+        if manifest is None or self.envelope:  # an envelope takes every request to the handler
             return model
         try:
-            tensors = await start_tensor_model(
+            tensors = await start_manifest_model(
                 self.context,
                 name,
                 version,
@@ -129,7 +142,8 @@ class ArchiveLoader(ModelLoader):
             observer=self.aliases.observer(metrics.observer(name, version), name, version),
             tracer=self.context.tracer,
         )
-        return ArchiveModel(
+        kind = EnvelopeArchiveModel if self.envelope in ("kserve", "kservev2") else ArchiveModel
+        model = kind(
             name,
             version,
             archive,
@@ -139,6 +153,9 @@ class ArchiveLoader(ModelLoader):
             metrics.inflight.labels(name, version),
             self.aliases,
         )
+        if isinstance(model, EnvelopeArchiveModel):
+            model.envelope, model.limits = self.envelope, self.context.limits
+        return model
 
     def close(self) -> None:
         self._scratch.cleanup()

@@ -9,13 +9,17 @@ imports neither at import time: the fork server preloads them.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
 PRELOAD = ("torch", "ts.model_service_worker", "ts.torch_handler.base_handler")
 """What the fork server imports once for every worker it forks."""
+STACK_SIGNAL = signal.SIGUSR1
+"""Makes a worker write its main thread's Python stack to its log."""
 
 
 class _DropMetrics(logging.Filter):
@@ -40,6 +44,9 @@ def run_worker(
     tempfile.tempdir = None  # re-read TMPDIR
     sink = Path(log_file).open("a", buffering=1, encoding="utf-8")  # noqa: SIM115 (the process's)
     sys.stdout = sys.stderr = sink
+    # The gateway asks for the stack of a worker that overran its start (service.native.
+    # handler_pool): the reason then says where the handler hung.
+    faulthandler.register(STACK_SIGNAL, file=sink, all_threads=False)
     handler = logging.StreamHandler(sink)
     handler.addFilter(_DropMetrics())
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))

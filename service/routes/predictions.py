@@ -12,7 +12,7 @@ from service.codecs.wire import media_type, parse_json
 from service.errors import InvalidInput
 from service.inference import DecodedBody, InferenceResult, PredictionsBody, TensorBody
 from service.native.frames import HandlerResponse
-from service.processing import InstanceInputs, PayloadInputs, Processor
+from service.processing import InstanceInputs, ModelProcessor, PayloadInputs
 from service.routes.common import (
     JSON,
     JSON_NUMPY,
@@ -73,7 +73,7 @@ async def predictions(request: Request) -> Response:
     status included."""
     plane = dataplane_of(request)
 
-    async def decode(processor: Processor) -> DecodedBody[bool]:
+    async def decode(processor: ModelProcessor) -> DecodedBody[bool]:
         content_type = request.headers.get("content-type", "")
         if media_type(content_type) == "multipart/form-data":
             parts = await _uploads(request)
@@ -91,7 +91,7 @@ async def predictions(request: Request) -> Response:
 
 
 async def v1_predict(request: Request) -> Response:
-    async def decode(_processor: Processor) -> DecodedBody[None]:
+    async def decode(_processor: ModelProcessor) -> DecodedBody[None]:
         body = parse_json(await request.body())
         if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
             raise InvalidInput('body must be {"instances": [...]}')

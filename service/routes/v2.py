@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from service.codecs import v2
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from service.inference import DecodedBody, InferenceResult, TensorBody
-from service.processing import Processor, TensorInputs
+from service.processing import ModelProcessor, TensorInputs
 from service.routes.common import credentials, dataplane_of, inference_request, json_response
 from service.routes.table import RouteSpec
 
@@ -94,17 +94,42 @@ async def model_ready(request: Request) -> Response:
     return json_response(body, 200 if state.ready else 503)
 
 
+async def model_config(request: Request) -> Response:
+    """Triton's model configuration extension: the completed configuration, Triton's JSON."""
+    from service.triton.json_form import config_json
+
+    name, version = _model_params(request)
+    config = dataplane_of(request).model_config(name, version, credentials(request))
+    return json_response(config_json(config))
+
+
+async def statistics(request: Request) -> Response:
+    """Triton's statistics extension: every model, one model, or one version."""
+    name, version = _model_params(request) if "model_name" in request.path_params else (None, None)
+    stats = dataplane_of(request).statistics(name, version, credentials(request))
+    return json_response({"model_stats": stats})
+
+
 async def infer(request: Request) -> Response:
     plane = dataplane_of(request)
 
-    async def decode(processor: Processor) -> DecodedBody[v2.InferRequest]:
+    async def decode(processor: ModelProcessor) -> DecodedBody[v2.InferRequest]:
         body = _decompress(
             await request.body(),
             request.headers.get("content-encoding"),
             plane.settings.max_body_bytes,
         )
-        decoded = v2.decode_request(body, request.headers.get(v2.HEADER_LENGTH), processor.limits)
-        return DecodedBody(TensorInputs(decoded.inputs), decoded, decoded.timeout_ms)
+        decoded = v2.decode_request(
+            body, request.headers.get(v2.HEADER_LENGTH), processor.limits, plane.shared_memory
+        )
+        return DecodedBody(
+            TensorInputs(decoded.inputs),
+            decoded,
+            decoded.timeout_ms,
+            decoded.classification,
+            decoded.priority,
+            decoded.sequence,
+        )
 
     def encode(result: InferenceResult[v2.InferRequest]) -> Response:
         payload, header_length = v2.encode_response(
@@ -131,7 +156,10 @@ def _model_params(request: Request) -> tuple[str, str | None]:
 
 def routes() -> list[RouteSpec]:
     tags = ("Open Inference Protocol v2",)
-    specs = [RouteSpec("/v2", server_metadata, ("GET",), "Server metadata", tags)]
+    specs = [
+        RouteSpec("/v2", server_metadata, ("GET",), "Server metadata", tags),
+        RouteSpec("/v2/models/stats", statistics, ("GET",), "Statistics of every model", tags),
+    ]
     for prefix, suffix in (
         ("/v2/models/{model_name}", ""),
         ("/v2/models/{model_name}/versions/{version}", " (version)"),
@@ -139,6 +167,10 @@ def routes() -> list[RouteSpec]:
         specs += [
             RouteSpec(prefix, model_metadata, ("GET",), f"Model metadata{suffix}", tags),
             RouteSpec(f"{prefix}/ready", model_ready, ("GET",), f"Model readiness{suffix}", tags),
+            RouteSpec(
+                f"{prefix}/config", model_config, ("GET",), f"Model configuration{suffix}", tags
+            ),
+            RouteSpec(f"{prefix}/stats", statistics, ("GET",), f"Statistics{suffix}", tags),
             RouteSpec(
                 f"{prefix}/infer",
                 infer,

@@ -60,7 +60,10 @@ def complete_from_model(config: ModelConfig, model_file: Path, platform: Platfor
 
 
 def complete_from_signature(config: ModelConfig, signature: Signature) -> None:
-    """Triton's auto-complete of batching and tensors from a recorded signature."""
+    """Triton's auto-complete of batching and tensors from a recorded signature. A sequence
+    model's control and state inputs, and its state outputs, are the server's: they are
+    checked against the model and left out of `input` (and of `output` unless listed)."""
+    signature = _without_sequence_tensors(config, signature)
     if not (config.input and config.output):
         if signature.batchable and config.max_batch_size == 0:
             config.max_batch_size = DEFAULT_MAX_BATCH_SIZE
@@ -73,6 +76,47 @@ def complete_from_signature(config: ModelConfig, signature: Signature) -> None:
     batching = config.max_batch_size > 0
     _complete_tensors("input", config.input, signature.inputs, batching, every_one=True)
     _complete_tensors("output", config.output, signature.outputs, batching, every_one=False)
+
+
+def _without_sequence_tensors(config: ModelConfig, signature: Signature) -> Signature:
+    if not config.HasField("sequence_batching"):
+        return signature
+    batching = config.sequence_batching
+    inputs = {tensor.name: tensor for tensor in signature.inputs}
+    outputs = {tensor.name: tensor for tensor in signature.outputs}
+    hidden: set[str] = set()
+    for control in batching.control_input:
+        _check_hidden("control_input", control.name, inputs, None)
+        hidden.add(control.name)
+    for state in batching.state:
+        _check_hidden("state", state.input_name, inputs, state.data_type)
+        _check_hidden("state", state.output_name, outputs, state.data_type, kind="output")
+        hidden.add(state.input_name)
+    listed = {output.name for output in config.output}
+    states = {state.output_name for state in batching.state} - listed
+    return Signature(
+        tuple(tensor for tensor in signature.inputs if tensor.name not in hidden),
+        tuple(tensor for tensor in signature.outputs if tensor.name not in states),
+    )
+
+
+def _check_hidden(
+    field: str,
+    name: str,
+    recorded: dict[str, GraphTensor],
+    data_type: int | None,
+    kind: str = "input",
+) -> None:
+    found = recorded.get(name)
+    where = f"sequence_batching.{field} {name!r}"
+    if found is None:
+        names = ", ".join(repr(tensor) for tensor in recorded)
+        raise ModelConfigError(f"{where}: the model has no {kind} of that name (it has {names})")
+    if data_type is not None and DataType.Name(data_type) != found.data_type:
+        raise ModelConfigError(
+            f"{where}: data_type {DataType.Name(data_type)} in the configuration, the model's "
+            f"{kind} is {found.data_type}"
+        )
 
 
 def require_complete(config: ModelConfig, why: str) -> None:

@@ -2,7 +2,8 @@
 
 A refused model is not servable; the loader reports it with this reason and the other models
 serve. Refused: ensembles, backends and platforms other than ONNX Runtime and PyTorch,
-sequence batching (for now), and the fields whose meaning we would silently drop.
+iterative sequences, initial states read from files, and the fields whose meaning we would
+silently drop.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from tritonclient.grpc.model_config_pb2 import (
     ModelInput,
     ModelInstanceGroup,
     ModelOutput,
+    ModelSequenceBatching,
 )
 
 from service.errors import ModelConfigError
@@ -46,7 +48,7 @@ def check_servable(config: ModelConfig) -> None:
             f"backend: {config.backend!r} is not served (served: {', '.join(_SERVED_BACKENDS)})"
         )
     if config.HasField("sequence_batching"):
-        raise ModelConfigError("sequence_batching: sequence batching is not served yet")
+        _check_sequence_batching(config)
     if config.batch_input or config.batch_output:
         field = "batch_input" if config.batch_input else "batch_output"
         raise ModelConfigError(f"{field}: batch inputs and outputs are not served")
@@ -216,3 +218,95 @@ def _check_thread_parameters(config: ModelConfig) -> None:
             raise ModelConfigError(
                 f"parameters {key!r}: expected a whole number of threads, got {value!r}"
             )
+
+
+_CORRID_TYPES = ("TYPE_UINT64", "TYPE_INT64", "TYPE_UINT32", "TYPE_INT32", "TYPE_STRING")
+"""The data types Triton allows for a CONTROL_SEQUENCE_CORRID tensor."""
+
+
+def _check_sequence_batching(config: ModelConfig) -> None:
+    """Control inputs and implicit states as Triton defines them: one control per control
+    input, each kind at most once, a true/false pair (or a CORRID data type); states named,
+    typed and shaped, starting from zeros."""
+    batching = config.sequence_batching
+    where = "sequence_batching"
+    if batching.iterative_sequence:
+        raise ModelConfigError(f"{where}.iterative_sequence: iterative sequences are not served")
+    kinds: set[int] = set()
+    names: set[str] = set()
+    for control_input in batching.control_input:
+        name = control_input.name
+        if not name:
+            raise ModelConfigError(f"{where}.control_input: must specify 'name'")
+        if len(control_input.control) != 1:
+            raise ModelConfigError(
+                f"{where}.control_input {name!r}: must specify exactly one 'control'"
+            )
+        if name in names:
+            raise ModelConfigError(f"{where}.control_input {name!r}: named twice")
+        names.add(name)
+        (control,) = control_input.control
+        kind = ModelSequenceBatching.Control.Kind.Name(control.kind)
+        if control.kind in kinds:
+            raise ModelConfigError(f"{where}.control_input {name!r}: a second {kind} control")
+        kinds.add(control.kind)
+        pairs = [
+            values
+            for values in (
+                control.int32_false_true,
+                control.fp32_false_true,
+                control.bool_false_true,
+            )
+            if values
+        ]
+        if control.kind == ModelSequenceBatching.Control.CONTROL_SEQUENCE_CORRID:
+            type_name = DataType.Name(control.data_type)
+            if pairs or type_name not in _CORRID_TYPES:
+                raise ModelConfigError(
+                    f"{where}.control_input {name!r}: {kind} takes a data_type "
+                    f"({', '.join(_CORRID_TYPES)}) and no false/true values"
+                )
+        elif len(pairs) != 1 or len(pairs[0]) != 2:
+            raise ModelConfigError(
+                f"{where}.control_input {name!r}: {kind} needs exactly one of "
+                "int32_false_true, fp32_false_true, bool_false_true, with two values"
+            )
+    for state in batching.state:
+        _check_state(state, names)
+
+
+def _check_state(state: ModelSequenceBatching.State, names: set[str]) -> None:
+    where = f"sequence_batching.state {state.input_name!r}"
+    if not state.input_name or not state.output_name:
+        raise ModelConfigError("sequence_batching.state: must specify input_name and output_name")
+    if state.input_name in names:
+        raise ModelConfigError(f"{where}: input_name is already a control or state input")
+    names.add(state.input_name)
+    type_name = DataType.Name(state.data_type)
+    if type_name not in served_types() or type_name == "TYPE_STRING":
+        raise ModelConfigError(f"{where}: data_type {type_name} is not served for a state")
+    if not state.dims:
+        raise ModelConfigError(f"{where}: must specify 'dims'")
+    _check_dims(where, "dims", state.dims)
+    if len(state.initial_state) > 1:
+        raise ModelConfigError(f"{where}: initial_state: at most one is served")
+    for initial in state.initial_state:
+        if initial.WhichOneof("state_data") == "data_file":
+            raise ModelConfigError(
+                f"{where}: initial_state {initial.name!r}: data_file is not served (use zero_data)"
+            )
+        if initial.data_type != state.data_type:
+            raise ModelConfigError(f"{where}: initial_state data_type differs from the state's")
+        if len(initial.dims) != len(state.dims) or any(
+            dim < 1 or want not in (WILDCARD, dim)
+            for dim, want in zip(initial.dims, state.dims, strict=True)
+        ):
+            raise ModelConfigError(
+                f"{where}: initial_state dims {list(initial.dims)} do not fit dims "
+                f"{list(state.dims)}"
+            )
+    if not state.initial_state and WILDCARD in state.dims:
+        raise ModelConfigError(
+            f"{where}: dims {list(state.dims)} hold a variable size: give an initial_state "
+            "with its dims (zero_data: true)"
+        )

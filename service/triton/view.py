@@ -7,7 +7,7 @@ Built by `serving_view` from a configuration that `check_servable`, `check_tenso
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -17,6 +17,7 @@ from tritonclient.grpc.model_config_pb2 import (
     ModelConfig,
     ModelInstanceGroup,
     ModelQueuePolicy,
+    ModelSequenceBatching,
     ModelWarmup,
 )
 
@@ -145,6 +146,60 @@ class Warmup:
     inputs: tuple[WarmupInput, ...]
 
 
+ControlKind = Literal["START", "END", "READY", "CORRID"]
+
+DEFAULT_SEQUENCE_IDLE_MICROSECONDS = 1_000_000
+"""Triton's `max_sequence_idle_microseconds` when the configuration gives 0 (one second)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ControlInput:
+    """A `sequence_batching.control_input`: a tensor the server fills in for each step."""
+
+    name: str
+    kind: ControlKind
+    datatype: str
+    """Open Inference Protocol name of the tensor's type."""
+    false_true: tuple[float, float] = (0, 1)
+    """The values meaning false and true (START, END, READY); unused for CORRID."""
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceState:
+    """A `sequence_batching.state`: implicit state the server carries from a step's output
+    to the next step's input."""
+
+    input_name: str
+    output_name: str
+    datatype: str
+    dims: tuple[int, ...]
+    initial_dims: tuple[int, ...]
+    """The shape of the state a sequence starts with (zeros), batch dimension excluded."""
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceBatching:
+    strategy: Literal["direct", "oldest"]
+    max_sequence_idle_microseconds: int
+    controls: tuple[ControlInput, ...] = ()
+    states: tuple[SequenceState, ...] = ()
+    max_candidate_sequences: int = 0
+    """`oldest`: the most sequences batched from at once; 0: the gateway's bound."""
+    max_queue_delay_microseconds: int = 0
+
+    @property
+    def hidden_inputs(self) -> tuple[str, ...]:
+        """Model inputs the server fills in: control tensors and input states."""
+        return (
+            *(control.name for control in self.controls),
+            *(state.input_name for state in self.states),
+        )
+
+    @property
+    def state_outputs(self) -> tuple[str, ...]:
+        return tuple(state.output_name for state in self.states)
+
+
 @dataclass(frozen=True, slots=True)
 class ServingConfig:
     """Everything the serving side needs from one model's completed configuration."""
@@ -163,6 +218,8 @@ class ServingConfig:
     instance_groups: tuple[InstanceGroup, ...]
     runtime_options: RuntimeOptions
     warmup: tuple[Warmup, ...] = ()
+    sequence_batching: SequenceBatching | None = None
+    """None: a stateless model; else each request belongs to a sequence."""
 
     @property
     def batching(self) -> bool:
@@ -207,7 +264,70 @@ def serving_view(
         instance_groups=tuple(_instance_group(group) for group in config.instance_group),
         runtime_options=_runtime_options(config),
         warmup=tuple(_warmup(sample, model_dir) for sample in config.model_warmup),
+        sequence_batching=sequence_view(config),
     )
+
+
+_CONTROL_KINDS: dict[int, ControlKind] = {
+    ModelSequenceBatching.Control.CONTROL_SEQUENCE_START: "START",
+    ModelSequenceBatching.Control.CONTROL_SEQUENCE_END: "END",
+    ModelSequenceBatching.Control.CONTROL_SEQUENCE_READY: "READY",
+    ModelSequenceBatching.Control.CONTROL_SEQUENCE_CORRID: "CORRID",
+}
+
+
+def sequence_view(config: ModelConfig) -> SequenceBatching | None:
+    """The typed `sequence_batching` of a configuration `check_servable` has passed."""
+    if not config.HasField("sequence_batching"):
+        return None
+    batching = config.sequence_batching
+    controls = []
+    for control_input in batching.control_input:
+        (control,) = control_input.control
+        kind = _CONTROL_KINDS[control.kind]
+        if kind == "CORRID":
+            datatype = _type_name(control.data_type)
+            values: tuple[float, float] = (0, 1)
+        elif control.int32_false_true:
+            datatype, values = "TYPE_INT32", _pair(control.int32_false_true)
+        elif control.fp32_false_true:
+            datatype, values = "TYPE_FP32", _pair(control.fp32_false_true)
+        else:
+            datatype, values = "TYPE_BOOL", _pair(control.bool_false_true)
+        controls.append(
+            ControlInput(control_input.name, kind, datatypes.v2_datatype(datatype), values)
+        )
+    states = tuple(
+        SequenceState(
+            input_name=state.input_name,
+            output_name=state.output_name,
+            datatype=datatypes.v2_datatype(_type_name(state.data_type)),
+            dims=tuple(state.dims),
+            initial_dims=tuple(state.initial_state[0].dims)
+            if state.initial_state
+            else tuple(state.dims),
+        )
+        for state in batching.state
+    )
+    oldest = batching.WhichOneof("strategy_choice") == "oldest"
+    delay = (
+        batching.oldest.max_queue_delay_microseconds
+        if oldest
+        else batching.direct.max_queue_delay_microseconds
+    )
+    return SequenceBatching(
+        strategy="oldest" if oldest else "direct",
+        max_sequence_idle_microseconds=batching.max_sequence_idle_microseconds
+        or DEFAULT_SEQUENCE_IDLE_MICROSECONDS,
+        controls=tuple(controls),
+        states=states,
+        max_candidate_sequences=batching.oldest.max_candidate_sequences if oldest else 0,
+        max_queue_delay_microseconds=delay,
+    )
+
+
+def _pair(values: Sequence[float] | Sequence[int] | Sequence[bool]) -> tuple[float, float]:
+    return (float(values[0]), float(values[1]))
 
 
 def _type_name(value: int) -> str:

@@ -22,7 +22,7 @@ from service.settings import Settings
 from tests.deploy.tools import DEV_HINT, REPO, check, tool
 
 DOCKERFILE = REPO / "Dockerfile"
-TARGETS = ("gateway", "torchserve", "train")
+TARGETS = ("gateway", "gateway-torchserve", "torchserve", "train")
 ENTRYPOINT_ROLES = ("gateway", "torchserve", "train")
 
 
@@ -110,7 +110,9 @@ def test_named_targets_and_cpu_gpu_bases(
     args, stages = dockerfile
     assert set(TARGETS) <= set(stages)
     assert args["RUNTIME"] == "gpu"
-    assert stages["gateway"].base == "base-${RUNTIME}"
+    # Both gateway images share everything but their virtual environment.
+    assert stages["gateway"].base == stages["gateway-torchserve"].base == "gateway-runtime"
+    assert stages["gateway-runtime"].base == "base-${RUNTIME}"
     for runtime in ("cpu", "gpu"):
         assert f"base-{runtime}" in stages
     # The GPU gateway sits on NVIDIA's CUDA + cuDNN runtime image (CUDA provider works).
@@ -168,7 +170,8 @@ def test_environment_parsing() -> None:
 
 def test_healthchecks_and_ports(dockerfile: tuple[dict[str, str], dict[str, Stage]]) -> None:
     args, stages = dockerfile
-    gateway = chain(stages, "gateway", {**args, "RUNTIME": "cpu"})[0]
+    line = chain(stages, "gateway", {**args, "RUNTIME": "cpu"})
+    gateway = next(stage for stage in line if stage.all("EXPOSE"))
     http_port = Settings.model_fields["port"].default
     grpc_port = Settings.model_fields["grpc_port"].default
     (expose,) = gateway.all("EXPOSE")
@@ -201,10 +204,16 @@ def test_installs_only_through_the_make_install_script(
     makefile = (REPO / "Makefile").read_text()
     assert "bash deploy/install.sh" in makefile, "make no longer uses deploy/install.sh"
     extras = {
-        re.search(r'install\.sh "([^"]+)"', run).group(1)  # type: ignore[union-attr]
+        re.search(r'install\.sh (?:--torch )?"([^"]+)"', run).group(1)  # type: ignore[union-attr]
         for run in installs
     }
-    assert extras == {"${RUNTIME}", "${RUNTIME},train,torchserve"}
+    # gateway-torchserve: torch alone first (its own layer), then the project beside it.
+    assert extras == {
+        "${RUNTIME}",
+        "${RUNTIME},train,torchserve",
+        "${TORCH}",
+        "${RUNTIME},torchserve",
+    }
 
 
 def test_copied_files_exist_and_are_in_the_build_context(

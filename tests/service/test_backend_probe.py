@@ -33,7 +33,8 @@ class SwitchableBackend(Backend):
     async def infer(self, feed: Feed) -> Feed:
         rows = rows_of(feed)
         return {
-            spec.name: np.zeros((rows, spec.shape[1]), np.float32) for spec in self.manifest.outputs
+            spec.name: np.zeros((rows, spec.shape[1]), np.float32)
+            for spec in self.signature.outputs
         }
 
     async def healthy(self) -> bool:

@@ -85,6 +85,13 @@ def test_the_archive_config_wins_and_bad_values_are_refused() -> None:
         ServingOptions().merged({"minWorkers": "many"})
 
 
+def test_startup_timeout_is_read_and_checked() -> None:
+    assert ServingOptions().startup_timeout_s is None
+    assert ServingOptions().merged({"startupTimeout": 2.5}).startup_timeout_s == 2.5
+    with pytest.raises(InvalidInput, match="startupTimeout"):
+        ServingOptions().merged({"startupTimeout": 0})
+
+
 def test_extraction_is_private_reused_and_safe(tmp_path: Path) -> None:
     archive = mar(tmp_path / "m.mar", "m", "2.0", {"model-config.yaml": b"batchSize: 3\n"})
     first = extract(archive, tmp_path / "x")
@@ -169,3 +176,96 @@ def test_a_directory_that_understates_sizes_writes_no_more_than_it_says(tmp_path
     with pytest.raises(InvalidInput, match=r"liar\.mar: member 'w\.bin' is corrupt"):
         extract(archive, root, ExtractionLimits(max_bytes=1 << 20, max_members=10))
     assert not [path for path in root.rglob("*") if path.is_file()]
+
+
+SNAPSHOT = {
+    "name": "startup.cfg",
+    "modelCount": 2,
+    "models": {
+        "mnist": {
+            "1.0": {
+                "defaultVersion": True,
+                "marName": "mnist.mar",
+                "minWorkers": 2,
+                "maxWorkers": 5,
+                "batchSize": 4,
+                "maxBatchDelay": 10,
+                "responseTimeout": 60,
+            }
+        },
+        "renamed": {
+            "1.0": {"marName": "other.mar", "batchSize": 2},
+            "2.0": {"defaultVersion": True, "marName": "iris.mar", "batchSize": 3},
+        },
+    },
+}
+
+
+def snapshot_store(tmp_path: Path, snapshot: dict[str, Any], extra: str = "") -> Path:
+    """KServe's TorchServe layout: config/config.properties and model-store/*.mar."""
+    (tmp_path / "model-store").mkdir()
+    for name in ("mnist", "iris", "other", "unlisted"):
+        mar(tmp_path / "model-store" / f"{name}.mar", name)
+    (tmp_path / "config").mkdir()
+    file = tmp_path / "config" / "config.properties"
+    file.write_text(
+        "inference_address=http://0.0.0.0:8085\n"
+        "enable_envvars_config=true\n"
+        "load_models=unlisted.mar\n"
+        f"model_store={tmp_path / 'model-store'}\n"
+        f"model_snapshot={json.dumps(snapshot)}\n" + extra
+    )
+    return file
+
+
+def test_model_snapshot_names_the_models_their_archives_and_settings(tmp_path: Path) -> None:
+    file = snapshot_store(tmp_path, SNAPSHOT, "service_envelope=kserve\n")
+    config = StoreConfig.read(file, default_store=tmp_path / "ignored")
+    # As TorchServe: the snapshot replaces load_models; names are the snapshot's own.
+    assert config.archives() == {
+        "mnist": tmp_path / "model-store" / "mnist.mar",
+        "renamed": tmp_path / "model-store" / "iris.mar",  # its defaultVersion's archive
+    }
+    assert config.options_for("mnist", "1.0") == ServingOptions(
+        batch_size=4, max_batch_delay_ms=10, min_workers=2, response_timeout_s=60.0
+    )
+    assert config.options_for("renamed", "2.0").batch_size == 3
+    assert config.envelope == "kserve"
+
+
+def test_model_snapshot_settings_win_over_models(tmp_path: Path) -> None:
+    models = {"mnist": {"1.0": {"batchSize": 16, "responseTimeout": 5}}}
+    file = snapshot_store(tmp_path, SNAPSHOT, f"models={json.dumps(models)}\n")
+    options = StoreConfig.read(file, tmp_path).options_for("mnist", "1.0")
+    assert (options.batch_size, options.response_timeout_s) == (4, 60.0)
+
+
+def test_model_snapshot_with_no_models_loads_nothing(tmp_path: Path) -> None:
+    file = snapshot_store(tmp_path, {"name": "empty", "modelCount": 0, "models": {}})
+    assert StoreConfig.read(file, tmp_path).archives() == {}
+
+
+def test_model_snapshot_naming_a_missing_archive_stops_the_start(tmp_path: Path) -> None:
+    broken = json.loads(json.dumps(SNAPSHOT))
+    broken["models"]["mnist"]["1.0"]["marName"] = "gone.mar"
+    config = StoreConfig.read(snapshot_store(tmp_path, broken), tmp_path)
+    with pytest.raises(InvalidInput, match=r"'gone.mar' of model 'mnist'.*not in the model store"):
+        config.archives()
+
+
+@pytest.mark.parametrize(
+    ("snapshot", "problem"),
+    [
+        ("not json", "model_snapshot= .* is not JSON"),
+        ('{"models": []}', "expected"),
+        ('{"models": {"m": {}}}', "lists no version"),
+        ('{"models": {"m": {"1.0": {"batchSize": 1}}}}', "needs a marName"),
+        ('{"models": {"m": {"1.0": {"marName": "../x.mar"}}}}', "needs a marName"),
+        ('{"models": {"../m": {"1.0": {"marName": "m.mar"}}}}', "model name"),
+    ],
+)
+def test_a_bad_model_snapshot_is_refused(tmp_path: Path, snapshot: str, problem: str) -> None:
+    file = tmp_path / "config.properties"
+    file.write_text(f"model_snapshot={snapshot}\n")
+    with pytest.raises(InvalidInput, match=problem):
+        StoreConfig.read(file, tmp_path)

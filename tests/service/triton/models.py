@@ -123,3 +123,96 @@ def model_folder(store: Path, name: str, config: str | None = None) -> Path:
     if config is not None:
         (folder / "config.pbtxt").write_text(config)
     return folder
+
+
+def accumulator_model(path: Path) -> Path:
+    """A Triton-style accumulator with control inputs and implicit state, batch first:
+    OUTPUT = (START ? 0 : ACC_IN) + INPUT * READY, and ACC_OUT = OUTPUT; CORRID and END are
+    echoed (CORRID_OUT, END_OUT) so that a client sees what the server fed."""
+    int32 = TensorProto.INT32
+
+    def value(name: str, kind: int = int32) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, kind, ["N", 1])
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Sub", ["one", "START"], ["keep"]),
+            helper.make_node("Mul", ["ACC_IN", "keep"], ["base"]),
+            helper.make_node("Mul", ["INPUT", "READY"], ["added"]),
+            helper.make_node("Add", ["base", "added"], ["OUTPUT"]),
+            helper.make_node("Identity", ["OUTPUT"], ["ACC_OUT"]),
+            helper.make_node("Identity", ["CORRID"], ["CORRID_OUT"]),
+            helper.make_node("Identity", ["END"], ["END_OUT"]),
+        ],
+        "accumulator",
+        [
+            value("INPUT"),
+            value("START"),
+            value("READY"),
+            value("END"),
+            value("CORRID", TensorProto.UINT64),
+            value("ACC_IN"),
+        ],
+        [
+            value("OUTPUT"),
+            value("ACC_OUT"),
+            value("CORRID_OUT", TensorProto.UINT64),
+            value("END_OUT"),
+        ],
+        [numpy_helper.from_array(np.array([[1]], dtype=np.int32), "one")],
+    )
+    return save_onnx(graph, path)
+
+
+ACCUMULATOR_CONFIG = """max_batch_size: 8
+input [ { name: "INPUT", data_type: TYPE_INT32, dims: [ 1 ] } ]
+output [
+  { name: "OUTPUT", data_type: TYPE_INT32, dims: [ 1 ] },
+  { name: "CORRID_OUT", data_type: TYPE_UINT64, dims: [ 1 ] },
+  { name: "END_OUT", data_type: TYPE_INT32, dims: [ 1 ] }
+]
+sequence_batching {
+  max_sequence_idle_microseconds: %(idle)d
+  %(strategy)s
+  control_input [
+    { name: "START", control [ { kind: CONTROL_SEQUENCE_START, int32_false_true: [ 0, 1 ] } ] },
+    { name: "READY", control [ { kind: CONTROL_SEQUENCE_READY, int32_false_true: [ 0, 1 ] } ] },
+    { name: "END", control [ { kind: CONTROL_SEQUENCE_END, int32_false_true: [ 0, 1 ] } ] },
+    { name: "CORRID", control [ { kind: CONTROL_SEQUENCE_CORRID, data_type: TYPE_UINT64 } ] }
+  ]
+  state [ { input_name: "ACC_IN", output_name: "ACC_OUT", data_type: TYPE_INT32, dims: [ 1 ] } ]
+}
+"""
+
+
+def running_total_model(path: Path) -> Path:
+    """Implicit state only, no batch dimension: OUTPUT = TOTAL_IN + INPUT = TOTAL_OUT."""
+    fp32 = TensorProto.FLOAT
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["TOTAL_IN", "INPUT"], ["OUTPUT"]),
+            helper.make_node("Identity", ["OUTPUT"], ["TOTAL_OUT"]),
+        ],
+        "running_total",
+        [
+            helper.make_tensor_value_info("INPUT", fp32, [1]),
+            helper.make_tensor_value_info("TOTAL_IN", fp32, [1]),
+        ],
+        [
+            helper.make_tensor_value_info("OUTPUT", fp32, [1]),
+            helper.make_tensor_value_info("TOTAL_OUT", fp32, [1]),
+        ],
+    )
+    return save_onnx(graph, path)
+
+
+RUNNING_TOTAL_CONFIG = """max_batch_size: 0
+sequence_batching {
+  max_sequence_idle_microseconds: 60000000
+  oldest { max_candidate_sequences: 16 }
+  state [ {
+    input_name: "TOTAL_IN", output_name: "TOTAL_OUT", data_type: TYPE_FP32, dims: [ 1 ],
+    initial_state: { name: "zeros", data_type: TYPE_FP32, dims: [ 1 ], zero_data: true }
+  } ]
+}
+"""

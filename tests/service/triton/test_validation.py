@@ -22,7 +22,39 @@ output [ { name: "y", data_type: TYPE_FP32, dims: [ 4 ] } ]
         ('backend: "python"', "backend: 'python'"),
         ('backend: "tensorrt"', "backend: 'tensorrt'"),
         ('backend: "tensorflow"', "backend: 'tensorflow'"),
-        ('backend: "onnxruntime"\nsequence_batching { }', "sequence_batching"),
+        (
+            'backend: "onnxruntime"\nsequence_batching { iterative_sequence: true }',
+            "sequence_batching.iterative_sequence",
+        ),
+        (
+            'backend: "onnxruntime"\nsequence_batching { control_input [ { name: "S" control '
+            "[ { kind: CONTROL_SEQUENCE_START int32_false_true: [0, 1] fp32_false_true: [0, 1] }"
+            " ] } ] }",
+            "control_input 'S': CONTROL_SEQUENCE_START needs exactly one of",
+        ),
+        (
+            'backend: "onnxruntime"\nsequence_batching { control_input [ { name: "C" control '
+            "[ { kind: CONTROL_SEQUENCE_CORRID data_type: TYPE_FP32 } ] } ] }",
+            "control_input 'C': CONTROL_SEQUENCE_CORRID takes a data_type",
+        ),
+        (
+            'backend: "onnxruntime"\nsequence_batching { control_input [ '
+            '{ name: "A" control [ { kind: CONTROL_SEQUENCE_END bool_false_true: [false, true] } ] },'
+            '{ name: "B" control [ { kind: CONTROL_SEQUENCE_END bool_false_true: [false, true] } ] }'
+            " ] }",
+            "control_input 'B': a second CONTROL_SEQUENCE_END control",
+        ),
+        (
+            'backend: "onnxruntime"\nsequence_batching { state [ { input_name: "i" output_name: '
+            '"o" data_type: TYPE_FP32 dims: [2] initial_state [ { data_type: TYPE_FP32 dims: [2] '
+            'data_file: "init" name: "x" } ] } ] }',
+            "data_file is not served",
+        ),
+        (
+            'backend: "onnxruntime"\nsequence_batching { state [ { input_name: "i" output_name: '
+            '"o" data_type: TYPE_FP32 dims: [-1] } ] }',
+            "state 'i': dims [-1] hold a variable size",
+        ),
         ('backend: "onnxruntime"\nmodel_transaction_policy { decoupled: true }', "decoupled"),
         (
             'backend: "onnxruntime"\ndynamic_batching { priority_levels: 2 '
