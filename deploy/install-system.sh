@@ -19,6 +19,9 @@ declare -A need=(
     [podman]=podman
     [runc]=runc
     [mmdebstrap]=mmdebstrap
+    # `podman kube play` (tests/deploy/test_kube_play.py): podman builds its pod's infra
+    # (pause) image locally around catatonit, since no registry can be reached here
+    [catatonit]=catatonit
     [newuidmap]=uidmap
 )
 # Libraries, checked by a file they install.
