@@ -38,12 +38,13 @@ from loadtests.reporting.records import (
     Skipped,
     SkippedModel,
 )
-from loadtests.systems import gateway, peers, procs, raw, torchserve
+from loadtests.systems import floors, gateway, peers, procs, raw, torchserve
 from loadtests.systems.deployment import Context, Deployment, ServerKind, Unavailable
 from loadtests.systems.machine import describe
 
 SERVERS: tuple[ServerKind, ...] = (
     ServerKind("gateway", gateway.GATEWAY_SYSTEMS, gateway.gateway),
+    ServerKind("floors", floors.FLOOR_SYSTEMS, floors.floors),
     ServerKind("gateway-2workers", ("gateway-2workers-v2-json",), gateway.gateway_workers),
     ServerKind(
         "torchserve",
@@ -287,14 +288,21 @@ def sweep(
                 request = run.deployment.targets[system][model.name]
                 problem = check(request)
                 if problem is None:
-                    targets.append((system, request, run.deployment.metrics.get(system)))
+                    targets.append(
+                        (
+                            system,
+                            request,
+                            run.deployment.metrics.get(system),
+                            run.deployment.pids_of(system),
+                        )
+                    )
                     continue
                 log(f"  {system} / {model.name}: not measured: {problem}")
                 results.failures.append(Failure(system=system, model=model.name, error=problem))
         for concurrency in args.concurrency:
-            runs: dict[str, list[Point]] = {system: [] for system, _, _ in targets}
+            runs: dict[str, list[Point]] = {system: [] for system, _, _, _ in targets}
             for repetition in range(args.repeat):
-                for system, request, metrics_url in targets:
+                for system, request, metrics_url, pids in targets:
                     runs[system].append(
                         measure_point(
                             system,
@@ -304,6 +312,7 @@ def sweep(
                             load,
                             metrics_url,
                             warm_up=repetition == 0,
+                            pids=pids,
                         )
                     )
             results.points += [median_run(points) for points in runs.values()]

@@ -37,6 +37,13 @@ if TYPE_CHECKING:
     from service.models.tensor import TensorModel
     from service.native.frames import HandlerRequest, HandlerResponse
 
+WATCH_AFTER_S = 0.005
+"""How long a queued HTTP request waits before a task starts watching for its client leaving.
+
+A watcher is a task per request (~7 µs of a ~58 µs iris request in-process, 32 in flight); a
+timer that most requests cancel (iris waits ~2 ms in the queue at c=32) costs far less. What
+it gives up: a request dispatched within 5 ms of queueing is computed even if its client left.
+"""
 WireT = TypeVar("WireT")
 """Whatever the adapter's encoder needs back from its decoder (request id, requested outputs,
 whether to answer with a list)."""
@@ -134,7 +141,9 @@ class Call:
     ) -> ResultT:
         """Queue `item` on a model's batcher; leave the queue if the client goes away.
 
-        A request that will be dispatched at once has nothing to leave, so it skips the watcher.
+        A request that will be dispatched at once has nothing to leave, so it skips the watcher;
+        any other starts watching once it has waited `WATCH_AFTER_S` (a client gone before
+        then is seen at that moment, if its request is still queued).
         """
         inflight.inc()
         try:
@@ -144,6 +153,7 @@ class Call:
             handler = asyncio.current_task()
             assert handler is not None
             gone = False
+            watcher: asyncio.Task[None] | None = None
 
             async def watch() -> None:
                 nonlocal gone
@@ -151,7 +161,12 @@ class Call:
                 gone = True
                 handler.cancel()
 
-            watcher = asyncio.get_running_loop().create_task(watch())
+            def start_watching() -> None:
+                nonlocal watcher
+                watcher = loop.create_task(watch())
+
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(WATCH_AFTER_S, start_watching)
             try:
                 return await batcher.submit(item, deadline=deadline, priority=priority)
             except asyncio.CancelledError:
@@ -160,7 +175,9 @@ class Call:
                 handler.uncancel()
                 raise ClientDisconnected("client disconnected") from None
             finally:
-                watcher.cancel()
+                timer.cancel()
+                if watcher is not None:
+                    watcher.cancel()
         finally:
             inflight.dec()
 

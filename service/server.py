@@ -14,6 +14,7 @@ as a second listener. Under `GATEWAY_WORKERS` > 1 each worker process runs this 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import socket
@@ -40,8 +41,28 @@ QUIET_SECONDS = 0.5
 CLOSE_GRACE_SECONDS = 1.0
 """After the listeners close, how long accepted connections get to send and be answered."""
 CONNECTION_CLOSE = (b"connection", b"close")
+GC_YOUNG_THRESHOLD = 20_000
+"""Allocations (net of frees) of tracked objects between two youngest-generation collections;
+CPython's default is 700."""
 WORKER_HEADER = "Gateway-Worker"
 """Names the worker process (its pid) on every HTTP answer, under `GATEWAY_WORKERS` > 1."""
+
+
+def settle_gc() -> None:
+    """Once the models are loaded: collect, move every object left (modules, models, sessions)
+    out of the collector's sight (`gc.freeze`), and collect the youngest generation less often.
+
+    Profiled in-process on the tiny tabular model (V2 JSON, 32 requests in flight), the cyclic
+    collector took ~10-15 µs of each ~70 µs request: full collections walked the whole
+    start-up heap every ~5,000 requests, and the youngest generation was collected every ~35
+    requests although a request's objects are freed by reference counting (with a threshold of
+    20,000 none ran in 16,000 requests). Objects frozen here are never collected as cycles: a
+    start-up model unloaded later keeps what its own reference cycles hold.
+    """
+    gc.collect()
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 class UvicornListener:
@@ -152,6 +173,7 @@ class DrainingServer(uvicorn.Server):
         self.listeners: list[Listener] = [self.http]
         self._drain_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._gc_settled = False
 
     def add_listener(self, listener: Listener) -> None:
         """Drain another server (e.g. gRPC) with this one, from the same signal."""
@@ -193,6 +215,9 @@ class DrainingServer(uvicorn.Server):
         should_exit = await super().on_tick(counter)
         if self.plane.draining:
             self.http.close_after_each_answer()
+        elif self.plane.started and not self._gc_settled:
+            self._gc_settled = True
+            settle_gc()
         return should_exit
 
     async def _drain(self) -> None:

@@ -14,7 +14,7 @@ from loadtests.drive.grpc_load import probe, runner
 from loadtests.drive.grpc_load.histogram import GrpcResult
 from loadtests.drive.grpc_load.request import GrpcRequest
 from loadtests.reporting.records import Latency, Point, ServerSplit
-from loadtests.systems import server_metrics
+from loadtests.systems import procs, server_metrics
 from loadtests.systems.deployment import Target
 
 
@@ -63,9 +63,10 @@ def measure_point(
     metrics_url: str | None = None,
     *,
     warm_up: bool = True,
+    pids: Sequence[int] = (),
 ) -> Point:
     """One wrk (or gRPC generator) run; for our gateway also its own split of the time, from
-    /metrics."""
+    /metrics; with `pids` (the server's root processes) its CPU time per answered request."""
 
     def load(seconds: float) -> wrk.WrkResult:
         if isinstance(request, GrpcRequest):
@@ -77,7 +78,9 @@ def measure_point(
     if warm_up and load_with.warmup_s > 0:
         load(load_with.warmup_s)
     before = server_metrics.scrape(metrics_url) if metrics_url else None
+    cpu_before = procs.tree_cpu_s(pids) if pids else None
     result = load(load_with.duration_s)
+    cpu_s = procs.tree_cpu_s(pids) - cpu_before if cpu_before is not None else None
     point = Point(
         system=system,
         model=model,
@@ -88,6 +91,9 @@ def measure_point(
         throughput=round(result.throughput, 2),
         latency_ms=Latency.model_validate({k: round(v, 3) for k, v in result.latency_ms.items()}),
     )
+    answered = result.requests - result.errors
+    if cpu_s is not None and answered > 0:
+        point.server_cpu_ms = round(cpu_s * 1000.0 / answered, 4)
     if isinstance(result, GrpcResult):
         point.generator = result.generator
         point.client_cpu_us_per_call = round(result.client_cpu_us_per_call, 1)
@@ -122,6 +128,7 @@ def measure_point(
         f"  {system:28s} {model:9s} c={concurrency:<3d} {result.throughput:9.1f} req/s  "
         f"p50 {result.latency_ms['p50']:8.2f} ms  p99 {result.latency_ms['p99']:8.2f} ms"
         + (f"  errors {result.errors}" if result.errors else "")
+        + (f"  CPU {point.server_cpu_ms:.3f} ms/req" if point.server_cpu_ms is not None else "")
         + server
     )
     return point

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 SYSTEMS = {
+    "floor-uvicorn": "the REST floor: uvicorn + httptools + uvloop and a bare ASGI app that "
+    "reads the body and answers one fixed V2 JSON response (no model), same V2 JSON body",
+    "floor-grpc-aio": "the gRPC floor: a `grpc.aio` server whose generated servicer answers "
+    "one fixed ModelInferResponse (no model), same ModelInferRequest",
+    "floor-grpc-sync": "the same servicer on the thread-pool `grpc.server`, 8 threads",
     "gateway-v2-json": "our gateway, embedded ONNX Runtime, Open Inference Protocol V2 JSON",
     "gateway-v2-binary": "the same gateway, V2 binary tensor extension (binary in and out)",
     "gateway-predictions": "the same gateway, TorchServe-style `/predictions/{model}` with the "

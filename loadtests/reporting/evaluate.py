@@ -82,6 +82,12 @@ def _throughput_ratio(subject: Subject) -> Figures:
     return Figures(mine, other, _ratio(mine, other), Unit.REQ_PER_S, _skipped(subject))
 
 
+def _cpu_ratio(subject: Subject) -> Figures:
+    a, b = subject.at(subject.ours), subject.at(subject.theirs)
+    mine, other = (a.server_cpu_ms if a else None), (b.server_cpu_ms if b else None)
+    return Figures(mine, other, _ratio(mine, other), Unit.CPU_MS, _skipped(subject))
+
+
 def _p50_ratio(subject: Subject) -> Figures:
     a, b = subject.at(subject.ours), subject.at(subject.theirs)
     mine, other = (a.latency_ms.p50 if a else None), (b.latency_ms.p50 if b else None)
@@ -178,6 +184,7 @@ MEASURES: dict[GoalKind, Measure] = {
     GoalKind.COLD_START: _cold_start,
     GoalKind.RSS: _rss,
     GoalKind.BASELINE: _baseline,
+    GoalKind.CPU_RATIO_AT: _cpu_ratio,
 }
 """How each kind is measured: the one place a goal's kind is looked at."""
 

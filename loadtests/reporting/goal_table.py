@@ -48,6 +48,12 @@ def _figures(row: GoalRow) -> tuple[str, str, str]:
             f"{num(row.other, digits)} {shown}" if row.other is not None else ABSENT,
             f"{row.value:.2f}x" if row.value is not None else ABSENT,
         )
+    if unit == Unit.CPU_MS:
+        return (
+            f"{row.mine:.3f} ms CPU" if row.mine is not None else ABSENT,
+            f"{row.other:.3f} ms CPU" if row.other is not None else ABSENT,
+            f"{row.value:.2f}x" if row.value is not None else ABSENT,
+        )
     if unit in (Unit.S, Unit.MIB):
         mine = row.mine or 0.0
         return (f"{mine:.1f} {unit}" if unit == Unit.S else f"{mine:.0f} {unit}", "-", "-")

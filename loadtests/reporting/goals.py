@@ -32,6 +32,8 @@ class GoalKind(StrEnum):
     """MiB resident once ready, of the server that runs `ours`."""
     BASELINE = "baseline"
     """Ours ÷ the same system in the previously recorded run, at the goal's concurrency."""
+    CPU_RATIO_AT = "cpu_ratio_at"
+    """Ours ÷ theirs server CPU time per answered request at the goal's concurrency."""
 
     @property
     def at_most(self) -> bool:
@@ -47,6 +49,7 @@ AT_MOST = frozenset(
         GoalKind.RSS,
         GoalKind.P50_RATIO_AT,
         GoalKind.COLD_START_RATIO,
+        GoalKind.CPU_RATIO_AT,
     }
 )
 """The kinds whose figure is a cost; every other kind's figure must reach its target."""
@@ -67,6 +70,8 @@ class Unit(StrEnum):
     """Two latencies (ms) and their ratio."""
     RATIO_OF_S = "s, as a ratio"
     """Two durations (s) and their ratio."""
+    CPU_MS = "ms CPU per request, as a ratio"
+    """Two servers' CPU time per answered request (ms) and their ratio."""
 
 
 @dataclass(frozen=True)
@@ -103,13 +108,61 @@ REST_SYSTEMS = ("gateway-v2-json", "gateway-v2-binary", "gateway-predictions")
 GATEWAY_REST = (("gateway-v2-binary", "raw"), ("gateway-v2-json", "raw"))
 SMALL_MODELS = ("iris", "digits")
 COMPUTE_BOUND = ("minilm", "resnet18")
+GRPC_PEER_MODELS = ("iris", "digits", "lstm")
+TORCHSERVE_USERS = (
+    ("gateway-predictions", "torchserve"),
+    ("gateway-native-mar", "torchserve"),
+)
+"""What a TorchServe user can switch to, against TorchServe direct, with the same body."""
 BASELINE_TARGET = 0.90
 """'No worse than before' with room for this machine's run-to-run spread of a point (the
 recorded run's repeats differ by 1.2x in the median): a drop past 10 % counts as worse."""
 
+CPU_GOALS = (
+    Goal(
+        "REST: gateway CPU per request ÷ the uvicorn + httptools + uvloop floor, V2 JSON, "
+        "c=32 (goal ≤ 3)",
+        GoalKind.CPU_RATIO_AT,
+        (("gateway-v2-json", "floor-uvicorn"),),
+        3.0,
+        ("iris",),
+    ),
+    Goal(
+        "gRPC: gateway CPU per request ÷ the grpc.aio floor, c=32 (goal ≤ 1.5)",
+        GoalKind.CPU_RATIO_AT,
+        (("gateway-v2-grpc", "floor-grpc-aio"),),
+        1.5,
+        ("iris",),
+    ),
+    Goal(
+        "gRPC: gateway ÷ PyTriton gRPC throughput at c=32 (goal ≥ 1.5)",
+        GoalKind.RATIO_AT,
+        (("gateway-v2-grpc", "pytriton-v2-grpc"),),
+        1.5,
+        GRPC_PEER_MODELS,
+    ),
+    Goal(
+        "TorchServe's users: `/predictions` and `torchserve-native` ÷ TorchServe direct "
+        "throughput at c=32, same body (goal ≥ 2)",
+        GoalKind.RATIO_AT,
+        TORCHSERVE_USERS,
+        2.0,
+    ),
+    Goal(
+        "TorchServe's users: CPU per request ÷ TorchServe direct's (JVM and workers), c=32 "
+        "(goal ≤ 0.5)",
+        GoalKind.CPU_RATIO_AT,
+        TORCHSERVE_USERS,
+        0.5,
+    ),
+)
+"""Issue 22's goals: CPU per request against the floors, gRPC against PyTriton, TorchServe's
+users against TorchServe direct. Compute-bound and c=1 goals are the ones below."""
+
 GOALS = GoalTable(
     keep_unmeasured=True,
     goals=(
+        *CPU_GOALS,
         Goal(
             "c=1 p50 overhead: gateway - raw batch-1 ONNX Runtime call (goal ≤ 1.0 ms)",
             GoalKind.OVERHEAD,
@@ -218,8 +271,8 @@ GOALS = GoalTable(
         ),
     ),
 )
-"""This issue's goals (performance: the serving tax, every core, Triton-style measurement),
-and the native-archive runtime's."""
+"""This issue's goals (CPU per request, then the serving tax, every core, Triton-style
+measurement), and the native-archive runtime's."""
 
 EARLIER_GOALS = GoalTable(
     keep_unmeasured=False,

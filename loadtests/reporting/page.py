@@ -14,6 +14,7 @@ from loadtests.reporting.grpc_section import generator_section
 from loadtests.reporting.lookup import models_of, systems_of
 from loadtests.reporting.records import Results
 from loadtests.reporting.tables import (
+    cpu_table,
     model_table,
     ratio_table,
     raw_table,
@@ -108,6 +109,21 @@ def render(results: Results, plots: Sequence[str]) -> str:
             "batch (what this machine can compute at all).",
             "",
             *ratios,
+            "",
+        ]
+    cpu = cpu_table(results)
+    if cpu:
+        out += [
+            "## CPU per request",
+            "",
+            "The server's CPU time per answered request (ms; utime + stime from `/proc` of "
+            "every process serving the system, over each measured run: TorchServe's JVM and "
+            "its workers, the native handler workers, the gateway's worker processes), and in "
+            "brackets its ratio to the floor of its transport at the same point "
+            "(`floor-uvicorn` for HTTP, `floor-grpc-aio` for gRPC). The load generator's CPU "
+            "is not counted.",
+            "",
+            *cpu,
             "",
         ]
     split = split_table(results)

@@ -72,6 +72,10 @@ class Point(Record):
     client_cpu_us_per_call: float | None = None
     error_codes: dict[str, int] | None = None
     server_ms: ServerSplit | None = None
+    server_cpu_ms: float | None = None
+    """The server's CPU time per answered request (ms): utime + stime of every process serving
+    the system (the whole tree: JVM and workers, handler and gateway workers) over the
+    measured run, divided by the requests answered without error."""
     repeats: list[float] | None = None
     """Every run's throughput, when the point was measured more than once."""
 

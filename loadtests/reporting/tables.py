@@ -142,3 +142,39 @@ def server_table(results: Results) -> list[str]:
             f"{info.rss_loaded_mb:.0f} | {info.settings} |"
         )
     return lines
+
+
+FLOOR_OF = {"grpc": "floor-grpc-aio", "http": "floor-uvicorn"}
+
+
+def _floor(system: str) -> str:
+    return FLOOR_OF["grpc" if "grpc" in system else "http"]
+
+
+def cpu_table(results: Results) -> list[str]:
+    """Per model, system and concurrency: the server's CPU ms per answered request, and its
+    ratio to the floor of its transport (uvicorn for HTTP, grpc.aio for gRPC) at that point."""
+    concurrency = results.config.concurrency
+    lines = [
+        "| Model | System | " + " | ".join(f"c={c}" for c in concurrency) + " |",
+        "|---|---|" + "---:|" * len(concurrency),
+    ]
+    for model in models_of(results):
+        for system in systems_of(results):
+            points = [point_at(results, system, model, c) for c in concurrency]
+            if not any(p and p.server_cpu_ms is not None for p in points):
+                continue
+            cells = []
+            for c, point in zip(concurrency, points, strict=True):
+                if point is None or point.server_cpu_ms is None:
+                    cells.append(ABSENT)
+                    continue
+                floor = point_at(results, _floor(system), model, c)
+                ratio = (
+                    f" ({point.server_cpu_ms / floor.server_cpu_ms:.1f}x)"
+                    if floor and floor.server_cpu_ms and not system.startswith("floor-")
+                    else ""
+                )
+                cells.append(f"{point.server_cpu_ms:.3f}{ratio}")
+            lines.append(f"| {model} | `{system}` | " + " | ".join(cells) + " |")
+    return lines if len(lines) > 2 else []

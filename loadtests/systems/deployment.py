@@ -59,6 +59,16 @@ class Deployment:
     """system -> model -> the request wrk posts, or the call grpc_load makes."""
     metrics: dict[str, str] = field(default_factory=dict)
     """system -> base URL of a gateway whose /metrics splits its time (our systems only)."""
+    processes: dict[str, list[int]] = field(default_factory=dict)
+    """system -> the root processes whose trees serve it, for its CPU per request; a system
+    absent here is served by the deployment's only server (see `pids_of`)."""
+
+    def pids_of(self, system: str) -> list[int]:
+        """The root processes that serve `system`; empty when that is unknown (several
+        servers, none named), and then its CPU is not measured."""
+        if system in self.processes:
+            return self.processes[system]
+        return [self.servers[0].pid] if len(self.servers) == 1 else []
 
 
 @dataclass(frozen=True)

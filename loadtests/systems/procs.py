@@ -102,3 +102,29 @@ def tree_rss_mb(pid: int) -> float:
         except psutil.NoSuchProcess:
             continue
     return total / (1024 * 1024)
+
+
+def tree_cpu_s(pids: Iterable[int]) -> float:
+    """CPU seconds (user + system) used so far by the processes `pids` and all their
+    descendants: TorchServe's JVM and its Python workers, our native handler workers, the
+    supervisor's gateway workers. Each live process counts its own time and that of the
+    children it has already reaped (`children_user`/`children_system`), so a worker that
+    exited and was waited for between two readings is still counted, once."""
+    import psutil
+
+    seen: dict[int, psutil.Process] = {}
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            for process in (root, *root.children(recursive=True)):
+                seen.setdefault(process.pid, process)
+        except psutil.NoSuchProcess:
+            continue
+    total = 0.0
+    for process in seen.values():
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total

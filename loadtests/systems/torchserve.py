@@ -72,6 +72,12 @@ def torchserve(ctx: Context) -> Iterator[Deployment]:
                 "gateway-torchserve-v2-json": gateway_base,
                 "gateway-native-mar": native_base,
             },
+            processes={
+                "torchserve": [direct_info.pid],
+                # The gateway and the TorchServe it forwards to: both work for each request.
+                "gateway-torchserve-v2-json": [gateway_info.pid, behind_info.pid],
+                "gateway-native-mar": [native_info.pid],
+            },
         )
 
 

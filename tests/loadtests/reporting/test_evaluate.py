@@ -155,3 +155,37 @@ def test_grpc_and_baseline_goals() -> None:
     assert rest.value == pytest.approx(2100 / 2400) and rest.met is False
     assert rest.theirs == "previous run (2026-11-22 08:43 UTC)"
     assert ("REST throughput at c=32 ", "gateway-v2-binary") not in rows  # measured in neither
+
+
+def test_cpu_goals_divide_cpu_per_request_by_the_floor_and_torchserve() -> None:
+    points = [
+        point_record("gateway-v2-json", "iris", 32, 3000, 9.0),
+        point_record("floor-uvicorn", "iris", 32, 30000, 1.0),
+        point_record("gateway-v2-grpc", "iris", 32, 2000, 9.0),
+        point_record("floor-grpc-aio", "iris", 32, 8000, 3.0),
+        point_record("gateway-predictions", "iris", 32, 3000, 9.0),
+        point_record("torchserve", "iris", 32, 1000, 30.0),
+    ]
+    cpu = {
+        "gateway-v2-json": 0.06,
+        "floor-uvicorn": 0.02,
+        "gateway-v2-grpc": 0.4,
+        "floor-grpc-aio": 0.2,
+        "gateway-predictions": 0.1,
+        "torchserve": 0.4,
+    }
+    for point in points:
+        point["server_cpu_ms"] = cpu[point["system"]]
+    typed = Results.model_validate(
+        {"machine": MACHINE, "config": {"models": ["iris"]}, "points": points}
+    )
+    rows = {(r.goal[:12], r.ours, r.theirs): r for r in evaluate(typed)}
+    rest = rows[("REST: gatewa", "gateway-v2-json", "floor-uvicorn")]
+    assert rest.value == pytest.approx(3.0) and rest.met is True  # at most 3: met at 3.0
+    grpc = rows[("gRPC: gatewa", "gateway-v2-grpc", "floor-grpc-aio")]
+    assert grpc.value == pytest.approx(2.0) and grpc.met is False
+    users = rows[("TorchServe's", "gateway-predictions", "torchserve")]
+    assert users.unit == "ms CPU per request, as a ratio"
+    assert users.value == pytest.approx(0.25) and users.met is True
+    native = rows[("TorchServe's", "gateway-native-mar", "torchserve")]
+    assert native.met is None  # not measured, but kept in this table
