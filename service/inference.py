@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from prometheus_client import Gauge
 
 from service.batcher import Queue
+from service.codecs.v2 import InferRequest
 from service.errors import ClientDisconnected
 from service.feeds import Feed
-from service.processing import ModelInputs, ModelProcessor
+from service.processing import ModelInputs, ModelProcessor, TensorInputs
 from service.sequences import SequenceParameters
 from service.tracing import RequestSpan
 
@@ -236,3 +237,16 @@ class InferenceRequest(Generic[AnswerT]):
     handler itself (gRPC)."""
     trace_context: Mapping[str, str] | None = None
     """The caller's `traceparent` / `tracestate`, when it sent them."""
+
+
+def v2_body(decoded: InferRequest) -> DecodedBody[InferRequest]:
+    """An Open Inference Protocol request (REST or gRPC, decoded alike) as the protocol-neutral
+    body: its tensors, and what its parameters ask of the model."""
+    return DecodedBody(
+        TensorInputs(decoded.inputs),
+        decoded,
+        decoded.timeout_ms,
+        decoded.classification,
+        decoded.priority,
+        decoded.sequence,
+    )

@@ -22,8 +22,8 @@ from service.errors import InvalidInput, ServingError
 from service.grpc import converters
 from service.grpc.errors import translate_errors
 from service.grpc.streams import serve_concurrently
-from service.inference import DecodedBody, InferenceRequest, InferenceResult, TensorBody
-from service.processing import ModelProcessor, TensorInputs
+from service.inference import DecodedBody, InferenceRequest, InferenceResult, TensorBody, v2_body
+from service.processing import ModelProcessor
 from service.tracing import TRACE_HEADERS
 
 PROTOCOL = "grpc"
@@ -115,14 +115,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     ) -> pb.ModelInferResponse:
         async def decode(processor: ModelProcessor) -> DecodedBody[v2.InferRequest]:
             decoded = converters.infer_request(message, processor.limits, self.plane.shared_memory)
-            return DecodedBody(
-                TensorInputs(decoded.inputs),
-                decoded,
-                decoded.timeout_ms,
-                decoded.classification,
-                decoded.priority,
-                decoded.sequence,
-            )
+            return v2_body(decoded)
 
         def encode(result: InferenceResult[v2.InferRequest]) -> pb.ModelInferResponse:
             return converters.infer_response(

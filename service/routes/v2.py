@@ -10,8 +10,8 @@ from fastapi.responses import Response
 
 from service.codecs import v2
 from service.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
-from service.inference import DecodedBody, InferenceResult, TensorBody
-from service.processing import ModelProcessor, TensorInputs
+from service.inference import DecodedBody, InferenceResult, TensorBody, v2_body
+from service.processing import ModelProcessor
 from service.routes.common import credentials, dataplane_of, inference_request, json_response
 from service.routes.table import RouteSpec
 
@@ -122,14 +122,7 @@ async def infer(request: Request) -> Response:
         decoded = v2.decode_request(
             body, request.headers.get(v2.HEADER_LENGTH), processor.limits, plane.shared_memory
         )
-        return DecodedBody(
-            TensorInputs(decoded.inputs),
-            decoded,
-            decoded.timeout_ms,
-            decoded.classification,
-            decoded.priority,
-            decoded.sequence,
-        )
+        return v2_body(decoded)
 
     def encode(result: InferenceResult[v2.InferRequest]) -> Response:
         payload, header_length = v2.encode_response(

@@ -216,3 +216,15 @@ sequence_batching {
   } ]
 }
 """
+
+
+def scaled_model(path: Path, factor: float) -> Path:
+    """v FP32 [N, 2] -> y = v * factor (versions told apart by their answers)."""
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["v", "k"], ["y"])],
+        "scaled",
+        [helper.make_tensor_value_info("v", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+        [numpy_helper.from_array(np.array([factor], np.float32), "k")],
+    )
+    return save_onnx(graph, path)

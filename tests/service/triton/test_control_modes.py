@@ -11,25 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-from onnx import TensorProto, helper, numpy_helper
 
 from tests.servers import gateway
-from tests.service.triton.models import model_folder, save_onnx, two_heads_model
+from tests.service.triton.models import model_folder, scaled_model, two_heads_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 TOKEN = {"Authorization": "Bearer manage"}
-
-
-def scaled(path: Path, factor: float) -> Path:
-    """v FP32 [N, 2] -> y = v * factor."""
-    graph = helper.make_graph(
-        [helper.make_node("Mul", ["v", "k"], ["y"])],
-        "scaled",
-        [helper.make_tensor_value_info("v", TensorProto.FLOAT, ["N", 2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
-        [numpy_helper.from_array(np.array([factor], np.float32), "k")],
-    )
-    return save_onnx(graph, path)
 
 
 def until(condition: Callable[[], bool], timeout_s: float = 30) -> None:
@@ -60,7 +47,7 @@ def test_explicit_mode_loads_only_what_it_is_told(tmp_path: Path) -> None:
 
 def test_poll_mode_follows_the_store_under_load(tmp_path: Path) -> None:
     store = tmp_path / "store"
-    scaled(store / "m" / "1" / "model.onnx", 1.0)
+    scaled_model(store / "m" / "1" / "model.onnx", 1.0)
     env = {
         "GATEWAY_MODEL_CONTROL_MODE": "poll",
         "GATEWAY_REPOSITORY_POLL_SECS": "0.3",
@@ -90,7 +77,7 @@ def test_poll_mode_follows_the_store_under_load(tmp_path: Path) -> None:
         try:
             until(lambda: len(answers) > 20)
             # a new version appears: latest 1 serves it and the old one goes
-            scaled(store / "m" / "2" / "model.onnx", 2.0)
+            scaled_model(store / "m" / "2" / "model.onnx", 2.0)
             until(lambda: client.get_model_metadata("m")["versions"] == ["2"])
             seen = len(answers)
             until(lambda: len(answers) > seen + 20)

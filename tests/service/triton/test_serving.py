@@ -18,7 +18,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcclient_aio
 import tritonclient.http as httpclient
 import tritonclient.http.aio as httpclient_aio
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
 from tests.servers import GatewayProcess, gateway, sample_total
@@ -28,7 +28,7 @@ from tests.service.triton.models import (
     identity_model,
     model_folder,
     pt2_model,
-    save_onnx,
+    scaled_model,
     torchscript_model,
     two_heads_model,
 )
@@ -36,18 +36,6 @@ from tests.service.triton.models import (
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 LABELS = ["setosa", "versicolor", "virginica"]
-
-
-def scaled_model(path: Path, factor: float) -> Path:
-    """v FP32 [N, 2] -> y = v * factor."""
-    graph = helper.make_graph(
-        [helper.make_node("Mul", ["v", "k"], ["y"])],
-        "scaled",
-        [helper.make_tensor_value_info("v", TensorProto.FLOAT, ["N", 2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
-        [numpy_helper.from_array(np.array([factor], np.float32), "k")],
-    )
-    return save_onnx(graph, path)
 
 
 @pytest.fixture(scope="module")
