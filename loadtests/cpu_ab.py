@@ -29,6 +29,7 @@ from loadtests.drive.grpc_load.probe import wait_serving
 from loadtests.drive.points import check
 from loadtests.systems import procs
 from loadtests.systems.deployment import Target
+from loadtests.systems.gateway import gateway_command
 from loadtests.systems.targets import grpc_request, ready_urls, v2_requests
 
 
@@ -41,20 +42,7 @@ def gateway(
     tree: Path, store: Path, models: Sequence[BenchModel], log: Path, extra: Sequence[str]
 ) -> Iterator[tuple[str, str, int]]:
     port, grpc_port = procs.free_port(), procs.free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "service",
-        "--model-store",
-        str(store),
-        "--port",
-        str(port),
-        "--grpc-port",
-        str(grpc_port),
-        "--models",
-        ",".join(m.name for m in models),
-        *extra,
-    ]
+    command = gateway_command(store, port, grpc_port, [m.name for m in models], extra)
     process = procs.spawn(command, log, {"PYTHONPATH": str(tree)}, cwd=tree)
     try:
         base = f"http://127.0.0.1:{port}"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from loadtests.systems import procs
+from loadtests.systems.gateway import gateway_command
 
 WINDOW = 30
 RESTART = 60
@@ -100,18 +100,8 @@ async def _point(address: str, mode: str, concurrency: int, seconds: float) -> d
 
 def measure(store: Path, seconds: float, levels: list[int], work: Path) -> dict[str, Any]:
     port, grpc_port = procs.free_port(), procs.free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "service",
-        "--model-store",
-        str(store),
-        "--port",
-        str(port),
-        "--models",
-        "lstm,lstm_stream",
-    ]
-    process = procs.spawn(command, work / "gateway.log", {"GATEWAY_GRPC_PORT": str(grpc_port)})
+    command = gateway_command(store, port, grpc_port, ["lstm", "lstm_stream"])
+    process = procs.spawn(command, work / "gateway.log")
     try:
         procs.wait_ready([f"http://127.0.0.1:{port}/v2/health/ready"], process, 120)
         figures: dict[str, Any] = {}

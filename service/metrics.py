@@ -139,7 +139,9 @@ class GatewayMetrics:
             multiprocess_mode="livesum",
             registry=r,
         )
-        self._request_children: dict[tuple[str, str, str, int], tuple[Counter, Histogram]] = {}
+        self._request_children: dict[
+            tuple[str, str, str, int], tuple[Counter, Histogram, ModelStatistics]
+        ] = {}
         self.statistics: dict[tuple[str, str], ModelStatistics] = {}
         """Triton-form statistics per model version, fed by the same calls as the series."""
         self.model_ready = Gauge(
@@ -202,10 +204,11 @@ class GatewayMetrics:
             children = (
                 self.requests.labels(model, version, protocol, str(code)),
                 self.request_duration.labels(model, version, protocol),
+                self.statistics_of(model, version),
             )
             self._request_children[key] = children
         children[0].inc()
-        self.statistics_of(model, version).request_done(code == 200, seconds)
+        children[2].request_done(code == 200, seconds)
         if code == 200:
             if trace_id is None:
                 children[1].observe(seconds)

@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 from loadtests.drive.grpc_load.probe import wait_serving
 from loadtests.systems import procs
@@ -18,6 +19,26 @@ GPU_PROVIDERS = "TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionPro
 
 GRPC_READY_TIMEOUT_S = 10.0
 """After HTTP readiness, how long the gateway's gRPC health service gets to say SERVING."""
+
+
+def gateway_command(
+    store: Path, port: int, grpc_port: int, models: Sequence[str], extra: Sequence[str] = ()
+) -> list[str]:
+    """`python -m service` serving `models` of `store` on these ports."""
+    return [
+        sys.executable,
+        "-m",
+        "service",
+        "--model-store",
+        str(store),
+        "--port",
+        str(port),
+        "--grpc-port",
+        str(grpc_port),
+        "--models",
+        ",".join(models),
+        *extra,
+    ]
 
 
 @contextmanager
@@ -33,25 +54,14 @@ def run_gateway(
     started side by side never clash); yields its base URL and gRPC target once every model is
     ready. `grpc=False`: gRPC off (where grpcio is not installed), its target unused."""
     port, grpc_port = procs.free_port(), procs.free_port()
-    args = [
-        "--model-store",
-        str(ctx.store),
-        "--port",
-        str(port),
-        "--grpc-port",
-        str(grpc_port),
-        "--models",
-        ",".join(ctx.model_names),
-        *extra_args,
-    ]
+    args = list(extra_args)
     if ctx.device == "cuda" and "--backend" not in extra_args:
         args += ["--providers", GPU_PROVIDERS]
     if not grpc:
         env = {**(env or {}), "GATEWAY_GRPC_ENABLED": "false"}
     started = time.monotonic()
-    process = procs.spawn(
-        [sys.executable, "-m", "service", *args], ctx.work_dir / f"{label}.log", env
-    )
+    command = gateway_command(ctx.store, port, grpc_port, ctx.model_names, args)
+    process = procs.spawn(command, ctx.work_dir / f"{label}.log", env)
     try:
         base, grpc_target = f"http://127.0.0.1:{port}", f"127.0.0.1:{grpc_port}"
         procs.wait_ready(ready_urls(base, ctx.models), process, ctx.startup_timeout_s)

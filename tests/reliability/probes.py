@@ -91,3 +91,12 @@ class HealthProbe:
     @property
     def worst_s(self) -> float:
         return max(self.latencies, default=0.0)
+
+
+def repository_index(url: str, token: str) -> dict[str, dict[str, str]]:
+    """The gateway's repository index, by model name (the management token's call)."""
+    response = httpx.post(
+        f"{url}/v2/repository/index", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    response.raise_for_status()
+    return {entry["name"]: entry for entry in response.json()}

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.reliability.probes import repository_index
 from tests.servers import GatewayProcess, gateway
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -61,13 +62,7 @@ class Stack:
     escape_target: Path
 
     def index(self) -> dict[str, dict[str, str]]:
-        response = httpx.post(
-            f"{self.server.url}/v2/repository/index",
-            headers={"Authorization": f"Bearer {TOKEN}"},
-            timeout=10,
-        )
-        response.raise_for_status()
-        return {entry["name"]: entry for entry in response.json()}
+        return repository_index(self.server.url, TOKEN)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.reliability.probes import MB
+from tests.reliability.probes import MB, repository_index
 from tests.servers import GatewayProcess, gateway, sample_total
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -62,13 +62,7 @@ class Stack:
     ready_after_s: float
 
     def index(self) -> dict[str, dict[str, str]]:
-        response = httpx.post(
-            f"{self.server.url}/v2/repository/index",
-            headers={"Authorization": f"Bearer {TOKEN}"},
-            timeout=10,
-        )
-        response.raise_for_status()
-        return {entry["name"]: entry for entry in response.json()}
+        return repository_index(self.server.url, TOKEN)
 
 
 @pytest.fixture(scope="module")
