@@ -81,13 +81,19 @@ class UvicornListener:
         uvicorn rebuilds the list); requests already parsed captured the old list, so they are
         marked one by one. Only assignments, so safe in the signal handler — which must do it:
         a request parsed before the signal may be answered before the loop runs anything else.
+
+        An answer whose headers are already sent keeps its connection: its client was told
+        keep-alive and may send the next request on it the moment the body arrives; closing
+        after that body reset such a request unanswered (a readiness probe, in
+        `test_sigterm_drains_in_flight_requests`, 1 run in 10 under load). That next request
+        gets the 503 and the `Connection: close`.
         """
         state = self.server.server_state
         if CONNECTION_CLOSE not in state.default_headers:
             state.default_headers = [*state.default_headers, CONNECTION_CLOSE]
         for connection in list(state.connections):
             cycle = getattr(connection, "cycle", None)
-            if cycle is not None and not cycle.response_complete:
+            if cycle is not None and not cycle.response_started:
                 cycle.keep_alive = False
 
     def begin_drain(self) -> None:

@@ -120,18 +120,9 @@ async def test_sigterm_drains_in_flight_requests(tmp_path: Path) -> None:
                 asyncio.create_task(client.post("/v2/models/slow/infer", json=body))
                 for _ in range(96)
             ]
-            # Wait until the server holds them all (queued or computing), then signal.
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                metrics = (await client.get("/metrics")).text
-                inflight = [
-                    line
-                    for line in metrics.splitlines()
-                    if line.startswith("gateway_inflight_requests{")
-                ]
-                if inflight and float(inflight[0].split()[-1]) >= 64:
-                    break
-                await asyncio.sleep(0.01)
+            # Wait until the server holds them all (queued, computing or answered), then signal:
+            # one that arrived after the signal would rightly be refused.
+            await _until_received(client, len(sent), sent)
             server.process.send_signal(signal.SIGTERM)
             flipped = time.monotonic()
             while (await client.get("/v2/health/ready")).status_code == 200:
