@@ -228,7 +228,9 @@ def create_app(settings: Settings | None = None, *, tracing: Tracing | None = No
     front: ASGIApp = FastPath(
         partial(FastAPI.__call__, app), routes=[spec for spec in specs if spec.hot], errors=errors
     )
-    front = BodyLimitMiddleware(front, max_body_bytes=settings.max_body_bytes)
+    front = BodyLimitMiddleware(
+        front, max_body_bytes=settings.max_body_bytes, note=plane.allocator.note
+    )
     if settings.cors_origins:
         from starlette.middleware.cors import CORSMiddleware
 

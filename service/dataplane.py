@@ -27,6 +27,7 @@ from service.batcher import BatchTrace, current_trace
 from service.control import LocalControl, RepositoryControl
 from service.errors import InvalidInput, NotFound, NotSupported, ServingError, ShuttingDown
 from service.inference import AnswerT, Call, InferenceRequest
+from service.memory import AllocatorTrim
 from service.metrics import GatewayMetrics
 from service.models.served import Workers
 from service.repository import IndexEntry as IndexEntry
@@ -112,6 +113,8 @@ class DataPlane:
         )
         """The system shared memory regions clients registered (the codecs read and write
         the slices requests name through it)."""
+        self.allocator = AllocatorTrim()
+        """Told each large request's size: gives the memory it freed back afterwards."""
         self.draining = False
         self.started = False
         self._active = 0

@@ -1,7 +1,10 @@
 """A pure-ASGI guard that answers 413 for bodies over the limit without reading them whole, and
-closes the connection after that answer; a client gone mid-body becomes `ClientDisconnected`."""
+closes the connection after that answer; a client gone mid-body becomes `ClientDisconnected`.
+Once a request is answered, its body's size goes to `note` (`service.memory.AllocatorTrim`)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -12,9 +15,15 @@ CLOSE = (b"connection", b"close")
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_body_bytes: int,
+        note: Callable[[int], None] = lambda size: None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.note = note
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -69,6 +78,8 @@ class BodyLimitMiddleware:
         except _TooLarge:
             if not response_started:
                 await _reject(send, 413, self._message())
+        finally:
+            self.note(received)
 
     def _message(self) -> str:
         return f"request body exceeds {self.max_body_bytes} bytes"

@@ -15,6 +15,7 @@ from service.input_limits import (
     MAX_BYTES_ELEMENTS,
     MAX_IMAGE_PIXELS,
     MAX_TEXT_CHARS,
+    Limits,
 )
 
 
@@ -72,6 +73,12 @@ class Settings(BaseSettings):
     grpc_keepalive_s: float = Field(default=60.0, gt=0)
     """The server pings each gRPC connection this often and closes it when the ping is not
     answered within 20 s: peers that vanished without closing free their connections."""
+    grpc_max_request_fields: int = Field(default=4096, ge=16)
+    """Most protobuf fields one ModelInferRequest may carry, counted over all its submessages
+    before protobuf parses it (`service.grpc.request_scan`; the elements of a BYTES tensor's
+    `bytes_contents` are bounded by its shape and `max_bytes_elements` instead). Past it the
+    request is refused with INVALID_ARGUMENT: a message of millions of tiny fields costs an
+    object each to parse."""
     grpc_max_concurrent_calls: int = Field(default=1024, ge=1)
     """Most gRPC calls one process handles at once (a stream counts until it ends; health
     checks are exempt). The next call is answered UNAVAILABLE at once, before its message is
@@ -290,6 +297,15 @@ class Settings(BaseSettings):
         if self.shared_memory and self.workers > 1:
             raise ValueError("shared_memory needs workers 1: regions are registered per process")
         return self
+
+    @property
+    def input_limits(self) -> Limits:
+        """The input limits every protocol's decoding applies."""
+        return Limits(
+            max_image_pixels=self.max_image_pixels,
+            max_text_chars=self.max_text_chars,
+            max_bytes_elements=self.max_bytes_elements,
+        )
 
     @property
     def serves_archives(self) -> bool:

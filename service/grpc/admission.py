@@ -118,6 +118,12 @@ def _admitted(handler: Any, admission: Admission, method: str) -> Any:
                 await refuse(context)
             try:
                 return await unary_unary(parse(raw), context)
+            except grpc.aio.AbortError as abort:
+                # gRPC keeps the latest call's abort exception until the next call arrives;
+                # its traceback's frames would keep this request (a 60 MB refused message
+                # stayed resident). Leave neither the bytes nor the inner frames in it.
+                del raw
+                raise abort.with_traceback(None) from None
             finally:
                 admission.leave()
 

@@ -39,7 +39,14 @@ def translate_errors(
         Concatenate[SelfT, RequestT, grpc.aio.ServicerContext, P], Awaitable[ResponseT]
     ],
 ) -> Callable[Concatenate[SelfT, RequestT, grpc.aio.ServicerContext, P], Awaitable[ResponseT]]:
-    """Abort with the error's status and message; anything unexpected is INTERNAL."""
+    """Abort with the error's status and message; anything unexpected is INTERNAL.
+
+    The abort happens after the `except` block, not in it: an abort raised while handling the
+    error would chain it (`__context__`), and gRPC keeps the latest call's abort exception
+    (in its RPC state) until the next call arrives; through the error's traceback that kept
+    the refused request and everything its frames held (+170 MB per refused 60 MB message,
+    never freed while no other call came).
+    """
 
     @functools.wraps(method)
     async def wrapper(
@@ -52,14 +59,14 @@ def translate_errors(
         try:
             return await method(self, request, context, *args, **kwargs)
         except ServingError as error:
-            await context.abort(
-                status_of(error), error.message, trailing_metadata=trailing_metadata_of(error)
-            )
+            status, details = status_of(error), error.message
+            trailing = trailing_metadata_of(error)
         except (grpc.aio.AbortError, grpc.aio.UsageError):
             raise
         except Exception:
             log.exception("unhandled error in %s", method.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
+            status, details, trailing = grpc.StatusCode.INTERNAL, "internal server error", ()
+        await context.abort(status, details, trailing_metadata=trailing)
         raise AssertionError("context.abort returned")  # pragma: no cover
 
     return wrapper  # type: ignore[return-value]

@@ -21,6 +21,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from service.dataplane import DataPlane
 from service.grpc.admission import Admission
+from service.grpc.request_scan import RequestScanner, ScannedInferRequests
 from service.grpc.servicer import InferenceServicer
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,15 @@ class GrpcServer:
             refused=lambda method: refused.labels(method).inc(),
             exempt=frozenset({HEALTH_SERVICE}),
         )
+        scanner = RequestScanner(
+            settings.input_limits, settings.grpc_max_request_fields, plane.allocator.note
+        )
+        self._scanned = ScannedInferRequests(
+            scanner,
+            frozenset(
+                f"/{INFERENCE_SERVICE}/{name}" for name in ("ModelInfer", "ModelStreamInfer")
+            ),
+        )
         self._stopping: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
@@ -121,7 +131,8 @@ class GrpcServer:
         settings = self.plane.settings
         limit = settings.grpc_max_message_bytes
         server = grpc.aio.server(
-            interceptors=[self._activity, self.admission],
+            # In this order: a call refused by admission is never parsed, nor scanned.
+            interceptors=[self._activity, self.admission, self._scanned],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),

@@ -21,6 +21,7 @@ from service.dataplane import DataPlane
 from service.errors import InvalidInput, ServingError
 from service.grpc import converters
 from service.grpc.errors import translate_errors
+from service.grpc.request_scan import InferMessage, RefusedRequest
 from service.grpc.streams import serve_concurrently
 from service.inference import DecodedBody, InferenceRequest, InferenceResult, TensorBody, v2_body
 from service.processing import ModelProcessor
@@ -111,9 +112,14 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
     # -- inference -----------------------------------------------------------------------------
 
     async def _infer(
-        self, message: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+        self, message: InferMessage, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
+        """One inference; a message refused from its wire bytes (`request_scan`) is answered
+        with its error from the same place a decoding error would be (counted alike)."""
+
         async def decode(processor: ModelProcessor) -> DecodedBody[v2.InferRequest]:
+            if isinstance(message, RefusedRequest):
+                raise message.error
             decoded = converters.infer_request(message, processor.limits, self.plane.shared_memory)
             return v2_body(decoded)
 
@@ -138,13 +144,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
 
     @translate_errors
     async def ModelInfer(
-        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+        self, request: InferMessage, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
         return await self._infer(request, context)
 
     async def ModelStreamInfer(
         self,
-        requests: AsyncIterator[pb.ModelInferRequest],
+        requests: AsyncIterator[InferMessage],
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Requests on one stream are served concurrently (so they batch together); each answer
@@ -152,7 +158,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
         `grpc_stream_max_in_flight` requests of a stream are held at once: past it the stream
         is not read until the client takes an answer (`service.grpc.streams`)."""
 
-        async def answer(message: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+        async def answer(message: InferMessage) -> pb.ModelStreamInferResponse:
             try:
                 response = await self._infer(message, context)
             except Exception as error:

@@ -50,12 +50,7 @@ class ServingContext:
     def of(
         cls, settings: Settings, metrics: GatewayMetrics, tracer: BatchTracer | None
     ) -> ServingContext:
-        limits = Limits(
-            max_image_pixels=settings.max_image_pixels,
-            max_text_chars=settings.max_text_chars,
-            max_bytes_elements=settings.max_bytes_elements,
-        )
-        return cls(settings, metrics, tracer, limits)
+        return cls(settings, metrics, tracer, settings.input_limits)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,15 @@ def rss_bytes(pid: int) -> int:
     return _status_kb(pid, "VmRSS") * 1024
 
 
+def settled_rss(pid: int, target: int, timeout_s: float = 5.0) -> int:
+    """The process's resident memory once it is at most `target`, or when `timeout_s` has
+    passed (memory freed after a request is given back a moment later: service.memory)."""
+    deadline = time.monotonic() + timeout_s
+    while (rss := rss_bytes(pid)) > target and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return rss
+
+
 class PeakRss:
     """The process's peak resident memory over a block, above its resident memory at the
     start: the kernel's high-water mark (`VmHWM`), reset on entry through `clear_refs`."""

@@ -14,7 +14,7 @@ import pytest
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from tests.reliability.probes import HealthProbe, PeakRss, rss_bytes
+from tests.reliability.probes import HealthProbe, PeakRss, rss_bytes, settled_rss
 from tests.servers import GatewayProcess, gateway
 from tests.tiny_models import full_store
 
@@ -30,6 +30,9 @@ GROWTH_MB = 400
 """Peak RSS growth allowed per refused request: the request itself (a 60 MB gRPC message is
 held by gRPC and again by protobuf) plus decoding at most the element limit. Before the
 limit: +1,250 MB (gRPC raw) and +270 MB (JSON)."""
+SETTLES_WITHIN = 1.10
+"""After an attack the server's RSS comes back to within 10 % of where it started (within
+5 s: `service.memory` gives freed memory back a second after a large request)."""
 # A zero dimension beside a huge one (numpy: "array is too big"), and 65 dimensions (numpy's
 # limit is 64); both used to escape as numpy's ValueError, answered 500 / INTERNAL.
 BAD_SHAPES = [[0, 4611686018427387904], [1] * 65, [0] * 65]
@@ -106,12 +109,16 @@ def refuse(
         pytest.raises(grpc.RpcError) as refused,
     ):
         stub.ModelInfer(request, timeout=60)
+    after = rss_bytes(pid)
+    settled = settled_rss(pid, int(start * SETTLES_WITHIN))
     print(
         f"{refused.value.code()} {refused.value.details()!r}; RSS {start / MB:.0f} MB, "
-        f"peak +{rss.growth_mb:.0f} MB, after {rss_bytes(pid) / MB:.0f} MB; "
-        f"slowest health probe {probe.worst_s * 1000:.0f} ms of {len(probe.latencies)}"
+        f"peak +{rss.growth_mb:.0f} MB, just after {after / MB:.0f} MB, settled "
+        f"{settled / MB:.0f} MB; slowest health probe {probe.worst_s * 1000:.0f} ms of "
+        f"{len(probe.latencies)}"
     )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert settled <= start * SETTLES_WITHIN
     return refused.value, probe, rss
 
 
@@ -130,12 +137,30 @@ def test_grpc_raw_bytes_tensors_are_refused_before_decoding(
 def test_grpc_typed_bytes_contents_are_refused_before_decoding(
     server: GatewayProcess, stub: pb_grpc.GRPCInferenceServiceStub
 ) -> None:
-    """Refused from the shape, before any element is copied; what remains is protobuf's own
-    parse of 10M repeated fields (on the event loop, before our code runs): +540 MB and a
-    ~1.5 s stall measured, against +1,764 MB and 3.6 s before. See docs/reliability.md."""
-    refused, _probe, rss = refuse(server, stub, typed_bytes_request())
-    assert "the limit is" in (refused.details() or "")
-    assert rss.growth_mb < 900
+    """Refused from the shape by the wire walk before protobuf parses the message
+    (`service.grpc.request_scan`). Before the walk: +540 MB and stalls up to 2.4 s for
+    protobuf's parse of 10M repeated fields; before the shape check, +1,764 MB and 3.6 s."""
+    refused, probe, rss = refuse(server, stub, typed_bytes_request())
+    assert "holds 10000000 BYTES elements; the limit is" in (refused.details() or "")
+    assert probe.worst_s < 1.0
+    assert rss.growth_mb < GROWTH_MB
+
+
+def test_a_refused_message_on_a_stream_answers_only_itself(
+    server: GatewayProcess, stub: pb_grpc.GRPCInferenceServiceStub
+) -> None:
+    """A stream's message refused from its wire bytes gets its own error answer (with its
+    id); the stream goes on and answers the next request."""
+    flood = typed_bytes_request()
+    flood.id = "flood"
+    honest = text_request([1])
+    honest.id = "honest"
+    honest.inputs[0].contents.bytes_contents.append(b"a fine day")
+    answers = list(stub.ModelStreamInfer(iter([flood, honest]), timeout=60))
+    by_id = {answer.infer_response.id: answer for answer in answers}
+    assert "the limit is" in by_id["flood"].error_message
+    assert by_id["honest"].error_message == ""
+    assert by_id["honest"].infer_response.outputs
 
 
 @pytest.mark.parametrize("shape", [[ROWS], [2]], ids=["declared", "shape-lies"])
@@ -146,6 +171,7 @@ def test_json_bytes_tensors_are_refused_before_decoding(
         {"inputs": [{"name": "text", "datatype": "BYTES", "shape": shape, "data": ["a"] * ROWS}]}
     )
     pid = server.process.pid
+    start = rss_bytes(pid)
     with HealthProbe(server.url) as probe, PeakRss(pid) as rss:
         response = httpx.post(
             f"{server.url}/v2/models/txt/infer",
@@ -153,10 +179,13 @@ def test_json_bytes_tensors_are_refused_before_decoding(
             headers={"Content-Type": "application/json"},
             timeout=60,
         )
+    settled = settled_rss(pid, int(start * SETTLES_WITHIN))
     print(
         f"JSON {len(body) / MB:.1f} MB, shape {shape}: {response.status_code} {response.text!r}; "
-        f"peak +{rss.growth_mb:.0f} MB; slowest health probe {probe.worst_s * 1000:.0f} ms"
+        f"RSS {start / MB:.0f} MB, peak +{rss.growth_mb:.0f} MB, settled {settled / MB:.0f} MB; "
+        f"slowest health probe {probe.worst_s * 1000:.0f} ms"
     )
+    assert settled <= start * SETTLES_WITHIN
     assert response.status_code == 400
     # Refused from the shape, or at the first element past it: never after reading them all.
     expected = "BYTES elements; the limit is" if shape == [ROWS] else "more than 2 elements"
