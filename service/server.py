@@ -263,9 +263,11 @@ def run(settings: Settings, control: ControlFactory | None = None) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        # httptools, with bounds on the time, size and number of request headers.
+        # httptools, with bounds on the time, size and number of request headers and on the
+        # time of request bodies.
         http=BoundedHttpToolsProtocol.with_limits(
             header_timeout_s=settings.http_header_timeout_s,
+            body_timeout_s=settings.http_body_timeout_s,
             max_header_bytes=settings.http_max_header_bytes,
             max_headers=settings.http_max_headers,
         ),

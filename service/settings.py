@@ -190,6 +190,11 @@ class Settings(BaseSettings):
     """A request's line and headers must arrive within this long of the connection opening (or
     of the request's first byte after a keep-alive wait); the deadline does not move as bytes
     trickle in. Past it the connection is closed (408 when part of a request had arrived)."""
+    http_body_timeout_s: float = Field(default=60.0, gt=0)
+    """A request's body must arrive within this long of its headers (counted from the end of
+    the read that completed them; a request that arrives whole in one read has no timer); the
+    deadline does not move as bytes trickle in. Past it the connection is closed, with 408
+    when the response has not started; the request is recorded as a client disconnect (499)."""
     http_keep_alive_s: int = Field(default=30, ge=1)
     """How long an HTTP connection may wait idle between requests before it is closed."""
     http_max_header_bytes: int = Field(default=64 * 1024, ge=1024)
