@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 MB = 1024 * 1024
 BODY_LIMIT = 1 * MB
 HEADER_TIMEOUT_S = 1.0
-BODY_TIMEOUT_S = 1.5
+BODY_TIMEOUT_S = 3.0
 SILENT = 200
 SLOW_BODIES = 300
 
@@ -339,7 +339,7 @@ def test_a_body_trickled_past_its_deadline_gets_408_and_its_connection_closed(
     assert lines[0].startswith(b"http/1.1 408"), received[sock][:200]
     assert b"connection: close" in lines
     assert json.loads(body) == {"error": f"request body not received within {BODY_TIMEOUT_S:g} s"}
-    assert BODY_TIMEOUT_S - 0.1 <= seconds < BODY_TIMEOUT_S + 1.0
+    assert BODY_TIMEOUT_S - 0.1 <= seconds < BODY_TIMEOUT_S + 2.0
     assert probe.worst_s < 1.0
     deadline = time.monotonic() + 10
     while tab_total(server, "499") < gone_before + 1 and time.monotonic() < deadline:
