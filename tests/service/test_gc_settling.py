@@ -41,5 +41,6 @@ async def test_settles_once_the_models_are_loaded(restored_gc: None) -> None:
 
     kept = [[] for _ in range(100)]
     await server.on_tick(3)
-    assert gc.get_freeze_count() == frozen  # once only: objects made since stay collectable
+    # Once only: a second freeze would take in `kept` too; frozen objects may still be freed.
+    assert gc.get_freeze_count() <= frozen
     assert len(kept) == 100
