@@ -9,9 +9,12 @@ the free pages of every arena (the top of the heap by `sbrk`, the rest by
 `madvise(MADV_DONTNEED)`).
 
 Both cost a walk (milliseconds: the collector's over the objects not frozen at start-up, the
-trim's over the heap), so they run only once requests of at least `LARGE_REQUEST_BYTES` have
-been seen, `TRIM_DELAY_S` after the latest of them arrived (a burst runs them once): the
-collection on the event loop, the trim in a thread while the loop keeps serving.
+trim's over the heap), so they run only once `TRIM_AFTER_BYTES` of requests have been served
+since the last run, `TRIM_DELAY_S` after the latest of them (a burst runs them once, when it
+ends): the collection on the event loop, the trim in a thread while the loop keeps serving.
+A request weighs its size plus `REQUEST_COST_BYTES`, so one large request counts, and so does
+a flood of small ones (a burst of 3,000 small gRPC calls left +69 MB resident, 1,000 streams
+that never sent anything +17 MB).
 
 On a C library without `malloc_trim` (musl, macOS) only the collection runs.
 """
@@ -29,10 +32,14 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
-LARGE_REQUEST_BYTES = 4 * 1024 * 1024
-"""A request body or message of at least this size schedules a trim."""
+TRIM_AFTER_BYTES = 4 * 1024 * 1024
+"""Requests weighing this much in all since the last trim schedule the next."""
+REQUEST_COST_BYTES = 16 * 1024
+"""What serving a request allocates besides its body (call, task, frames, headers, answer):
+floods of small gRPC calls left ~20 KB per call resident. 256 calls of nothing schedule a
+trim."""
 TRIM_DELAY_S = 1.0
-"""How long after the latest large request the trim runs (by then it has usually been
+"""How long after the latest request the trim runs (by then the burst has usually been
 answered and its memory freed)."""
 
 
@@ -50,26 +57,30 @@ def _malloc_trim() -> Callable[[], object] | None:
 
 
 class AllocatorTrim:
-    """`note(size)` for each request's size; trims once large ones have passed."""
+    """`note(size)` for each request served (its body's size); trims once enough have."""
 
     def __init__(
         self,
         trim: Callable[[], object] | None = None,
         *,
-        large_bytes: int = LARGE_REQUEST_BYTES,
+        after_bytes: int = TRIM_AFTER_BYTES,
+        request_cost: int = REQUEST_COST_BYTES,
         delay_s: float = TRIM_DELAY_S,
     ) -> None:
         self._trim = trim
         self._resolved = trim is not None
-        self.large_bytes = large_bytes
+        self.after_bytes = after_bytes
+        self.request_cost = request_cost
         self.delay_s = delay_s
         self.trims = 0
+        self._served = 0
         self._due = 0.0
         self._timer: asyncio.TimerHandle | None = None
 
-    def note(self, size: int) -> None:
-        """A request of `size` bytes arrived (call on the event loop)."""
-        if size < self.large_bytes:
+    def note(self, size: int = 0) -> None:
+        """A request of `size` bytes was served, or refused (call on the event loop)."""
+        self._served += size + self.request_cost
+        if self._served < self.after_bytes:
             return
         if not self._resolved:
             self._trim, self._resolved = _malloc_trim(), True
@@ -81,10 +92,11 @@ class AllocatorTrim:
     def _fire(self) -> None:
         loop = asyncio.get_running_loop()
         wait = self._due - time.monotonic()
-        if wait > 0:  # a later large request moved the trim
+        if wait > 0:  # a later request moved the trim
             self._timer = loop.call_later(wait, self._fire)
             return
         self._timer = None
+        self._served = 0
         gc.collect()
         trim = self._trim
         if trim is not None:

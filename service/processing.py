@@ -151,7 +151,9 @@ class Processor(ABC):
             raise InvalidInput("request body is empty")
         kind = media_type(content_type)
         if kind == JSON_MEDIA_TYPE or (not kind and body[:1] in (b"{", b"[")):
-            instances, many = self.instances_from_json(parse_json(body))
+            instances, many = self.instances_from_json(
+                parse_json(body, self.limits.max_json_strings)
+            )
             return InstanceInputs(instances), many
         return PayloadInputs([body]), False
 

@@ -14,6 +14,7 @@ from service.input_limits import (
     MAX_ARCHIVE_MEMBERS,
     MAX_BYTES_ELEMENTS,
     MAX_IMAGE_PIXELS,
+    MAX_JSON_STRINGS,
     MAX_TEXT_CHARS,
     Limits,
 )
@@ -210,6 +211,9 @@ class Settings(BaseSettings):
     """Most elements one BYTES tensor may declare (V2 REST JSON or binary, gRPC raw or typed
     contents); checked from the shape before any element is decoded: HTTP 400, gRPC
     INVALID_ARGUMENT."""
+    max_json_strings: int = Field(default=MAX_JSON_STRINGS, ge=1)
+    """Most strings (object keys included) one JSON request body may hold (V2 REST, KServe V1,
+    `/predictions`), counted from its quotes before it is parsed: HTTP 400."""
     top_k: int = Field(default=5, ge=1)
     """Labels returned by /predictions for classifiers."""
     drain_seconds: float = Field(default=20.0, ge=0)
@@ -310,6 +314,7 @@ class Settings(BaseSettings):
             max_image_pixels=self.max_image_pixels,
             max_text_chars=self.max_text_chars,
             max_bytes_elements=self.max_bytes_elements,
+            max_json_strings=self.max_json_strings,
         )
 
     @property

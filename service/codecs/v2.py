@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.codecs.wire import Tensor
+from service.codecs.wire import Tensor, check_json_strings
 from service.datatypes import (
     decode_bytes_elements,
     element_count,
@@ -87,9 +87,10 @@ class InferRequest:
         return float(value) / 1000.0
 
 
-def _loads(raw: bytes | memoryview) -> Any:
+def _loads(body: bytes, end: int, limits: Limits) -> Any:
+    check_json_strings(body, limits.max_json_strings, end)
     try:
-        return orjson.loads(raw)
+        return orjson.loads(memoryview(body)[:end])
     except orjson.JSONDecodeError as error:
         raise InvalidInput(f"request body is not valid JSON: {error}") from None
 
@@ -225,7 +226,7 @@ def decode_request(
     """Parse a V2 infer request body (JSON, or JSON header + binary tensors)."""
     view = memoryview(body)
     if header_length is None:
-        header, blobs = _loads(view), view[len(view) :]
+        header, blobs = _loads(body, len(body), limits), view[len(view) :]
     else:
         try:
             length = int(header_length)
@@ -235,7 +236,7 @@ def decode_request(
             raise InvalidInput(
                 f"Inference-Header-Content-Length {length} does not fit a body of {len(view)} bytes"
             )
-        header, blobs = _loads(view[:length]), view[length:]
+        header, blobs = _loads(body, length, limits), view[length:]
     if not isinstance(header, dict):
         raise InvalidInput("request must be a JSON object")
     raw_inputs = header.get("inputs")

@@ -33,7 +33,9 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     A call counts from the moment its handler starts until it returns (a streaming call until
     its stream ends); calls to an `exempt` service (health checks) are neither counted nor
-    refused. `refused(method)` is called once per refusal (the metric)."""
+    refused. `refused(method)` is called once per refusal (the metric), `ended()` once per
+    counted or refused call when it is over (`service.memory.AllocatorTrim.note`: a flood of
+    calls that send nothing still allocates)."""
 
     def __init__(
         self,
@@ -41,6 +43,7 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         *,
         pushback_ms: int,
         refused: Callable[[str], None],
+        ended: Callable[[], None] = lambda: None,
         exempt: frozenset[str] = frozenset(),
     ) -> None:
         if limit < 1:
@@ -49,6 +52,7 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.pushback_ms = pushback_ms
         self.active = 0
         self._refused = refused
+        self._ended = ended
         self._exempt = exempt
         self._unlogged = 0
         self._logged_at = -LOG_INTERVAL_S
@@ -74,6 +78,7 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def leave(self) -> None:
         self.active -= 1
+        self._ended()
 
     def refusal(self) -> tuple[str, tuple[tuple[str, str], ...]]:
         """The details and trailing metadata a refused call is answered with."""
@@ -85,6 +90,7 @@ class Admission(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _refuse(self, method: str) -> None:
         self._refused(method)
+        self._ended()
         self._unlogged += 1
         now = time.monotonic()
         if now - self._logged_at >= LOG_INTERVAL_S:

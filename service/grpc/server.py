@@ -113,6 +113,7 @@ class GrpcServer:
             settings.grpc_max_concurrent_calls,
             pushback_ms=settings.grpc_retry_pushback_ms,
             refused=lambda method: refused.labels(method).inc(),
+            ended=plane.allocator.note,
             exempt=frozenset({HEALTH_SERVICE}),
         )
         scanner = RequestScanner(

@@ -91,8 +91,8 @@ async def predictions(request: Request) -> Response:
 
 
 async def v1_predict(request: Request) -> Response:
-    async def decode(_processor: ModelProcessor) -> DecodedBody[None]:
-        body = parse_json(await request.body())
+    async def decode(processor: ModelProcessor) -> DecodedBody[None]:
+        body = parse_json(await request.body(), processor.limits.max_json_strings)
         if not isinstance(body, dict) or not isinstance(body.get("instances"), list):
             raise InvalidInput('body must be {"instances": [...]}')
         return DecodedBody(InstanceInputs(body["instances"]), None)

@@ -174,7 +174,7 @@ class TritonProcessor:
             raise InvalidInput("request body is empty")
         kind = media_type(content_type)
         if kind == JSON_MEDIA_TYPE or (not kind and body[:1] in (b"{", b"[")):
-            value = parse_json(body)
+            value = parse_json(body, self.limits.max_json_strings)
             if isinstance(value, Mapping):
                 return TensorInputs(self._tensors_of(value)), True
             if isinstance(value, list):

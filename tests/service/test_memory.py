@@ -1,4 +1,5 @@
-"""The allocator trim after large requests: once per burst, after the latest, never for small."""
+"""The allocator trim: once per burst of large requests or many small ones, after the latest;
+never for a few small ones."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ async def test_a_burst_of_large_requests_trims_once_after_the_latest() -> None:
         calls.append(loop.time())
         loop.call_soon_threadsafe(trimmed.set)
 
-    allocator = AllocatorTrim(trim, large_bytes=1_000, delay_s=0.05)
+    allocator = AllocatorTrim(trim, after_bytes=1_000, request_cost=10, delay_s=0.05)
     first = loop.time()
     for _ in range(5):
         allocator.note(5_000)
@@ -28,10 +29,26 @@ async def test_a_burst_of_large_requests_trims_once_after_the_latest() -> None:
     allocator.close()
 
 
-async def test_small_requests_never_trim() -> None:
-    calls: list[int] = []
-    allocator = AllocatorTrim(lambda: calls.append(1), large_bytes=1_000, delay_s=0.01)
-    for _ in range(100):
-        allocator.note(999)
+async def test_a_few_small_requests_never_trim_and_many_trim_once() -> None:
+    trimmed = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    allocator = AllocatorTrim(
+        lambda: loop.call_soon_threadsafe(trimmed.set),
+        after_bytes=1_000,
+        request_cost=10,
+        delay_s=0.01,
+    )
+    for _ in range(98):
+        allocator.note()
+    allocator.note(9)  # 99 x 10 + 9: one byte short
     await asyncio.sleep(0.05)
-    assert calls == [] and allocator.trims == 0
+    assert allocator.trims == 0 and not trimmed.is_set()
+    allocator.note()
+    await asyncio.wait_for(trimmed.wait(), timeout=5)
+    assert allocator.trims == 1
+    trimmed.clear()
+    for _ in range(99):  # the count starts again after a trim
+        allocator.note()
+    await asyncio.sleep(0.05)
+    assert allocator.trims == 1 and not trimmed.is_set()
+    allocator.close()

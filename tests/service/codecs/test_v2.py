@@ -265,3 +265,16 @@ def test_bytes_tensors_are_bounded_from_the_shape_before_decoding() -> None:
         v2.raw_tensor("t", "BYTES", [2], memoryview(raw))
     with pytest.raises(InvalidInput, match="cannot hold 1000 BYTES elements"):
         v2.raw_tensor("t", "BYTES", [1000], memoryview(raw[:100]))
+
+
+def test_json_strings_are_counted_in_the_header_before_it_is_parsed() -> None:
+    tensors = [{"name": n, "datatype": "BYTES", "shape": [1], "data": ["a"]} for n in "ab"]
+    body = orjson.dumps({"inputs": tensors})  # 1 key, then 4 keys and 3 values per tensor
+    assert len(v2.decode_request(body, None, Limits(max_json_strings=15)).inputs) == 2
+    with pytest.raises(InvalidInput, match="holds 15 JSON strings; the limit is 14"):
+        v2.decode_request(body, None, Limits(max_json_strings=14))
+    raw = {"name": "t", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": 14}}
+    header = orjson.dumps({"inputs": [raw]})
+    blob = encode_bytes_elements([b'""""""""""'])
+    decoded = v2.decode_request(header + blob, str(len(header)), Limits(max_json_strings=8))
+    assert decoded.inputs[0].data.tolist() == [b'""""""""""']
