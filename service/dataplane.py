@@ -25,7 +25,14 @@ from service import __version__
 from service.auth import check_token
 from service.batcher import BatchTrace, current_trace
 from service.control import LocalControl, RepositoryControl
-from service.errors import InvalidInput, NotFound, NotSupported, ServingError, ShuttingDown
+from service.errors import (
+    InvalidInput,
+    ModelNotReady,
+    NotFound,
+    NotSupported,
+    ServingError,
+    ShuttingDown,
+)
 from service.inference import AnswerT, Call, InferenceRequest
 from service.memory import AllocatorTrim
 from service.metrics import GatewayMetrics
@@ -200,7 +207,7 @@ class DataPlane:
     ) -> dict[str, Any]:
         """Name, versions, platform and tensors; a version that did not load has no tensors."""
         self.authorize_inference(credentials)
-        entry = self.repository.get(name, version)
+        entry = self._get(name, version)
         body: dict[str, Any] = {
             "name": entry.name,
             "versions": self.repository.version_names(name),
@@ -213,7 +220,7 @@ class DataPlane:
     def model_config(self, name: str, version: str | None, credentials: str | None) -> ModelConfig:
         """The completed configuration in Triton's terms (the model configuration extension)."""
         self.authorize_inference(credentials)
-        return self.repository.get(name, version).model.config()
+        return self._get(name, version).model.config()
 
     def statistics(
         self, name: str | None, version: str | None, credentials: str | None
@@ -237,7 +244,7 @@ class DataPlane:
         self, name: str, version: str | None, credentials: str | None
     ) -> ModelReadiness:
         self.authorize_inference(credentials)
-        entry = self.repository.get(name, version)
+        entry = self._get(name, version)
         return ModelReadiness(entry.name, entry.version, entry.ready)
 
     # -- inference -----------------------------------------------------------------------------
@@ -253,7 +260,7 @@ class DataPlane:
             self.authorize_inference(request.credentials)
             if self.draining:
                 raise ShuttingDown("server is shutting down")
-            entry = self.repository.get(request.model, request.version)
+            entry = self._get(request.model, request.version)
             call.labels = (entry.name, entry.version)
             model = entry.lease()
             try:
@@ -431,6 +438,19 @@ class DataPlane:
             raise InvalidInput("min_worker must be a whole number >= 0")
         for version in self._versions(name):
             await version.model.scale(workers)
+
+    def _get(self, name: str, version: str | None) -> ModelVersion:
+        """A version, for the data path and metadata. Until the start-up models have loaded,
+        a model not found may be one still on its way: 503, as readiness says, not 404 (with
+        several workers one may serve while another still loads)."""
+        try:
+            return self.repository.get(name, version)
+        except NotFound:
+            if self.started:
+                raise
+            raise ModelNotReady(
+                f"model '{name}' is not available yet: the gateway is still loading its models"
+            ) from None
 
     def _versions(self, name: str) -> list[ModelVersion]:
         versions = self.repository.versions(name)

@@ -20,8 +20,10 @@ The supervisor
 - applies repository API calls on every worker, one call at a time (`service.control`);
 - kills (SIGKILL) a ready worker that sent no heartbeat for `worker_hang_timeout_s` (stopped,
   or its event loop blocked: it would keep its share of the port and answer nothing), logs it
-  and replaces it like a crashed one; until the replacement is ready the other workers answer
-  readiness 503 with the reason;
+  and replaces it like a crashed one;
+- keeps readiness whole: while any worker is not ready (starting, at start-up too, or
+  replacing one), the others answer readiness 503 with the reason, since the kernel hands the
+  one not ready its share of new connections;
 - on SIGTERM or SIGINT sends SIGTERM to every worker (each drains as a single gateway does),
   waits for all of them and exits 0 when each exited cleanly, else 1. A second signal is
   forwarded too, and stops the workers at once.
@@ -152,6 +154,7 @@ class Supervisor:
             asyncio.get_running_loop().add_reader(process.sentinel, self._exited, worker)
             self._background(self._read(worker, reader))
             log.info("worker %d started", slot, extra={"pid": worker.pid})
+            self._tell_degraded()
             if self.stopping:
                 os.kill(worker.pid, signal.SIGTERM)
         finally:
@@ -221,11 +224,21 @@ class Supervisor:
             os.kill(worker.pid, signal.SIGKILL)
 
     def _tell_degraded(self) -> None:
-        reason = (
-            f"worker(s) {sorted(self.hung)} stopped answering and are being replaced"
-            if self.hung
-            else None
+        """Tell every worker whether the gateway is whole. While a slot's worker is not ready
+        (starting, replacing one that exited, or one that hung) the others answer readiness
+        503 with why: with SO_REUSEPORT the kernel hands it its share of new connections,
+        where a model it has not loaded yet is answered 503."""
+        loading = sorted(
+            slot for slot, w in self.workers.items() if not w.ready and slot not in self.hung
         )
+        reasons = []
+        if self.hung:
+            reasons.append(
+                f"worker(s) {sorted(self.hung)} stopped answering and are being replaced"
+            )
+        if loading:
+            reasons.append(f"worker(s) {loading} still loading models")
+        reason = "; ".join(reasons) or None
         for worker in self.workers.values():
             worker.send({"type": "degraded", "reason": reason})
 
@@ -268,11 +281,8 @@ class Supervisor:
                 worker.last_beat = time.monotonic()
                 self._failures[worker.slot] = 0
                 log.info("worker %d ready", worker.slot, extra={"pid": worker.pid})
-                if worker.slot in self.hung:
-                    self.hung.discard(worker.slot)
-                    self._tell_degraded()
-                elif self.hung:
-                    self._tell_degraded()  # a new worker learns it too
+                self.hung.discard(worker.slot)
+                self._tell_degraded()  # whole again, or a new worker learns what is not
 
     async def _apply_everywhere(self, origin: Worker, request: int, op: str, model: str) -> None:
         """Apply one call on every live worker, then answer the worker that received it."""

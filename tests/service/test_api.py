@@ -11,6 +11,9 @@ import orjson
 import pytest
 from PIL import Image
 
+from service.app import create_app
+from service.settings import Settings
+from tests.conftest import wait_ready
 from tests.tiny_models import WORDS, embedding_table, image_weights, tabular_weights
 
 
@@ -367,3 +370,25 @@ async def test_uploads_are_decoded_off_the_event_loop_and_tensors_on_it(
     main = threading.main_thread().name
     assert threads[0] != main
     assert threads[1] == main
+
+
+async def test_a_model_asked_for_before_the_start_up_models_load_is_503_then_served(
+    settings: Settings,
+) -> None:
+    """With several workers, one may take requests while another still loads: a model it
+    has not loaded yet is on its way (503, as its readiness says), not unknown (404)."""
+    app = create_app(settings)
+    body = {"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 4], "data": [1] * 4}]}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+        early = await http.post("/v2/models/tab/infer", json=body)  # the lifespan has not run
+        assert early.status_code == 503, early.text
+        assert early.json() == {
+            "error": "model 'tab' is not available yet: the gateway is still loading its models"
+        }
+        assert early.headers["retry-after"] == "1"
+        async with app.router.lifespan_context(app):
+            await wait_ready(app)
+            assert (await http.post("/v2/models/tab/infer", json=body)).status_code == 200
+            unknown = await http.post("/v2/models/nothing/infer", json=body)
+            assert unknown.status_code == 404, unknown.text

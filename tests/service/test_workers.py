@@ -7,8 +7,10 @@ the kernel spread the requests over both workers, so a test can reach every work
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -135,6 +137,50 @@ def test_killed_worker_is_replaced_and_counts_survive(tmp_path: Path) -> None:
             # The killed worker's counts stay in the sum; its in-flight gauge went with it.
             assert sample_total(text, "gateway_requests_total", model="tab", code="200") == sent
             assert sample_total(text, "gateway_inflight_requests", model="tab") == 0
+
+
+class StopFirstWorker(threading.Thread):
+    """Stops (SIGSTOP) the first worker of the gateway serving `store` as soon as it exists,
+    before it has loaded anything, and resumes it `for_s` later."""
+
+    def __init__(self, store: Path, for_s: float) -> None:
+        super().__init__(daemon=True)
+        self.store = str(store)
+        self.for_s = for_s
+        self.resumed_at = float("inf")
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            for process in psutil.process_iter(["cmdline"]):
+                if self.store not in " ".join(process.info["cmdline"] or ()):
+                    continue
+                with contextlib.suppress(psutil.Error):
+                    for child in process.children():
+                        if "spawn_main" in " ".join(child.cmdline()):
+                            os.kill(child.pid, signal.SIGSTOP)
+                            time.sleep(self.for_s)
+                            os.kill(child.pid, signal.SIGCONT)
+                            self.resumed_at = time.monotonic()
+                            return
+            time.sleep(0.01)
+
+
+def test_ready_means_every_worker_has_loaded_its_models(tmp_path: Path) -> None:
+    """A worker still loading takes its share of new connections (a model it has not loaded
+    yet is answered 503), so the others answer readiness 503 until it has loaded. Before: the
+    gateway said ready while one worker, stopped before loading, held its share."""
+    store = classifier(tmp_path / "store").parent.parent
+    stopper = StopFirstWorker(store, for_s=4.0)
+    stopper.start()
+    with gateway(store, tmp_path, env=WORKERS) as server:
+        ready_at = time.monotonic()
+        stopper.join()
+        answers = answers_from_every_worker(
+            server, lambda: httpx.get(f"{server.url}/v2/health/ready", timeout=10)
+        )
+    assert ready_at > stopper.resumed_at
+    assert {pid: r.status_code for pid, r in answers.items()} == dict.fromkeys(answers, 200)
 
 
 def test_repository_api_acts_on_every_worker(tmp_path: Path) -> None:
