@@ -440,21 +440,27 @@ class DataPlane:
             await version.model.scale(workers)
 
     def _get(self, name: str, version: str | None) -> ModelVersion:
-        """A version, for the data path and metadata. Until the start-up models have loaded,
-        a model not found may be one still on its way: 503, as readiness says, not 404 (with
-        several workers one may serve while another still loads)."""
         try:
             return self.repository.get(name, version)
-        except NotFound:
-            if self.started:
-                raise
-            raise ModelNotReady(
-                f"model '{name}' is not available yet: the gateway is still loading its models"
-            ) from None
+        except NotFound as error:
+            raise self._missing(name, error) from None
 
     def _versions(self, name: str) -> list[ModelVersion]:
-        versions = self.repository.versions(name)
+        try:
+            versions = self.repository.versions(name)
+        except NotFound as error:
+            raise self._missing(name, error) from None
         return [versions[v] for v in self.repository.version_names(name)]
+
+    def _missing(self, name: str, error: NotFound) -> ServingError:
+        """What a model not found is. Until the start-up models have loaded it may be one
+        still on its way: 503, as readiness says, not 404 (with several workers one may
+        serve while another still loads)."""
+        if self.started:
+            return error
+        return ModelNotReady(
+            f"model '{name}' is not available yet: the gateway is still loading its models"
+        )
 
     # -- drain ---------------------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ Both cost a walk (milliseconds: the collector's over the objects not frozen at s
 trim's over the heap), so they run only once `TRIM_AFTER_BYTES` of requests have been served
 since the last run, `TRIM_DELAY_S` after the latest of them (a burst runs them once, when it
 ends): the collection on the event loop, the trim in a thread while the loop keeps serving.
-A request weighs its size plus `REQUEST_COST_BYTES`, so one large request counts, and so does
+A request weighs its size plus `REQUEST_COST_BYTES` (a gRPC message's size counts when it is
+parsed, its call's cost when the call ends), so one large request counts, and so does
 a flood of small ones (a burst of 3,000 small gRPC calls left +69 MB resident, 1,000 streams
 that never sent anything +17 MB).
 
@@ -57,7 +58,7 @@ def _malloc_trim() -> Callable[[], object] | None:
 
 
 class AllocatorTrim:
-    """`note(size)` for each request served (its body's size); trims once enough have."""
+    """`note(size)` for each request that ended (its body's size); trims once enough have."""
 
     def __init__(
         self,
@@ -73,14 +74,23 @@ class AllocatorTrim:
         self.request_cost = request_cost
         self.delay_s = delay_s
         self.trims = 0
-        self._served = 0
+        self._weight = 0
+        """What requests weighed since the last trim."""
         self._due = 0.0
         self._timer: asyncio.TimerHandle | None = None
 
     def note(self, size: int = 0) -> None:
-        """A request of `size` bytes was served, or refused (call on the event loop)."""
-        self._served += size + self.request_cost
-        if self._served < self.after_bytes:
+        """A request (or gRPC call) of `size` bytes ended, answered or refused (call on the
+        event loop)."""
+        self._add(size + self.request_cost)
+
+    def note_bytes(self, size: int) -> None:
+        """`size` bytes of a request whose end `note` counts (a gRPC message, when parsed)."""
+        self._add(size)
+
+    def _add(self, weight: int) -> None:
+        self._weight += weight
+        if self._weight < self.after_bytes:
             return
         if not self._resolved:
             self._trim, self._resolved = _malloc_trim(), True
@@ -96,7 +106,7 @@ class AllocatorTrim:
             self._timer = loop.call_later(wait, self._fire)
             return
         self._timer = None
-        self._served = 0
+        self._weight = 0
         gc.collect()
         trim = self._trim
         if trim is not None:

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from service.errors import InvalidInput
-from service.input_limits import MAX_JSON_STRINGS
 
 JSON_MEDIA_TYPE = "application/json"
 
@@ -30,22 +29,20 @@ def media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
-def count_json_strings(raw: bytes, end: int | None = None) -> int:
+def count_json_strings(raw: bytes, end: int) -> int:
     """How many strings (object keys included) the JSON text `raw[:end]` holds, counted from
     its quotes without parsing it. A quote after a backslash is not counted, so a string ending
     in an escaped backslash hides its closing quote: the count is at least half the true one,
     and never more."""
-    stop = len(raw) if end is None else end
-    return (raw.count(b'"', 0, stop) - raw.count(b'\\"', 0, stop)) // 2
+    return (raw.count(b'"', 0, end) - raw.count(b'\\"', 0, end)) // 2
 
 
-def check_json_strings(raw: bytes, limit: int = MAX_JSON_STRINGS, end: int | None = None) -> None:
+def check_json_strings(raw: bytes, limit: int, end: int) -> None:
     """Refuse a JSON text (`raw[:end]`) holding more than `limit` strings before it is parsed:
     a parser makes an object of each string."""
-    stop = len(raw) if end is None else end
-    if stop < 2 * limit:  # too short to hold more: every string takes two quotes
+    if end < 2 * limit:  # too short to hold more: every string takes two quotes
         return
-    strings = count_json_strings(raw, stop)
+    strings = count_json_strings(raw, end)
     if strings > limit:
         raise InvalidInput(
             f"request body holds {strings} JSON strings; the limit is {limit}, counted "
@@ -53,8 +50,8 @@ def check_json_strings(raw: bytes, limit: int = MAX_JSON_STRINGS, end: int | Non
         )
 
 
-def parse_json(raw: bytes, max_strings: int = MAX_JSON_STRINGS) -> Any:
-    check_json_strings(raw, max_strings)
+def parse_json(raw: bytes, max_strings: int) -> Any:
+    check_json_strings(raw, max_strings, len(raw))
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:

@@ -82,7 +82,8 @@ class RequestScanner:
 
     def parse(self, raw: bytes) -> InferMessage:
         """The gRPC request deserializer of ModelInfer and ModelStreamInfer; each message's
-        size goes to `note` (`service.memory.AllocatorTrim`)."""
+        size goes to `note` (`service.memory.AllocatorTrim.note_bytes`; the call is noted
+        when it ends, by `service.grpc.admission`)."""
         self.note(len(raw))
         if len(raw) > SCAN_ABOVE_BYTES:
             walk = _Walk(raw, self.limits, self.max_fields)

@@ -117,7 +117,7 @@ class GrpcServer:
             exempt=frozenset({HEALTH_SERVICE}),
         )
         scanner = RequestScanner(
-            settings.input_limits, settings.grpc_max_request_fields, plane.allocator.note
+            settings.input_limits, settings.grpc_max_request_fields, plane.allocator.note_bytes
         )
         self._scanned = ScannedInferRequests(
             scanner,

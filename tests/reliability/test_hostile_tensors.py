@@ -25,13 +25,14 @@ ELEMENTS = 10_000_000
 """Two-byte BYTES elements in one gRPC request: 60 MB raw (was +1.25 GB RSS, loop blocked
 5.7 s); as typed `bytes_contents`, 40 MB."""
 ROWS = 2_000_000
-"""One-character strings in one JSON request: a 10 MB body (was +270 MB at its peak)."""
+"""One-character strings in one JSON request: a 7.6 MB body (was +270 MB at its peak)."""
 JSON_GROWTH_MB = 60
-"""Peak RSS growth allowed for a refused JSON body: the 10 MB body, read and buffered."""
+"""Peak RSS growth allowed for a refused JSON body: the body, read and buffered (+15-16 MB
+measured)."""
 GROWTH_MB = 400
-"""Peak RSS growth allowed per refused request: the request itself (a 60 MB gRPC message is
+"""Peak RSS growth allowed per refused gRPC request: the request itself (a 60 MB message is
 held by gRPC and again by protobuf) plus decoding at most the element limit. Before the
-limit: +1,250 MB (gRPC raw) and +270 MB (JSON)."""
+limit: +1,250 MB (gRPC raw)."""
 # A zero dimension beside a huge one (numpy: "array is too big"), and 65 dimensions (numpy's
 # limit is 64); both used to escape as numpy's ValueError, answered 500 / INTERNAL.
 BAD_SHAPES = [[0, 4611686018427387904], [1] * 65, [0] * 65]

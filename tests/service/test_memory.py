@@ -40,7 +40,7 @@ async def test_a_few_small_requests_never_trim_and_many_trim_once() -> None:
     )
     for _ in range(98):
         allocator.note()
-    allocator.note(9)  # 99 x 10 + 9: one byte short
+    allocator.note_bytes(19)  # 98 x 10 + 19: one byte short
     await asyncio.sleep(0.05)
     assert allocator.trims == 0 and not trimmed.is_set()
     allocator.note()
