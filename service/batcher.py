@@ -5,6 +5,11 @@ Policy (see the README): when a dispatcher is free it takes everything queued, u
 optionally holds a batch open for more rows, but only while fewer than `max_batch_size` are
 queued. A full queue rejects at once; a request whose deadline passes while queued is answered
 `DeadlineExceeded` and never computed; a cancelled caller (client gone) leaves the queue.
+
+A request that finds the batcher idle, and whose batch the batch function says will finish
+without suspending (`at_once`: a small model computed on the event loop), is run as a batch of
+its own in the caller's task: the same batch a dispatcher would have taken, without the two task
+switches of handing it over and back.
 """
 
 from __future__ import annotations
@@ -24,6 +29,12 @@ ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
 
 BatchFunction = Callable[[list[ItemT]], Awaitable[Sequence[ResultT]]]
+
+
+AT_ONCE_MAX_PER_TURN = 1.5
+"""Run a request at once only while fewer than this many arrive per event-loop turn."""
+TURN_AVERAGING = 0.1
+"""Weight of the latest turn in the moving average of requests per turn."""
 
 
 @dataclass(slots=True)
@@ -116,7 +127,9 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
     """Groups concurrent `submit` calls into batches for `batch_fn`.
 
     `batch_fn` takes a list of items and must return one result per item, in order.
-    `rows_of` tells how many rows an item holds (a request may carry several).
+    `rows_of` tells how many rows an item holds (a request may carry several). `at_once`, when
+    given, tells whether `batch_fn([item])` would return without suspending; only then may an
+    idle batcher run the item in its caller's task.
     """
 
     def __init__(
@@ -128,6 +141,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         max_queue_delay_s: float = 0.0,
         instances: int = 1,
         rows_of: Callable[[ItemT], int] = lambda _item: 1,
+        at_once: Callable[[ItemT], bool] | None = None,
         observer: BatchObserver | None = None,
         tracer: BatchTracer | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -146,6 +160,9 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         self.max_queue_delay_s = max_queue_delay_s
         self.instances = instances
         self._rows_of = rows_of
+        self._at_once = at_once
+        self._turn_submits = 0
+        self._submits_per_turn = 1.0
         self._observer = observer
         self._tracer = tracer
         self._clock = clock
@@ -194,6 +211,15 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         pending = _Pending(
             item, rows, now, deadline, future, trace=current_trace.get(), priority=priority
         )
+        if self._runs_at_once(item):
+            # Nothing can interrupt a batch that does not suspend, so there is no deadline to
+            # watch: it passed neither before (checked above) nor, unseen, during the batch.
+            pending.taken = True
+            try:
+                return await self._run_now(pending)
+            except asyncio.CancelledError:
+                self._forget(pending)
+                raise
         self._enqueue(pending)
         self._queued_rows += rows
         self._queue_changed()
@@ -221,6 +247,54 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             self._queue_changed()
         if not pending.future.done():
             pending.future.cancel()
+        elif not pending.future.cancelled():
+            pending.future.exception()  # settled for a caller that has gone: mark it seen
+
+    def _runs_at_once(self, item: ItemT) -> bool:
+        """Whether `item` is run at once in its caller's task: the batcher is idle, the batch
+        will not suspend, and requests have been arriving one per turn of the event loop.
+
+        Requests that arrive together (the connections one poll of the loop found readable)
+        start in the same turn and queue, so a dispatcher takes them as one batch in the next
+        turn; running the first of them at once would split that batch. So the batcher counts
+        the requests submitted per turn (a moving average) and runs a request at once only
+        while that is about one, as for gRPC, whose calls reach the loop one at a time."""
+        if self._at_once is None:
+            return False
+        self._turn_submits += 1
+        if self._turn_submits == 1:
+            asyncio.get_running_loop().call_soon(self._turn_ended)
+            return (
+                self._submits_per_turn < AT_ONCE_MAX_PER_TURN
+                and self.dispatches_immediately
+                and self._at_once(item)
+            )
+        return False
+
+    def _turn_ended(self) -> None:
+        self._submits_per_turn += (self._turn_submits - self._submits_per_turn) * TURN_AVERAGING
+        self._turn_submits = 0
+
+    async def _run_now(self, pending: _Pending[ItemT, ResultT]) -> ResultT:
+        """Run `pending` alone, here, as the batch an idle dispatcher would have taken."""
+        slot = self._busy
+        self._busy += 1
+        assert self._idle is not None
+        self._idle.clear()
+        try:
+            await self._run([pending], slot)
+        finally:
+            self._busy -= 1
+            self._batch_done()
+        return pending.future.result()
+
+    def _batch_done(self) -> None:
+        """A batch run outside the dispatchers ended: wake one for what queued meanwhile."""
+        assert self._wakeup is not None and self._idle is not None
+        if self._queue:
+            self._wakeup.set()
+        elif self._busy == 0:
+            self._idle.set()
 
     def _queue_changed(self) -> None:
         if self._observer is not None:
@@ -318,9 +392,9 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         while True:
             if instance >= self.instances:
                 return  # resized down
-            if not self._queue:
+            if not self._queue or self._busy >= self.instances:
                 self._wakeup.clear()
-                if self._busy == 0:
+                if not self._queue and self._busy == 0:
                     self._idle.set()
                 await self._wakeup.wait()
                 continue

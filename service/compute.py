@@ -87,6 +87,11 @@ class BatchRunner:
         self.inline = inline or InlinePolicy(0.0)
         self._observer = observer
 
+    def runs_at_once(self, feed: Feed) -> bool:
+        """A batch of this one feed would run inline on the event loop, so `self([feed])`
+        returns without suspending (the batcher then runs it in the caller's task)."""
+        return self.backend.runs_inline and self.inline.allows(shape_key(feed))
+
     async def __call__(self, feeds: list[Feed]) -> Sequence[Feed]:
         started = time.perf_counter()
         batch, rows = merge(feeds) if self.batched else (feeds[0], [1])

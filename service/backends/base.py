@@ -56,9 +56,13 @@ class Backend(ABC):
     async def infer(self, feed: Feed) -> Feed:
         """Compute outputs (name -> array, batch first) for a merged batch."""
 
+    runs_inline: bool = False
+    """`infer_timed(..., inline=True)` computes on the event loop and returns without
+    suspending (local backends); a remote backend always awaits its answer."""
+
     async def infer_timed(self, feed: Feed, timing: BatchTiming, *, inline: bool = False) -> Feed:
         """`infer`, filling in `timing`. A remote backend's whole call is its backend time;
-        `inline` (run on the event loop) only applies to local backends."""
+        `inline` (run on the event loop) only applies to backends that `runs_inline`."""
         started = time.perf_counter()
         try:
             return await self.infer(feed)
@@ -75,6 +79,8 @@ class Backend(ABC):
 
 class LocalBackend(Backend):
     """An in-process runtime: `run` blocks, so it runs on a thread per instance."""
+
+    runs_inline = True
 
     def __init__(self, signature: Signature, instances: int) -> None:
         super().__init__(signature)

@@ -94,6 +94,7 @@ def build_batcher(
         max_queue_delay_s=plan.max_queue_delay_s,
         instances=plan.instances,
         rows_of=rows_of if plan.batched else (lambda _feed: 1),
+        at_once=run_batch.runs_at_once,
         observer=observer,
         tracer=context.tracer,
     )

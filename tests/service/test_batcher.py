@@ -236,3 +236,80 @@ def test_arguments_are_checked() -> None:
         DynamicBatcher(identity, max_batch_size=4, max_queue_size=2)
     with pytest.raises(ValueError, match="instances"):
         DynamicBatcher(identity, max_batch_size=1, max_queue_size=1, instances=0)
+
+
+class TaskRecorder:
+    """A batch function that never suspends and records the task each batch ran in."""
+
+    def __init__(self) -> None:
+        self.tasks: list[asyncio.Task[object] | None] = []
+        self.batches: list[list[int]] = []
+
+    async def __call__(self, items: list[int]) -> list[int]:
+        self.tasks.append(asyncio.current_task())
+        self.batches.append(list(items))
+        return [item * 10 for item in items]
+
+
+async def test_an_idle_batch_that_will_not_suspend_runs_in_its_callers_task() -> None:
+    model = TaskRecorder()
+    batcher = DynamicBatcher(model, max_batch_size=8, max_queue_size=16, at_once=lambda _: True)
+    caller = asyncio.create_task(batcher.submit(4))
+    assert await caller == 40
+    assert model.tasks == [caller]
+    await batcher.close()
+
+
+async def test_without_at_once_a_dispatcher_runs_the_batch() -> None:
+    model = TaskRecorder()
+    batcher = DynamicBatcher(model, max_batch_size=8, max_queue_size=16, at_once=lambda _: False)
+    caller = asyncio.create_task(batcher.submit(4))
+    assert await caller == 40
+    assert model.tasks != [caller]
+    assert model.tasks[0] is not None and model.tasks[0].get_name() == "batcher-dispatcher-0"
+    await batcher.close()
+
+
+async def test_a_batch_run_in_its_callers_task_holds_the_instance() -> None:
+    """Requests arriving while it runs queue and form one batch after it, never beside it
+    (a batch function that suspends although `at_once` said it would not, to see the order)."""
+    model = GatedModel()
+    batcher = DynamicBatcher(model, max_batch_size=8, max_queue_size=16, at_once=lambda i: i == 1)
+    first = asyncio.create_task(batcher.submit(1))
+    await model.started.wait()
+    rest = [asyncio.create_task(batcher.submit(i)) for i in range(2, 5)]
+    await settle()
+    assert model.max_running == 1 and batcher.queued_rows == 3
+    model.gate.set()
+    assert [await first, *[await task for task in rest]] == [10, 20, 30, 40]
+    assert model.batches == [[1], [2, 3, 4]] and model.max_running == 1
+    await batcher.close()
+
+
+async def test_a_cancelled_caller_of_a_batch_run_at_once_frees_the_instance() -> None:
+    model = GatedModel()
+    batcher = DynamicBatcher(model, max_batch_size=8, max_queue_size=16, at_once=lambda i: i == 1)
+    gone = asyncio.create_task(batcher.submit(1))
+    await model.started.wait()
+    waiting = asyncio.create_task(batcher.submit(2))
+    await settle()
+    gone.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    model.gate.set()
+    assert await waiting == 20
+    assert model.batches == [[1], [2]]
+    await batcher.close()
+
+
+async def test_drain_waits_for_a_batch_run_at_once() -> None:
+    model = GatedModel()
+    batcher = DynamicBatcher(model, max_batch_size=8, max_queue_size=16, at_once=lambda _: True)
+    running = asyncio.create_task(batcher.submit(1))
+    await model.started.wait()
+    closing = asyncio.create_task(batcher.close())
+    await settle()
+    assert not closing.done()
+    model.gate.set()
+    await closing
+    assert await running == 10
