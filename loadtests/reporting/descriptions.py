@@ -8,6 +8,8 @@ SYSTEMS = {
     "floor-grpc-aio": "the gRPC floor: a `grpc.aio` server whose generated servicer answers "
     "one fixed ModelInferResponse (no model), same ModelInferRequest",
     "floor-grpc-sync": "the same servicer on the thread-pool `grpc.server`, 8 threads",
+    "floor-grpclib": "the same messages and answer on grpclib, a pure-Python gRPC server "
+    "on asyncio (HTTP/2 by h2)",
     "gateway-v2-json": "our gateway, embedded ONNX Runtime, Open Inference Protocol V2 JSON",
     "gateway-v2-binary": "the same gateway, V2 binary tensor extension (binary in and out)",
     "gateway-predictions": "the same gateway, TorchServe-style `/predictions/{model}` with the "

@@ -3,6 +3,7 @@
     python -m loadtests.systems.floor_server uvicorn --port 8080
     python -m loadtests.systems.floor_server grpc-aio --port 8081
     python -m loadtests.systems.floor_server grpc-sync --port 8082 --threads 8
+    python -m loadtests.systems.floor_server grpclib --port 8083
 
 - `uvicorn`: uvicorn with httptools and uvloop (the gateway's HTTP stack) and a bare ASGI app
   that reads the whole body and answers one fixed V2 JSON response, access log off.
@@ -10,6 +11,8 @@
   ModelInfer returns one fixed ModelInferResponse (the request is still parsed and the answer
   serialized by protobuf, as any servicer's are).
 - `grpc-sync`: the same servicer on the thread-pool `grpc.server`.
+- `grpclib`: grpclib, a pure-Python gRPC server on asyncio (HTTP/2 by `h2`), with the same
+  messages and answer: the other gRPC server implementation for Python's asyncio.
 
 The gateway's CPU per request divided by its floor's is what its own code costs on top of the
 transport it is built on.
@@ -213,7 +216,36 @@ def serve_grpc_sync(
     server.wait_for_termination()
 
 
-KINDS = ("uvicorn", "grpc-aio", "grpc-sync")
+async def serve_grpclib(port: int) -> None:
+    from grpclib.const import Cardinality, Handler
+    from grpclib.server import Server, Stream
+    from tritonclient.grpc import service_pb2 as pb
+
+    fixed = answer()
+
+    async def model_infer(stream: Stream[Any, Any]) -> None:
+        await stream.recv_message()
+        await stream.send_message(fixed)
+
+    class Inference:
+        """grpclib's service protocol: the handled method paths."""
+
+        def __mapping__(self) -> dict[str, Handler]:
+            return {
+                "/inference.GRPCInferenceService/ModelInfer": Handler(
+                    model_infer,
+                    Cardinality.UNARY_UNARY,
+                    pb.ModelInferRequest,
+                    pb.ModelInferResponse,
+                )
+            }
+
+    server = Server([Inference()])
+    await server.start("127.0.0.1", port)
+    await server.wait_closed()
+
+
+KINDS = ("uvicorn", "grpc-aio", "grpc-sync", "grpclib")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -222,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=8, help="grpc-sync's thread pool")
     parser.add_argument(
-        "--uvloop", action="store_true", help="grpc-aio on uvloop (the gateway's loop)"
+        "--uvloop", action="store_true", help="grpc-aio or grpclib on uvloop (the gateway's loop)"
     )
     parser.add_argument(
         "--interceptor", action="store_true", help="grpc-aio with a do-nothing interceptor"
@@ -249,13 +281,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     aio = {"interceptor": args.interceptor, "batched": args.batched, "options": options}
     if args.kind == "uvicorn":
         serve_uvicorn(args.port)
-    elif args.kind == "grpc-aio":
+    elif args.kind in ("grpc-aio", "grpclib"):
+        serving = (
+            serve_grpc_aio(args.port, **aio)
+            if args.kind == "grpc-aio"
+            else serve_grpclib(args.port)
+        )
         if args.uvloop:
             import uvloop
 
-            uvloop.run(serve_grpc_aio(args.port, **aio))
+            uvloop.run(serving)
         else:
-            asyncio.run(serve_grpc_aio(args.port, **aio))
+            asyncio.run(serving)
     else:
         serve_grpc_sync(args.port, args.threads, bridged=args.bridged, options=options)
 

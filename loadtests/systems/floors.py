@@ -14,7 +14,7 @@ from loadtests.systems.deployment import Context, Deployment, ServerInfo
 from loadtests.systems.targets import grpc_request, v2_requests
 
 SYNC_THREADS = 8
-FLOOR_SYSTEMS = ("floor-uvicorn", "floor-grpc-aio", "floor-grpc-sync")
+FLOOR_SYSTEMS = ("floor-uvicorn", "floor-grpc-aio", "floor-grpc-sync", "floor-grpclib")
 SETTINGS = {
     "floor-uvicorn": "uvicorn + httptools + uvloop, a bare ASGI app reading the body and "
     "answering one fixed V2 JSON response, access log off",
@@ -22,6 +22,7 @@ SETTINGS = {
     "servicer answering one fixed ModelInferResponse",
     "floor-grpc-sync": f"grpc.server with a {SYNC_THREADS}-thread pool, the same servicer "
     "and answer",
+    "floor-grpclib": "grpclib (pure-Python HTTP/2 on asyncio), the same messages and answer",
 }
 
 
@@ -60,21 +61,28 @@ def _start(
 
 @contextmanager
 def floors(ctx: Context) -> Iterator[Deployment]:
-    """The three floors, each its own process (so each its own CPU)."""
+    """The floors, each its own process (so each its own CPU)."""
     with ExitStack() as stack:
         http, http_info = _start(ctx, stack, "floor-uvicorn")
-        aio, aio_info = _start(ctx, stack, "floor-grpc-aio")
-        sync, sync_info = _start(ctx, stack, "floor-grpc-sync", ["--threads", str(SYNC_THREADS)])
+        grpc_floors = {
+            system: _start(ctx, stack, system, extra)
+            for system, extra in (
+                ("floor-grpc-aio", ()),
+                ("floor-grpc-sync", ("--threads", str(SYNC_THREADS))),
+                ("floor-grpclib", ()),
+            )
+        }
         yield Deployment(
-            servers=[http_info, aio_info, sync_info],
+            servers=[http_info, *(info for _, info in grpc_floors.values())],
             targets={
                 "floor-uvicorn": {m.name: v2_requests(http, m, binary=False) for m in ctx.models},
-                "floor-grpc-aio": {m.name: grpc_request(aio, m) for m in ctx.models},
-                "floor-grpc-sync": {m.name: grpc_request(sync, m) for m in ctx.models},
+                **{
+                    system: {m.name: grpc_request(target, m) for m in ctx.models}
+                    for system, (target, _) in grpc_floors.items()
+                },
             },
             processes={
                 "floor-uvicorn": [http_info.pid],
-                "floor-grpc-aio": [aio_info.pid],
-                "floor-grpc-sync": [sync_info.pid],
+                **{system: [info.pid] for system, (_, info) in grpc_floors.items()},
             },
         )
