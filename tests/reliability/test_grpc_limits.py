@@ -21,7 +21,7 @@ import pytest
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from tests.reliability.probes import HealthProbe, PeakRss
+from tests.reliability.probes import MB, HealthProbe, PeakRss, rss_bytes, settled_rss
 from tests.servers import GatewayProcess, gateway, sample_total
 from tests.tiny_models import full_store, slow_model
 
@@ -231,13 +231,18 @@ def wait_closed(sockets: list[socket.socket], timeout_s: float) -> int:
     return len(sockets) - len(open_)
 
 
-async def test_a_thousand_idle_streams_cost_little_and_leave_room_for_calls(
-    default_server: GatewayProcess,
-) -> None:
-    """Held before (kept as a test): 1,000 ModelStreamInfer streams that send nothing, within
-    the default `grpc_max_concurrent_calls` (1,024); the server stays responsive, a unary call
-    is still answered, and the streams end cleanly."""
-    idle = 1000
+IDLE_STREAMS = 1000
+POOLS_FLAT_MB = 2.0
+"""A warming round (the second or later) that leaves less than this behind means gRPC's pools
+are at size."""
+WARMING_ROUNDS = 4
+
+
+async def hold_idle_streams(
+    server: GatewayProcess, count: int
+) -> tuple[pb.ModelInferResponse, collections.Counter[str]]:
+    """Opens `count` ModelStreamInfer streams that send nothing, makes a unary call while
+    they are held, then ends them; the unary answer and how the streams ended."""
     release = asyncio.Event()
 
     async def nothing() -> AsyncIterator[pb.ModelInferRequest]:
@@ -245,25 +250,52 @@ async def test_a_thousand_idle_streams_cost_little_and_leave_room_for_calls(
         return
         yield  # an async generator that sends nothing until released
 
-    pid = default_server.process.pid
-    channels = [grpc.aio.insecure_channel(default_server.grpc_address) for _ in range(CHANNELS)]
+    channels = [grpc.aio.insecure_channel(server.grpc_address) for _ in range(CHANNELS)]
     stubs = [pb_grpc.GRPCInferenceServiceStub(channel) for channel in channels]
     try:
-        with PeakRss(pid) as peak, HealthProbe(default_server.url) as probe:
-            calls = [stubs[index % CHANNELS].ModelStreamInfer(nothing()) for index in range(idle)]
-            for call in calls:
-                await call.wait_for_connection()
-            answer = await stubs[0].ModelInfer(tab_request(), timeout=10)
-            release.set()
-            codes = collections.Counter([(await call.code()).name for call in calls])
+        calls = [stubs[index % CHANNELS].ModelStreamInfer(nothing()) for index in range(count)]
+        for call in calls:
+            await call.wait_for_connection()
+        answer = await stubs[0].ModelInfer(tab_request(), timeout=10)
+        release.set()
+        codes = collections.Counter([(await call.code()).name for call in calls])
     finally:
         for channel in channels:
             await channel.close()
+    return answer, codes
+
+
+@pytest.fixture
+def streams_warmed_server(default_server: GatewayProcess) -> GatewayProcess:
+    """The default gateway once gRPC's core has held a thousand streams until its pools stop
+    growing. Its memory then stays put: measured on a gateway of 122 MB, six rounds of 1,000
+    idle streams left +8, +7, then +0 MB four times, and `malloc_trim` called from a debugger
+    gave none of it back (it is live: the core's pools sized for the peak, not free heap). What
+    the folder's memory bound then checks is what one more round leaves behind."""
+    pid = default_server.process.pid
+    for round_ in range(WARMING_ROUNDS):
+        before = rss_bytes(pid)
+        asyncio.run(hold_idle_streams(default_server, IDLE_STREAMS))
+        after = settled_rss(pid, before + int(POOLS_FLAT_MB * MB))
+        if round_ > 0 and after - before < POOLS_FLAT_MB * MB:
+            break
+    return default_server
+
+
+async def test_a_thousand_idle_streams_cost_little_and_leave_room_for_calls(
+    streams_warmed_server: GatewayProcess,
+) -> None:
+    """Held before (kept as a test): 1,000 ModelStreamInfer streams that send nothing, within
+    the default `grpc_max_concurrent_calls` (1,024); the server stays responsive, a unary call
+    is still answered, and the streams end cleanly."""
+    server = streams_warmed_server
+    with PeakRss(server.process.pid) as peak, HealthProbe(server.url) as probe:
+        answer, codes = await hold_idle_streams(server, IDLE_STREAMS)
     print(
-        f"{idle} idle streams: peak RSS +{peak.growth_mb:.0f} MB, slowest probe "
+        f"{IDLE_STREAMS} idle streams: peak RSS +{peak.growth_mb:.0f} MB, slowest probe "
         f"{probe.worst_s * 1000:.0f} ms, ended {dict(codes)}"
     )
     assert answer.model_name == "tab"
-    assert codes == {"OK": idle}
+    assert codes == {"OK": IDLE_STREAMS}
     assert peak.growth_mb < 200
     assert probe.worst_s < 1.0
