@@ -6,7 +6,7 @@
 
 Starts `python -m service` from each tree (the same interpreter, each tree's own `service`
 package), then for every protocol and model loads A and B in turn, A B B A A B..., at one
-concurrency (wrk for V2 JSON; the gRPC generator for ModelInfer), and reads each server's CPU
+concurrency (wrk for V2 JSON and `/predictions`; the gRPC generator for ModelInfer), and reads each server's CPU
 (utime + stime of its process tree) around each run. Prints every round and the medians of CPU
 ms per answered request and req/s, and B ÷ A. Absolute figures on a shared machine move from
 run to run; the ratio measured in one run does not.
@@ -30,7 +30,12 @@ from loadtests.drive.points import check
 from loadtests.systems import procs
 from loadtests.systems.deployment import Target
 from loadtests.systems.gateway import gateway_command
-from loadtests.systems.targets import grpc_request, ready_urls, v2_requests
+from loadtests.systems.targets import (
+    grpc_request,
+    predictions_request,
+    ready_urls,
+    v2_requests,
+)
 
 
 def _csv(text: str) -> list[str]:
@@ -53,6 +58,19 @@ def gateway(
         procs.stop(process)
 
 
+PROTOCOLS = ("rest", "grpc", "predictions")
+
+
+def target_for(protocol: str, model: BenchModel, base: str, grpc: str) -> Target:
+    """V2 JSON (`rest`), ModelInfer (`grpc`) or TorchServe's `/predictions` with the model's
+    native body (an image file, the text, JSON features)."""
+    if protocol == "rest":
+        return v2_requests(base, model, binary=False)
+    if protocol == "grpc":
+        return grpc_request(grpc, model)
+    return predictions_request(base, model)
+
+
 def one_run(target: Target, pid: int, concurrency: int, seconds: float) -> tuple[float, float]:
     """(CPU ms per answered request, req/s) of one run."""
     before = procs.tree_cpu_s([pid])
@@ -71,7 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--b", type=Path, required=True, help="source tree B")
     parser.add_argument("--model-store", type=Path, default=Path("model_store"))
     parser.add_argument("--models", type=_csv, default=["iris"])
-    parser.add_argument("--protocols", type=_csv, default=["rest", "grpc"])
+    parser.add_argument(
+        "--protocols", type=_csv, default=["rest", "grpc"], help=f"any of {', '.join(PROTOCOLS)}"
+    )
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=4, help="runs of each tree")
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -79,6 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--b-args", default="", help="more arguments for B only (a setting's A/B)")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/cpu_ab"))
     args = parser.parse_args(argv)
+    unknown = sorted(set(args.protocols) - set(PROTOCOLS))
+    if unknown:
+        parser.error(f"unknown protocols {unknown}; choose from {', '.join(PROTOCOLS)}")
     models = [load_model(args.model_store.resolve(), name) for name in args.models]
     extra = args.gateway_args.split()
     with ExitStack() as stack:
@@ -98,11 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for protocol in args.protocols:
             for model in models:
                 targets: dict[str, Target] = {
-                    label: (
-                        v2_requests(base, model, binary=False)
-                        if protocol == "rest"
-                        else grpc_request(grpc, model)
-                    )
+                    label: target_for(protocol, model, base, grpc)
                     for label, (base, grpc, _pid) in servers.items()
                 }
                 for label, target in targets.items():
