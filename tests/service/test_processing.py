@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 from pathlib import Path
 
@@ -10,10 +11,18 @@ import orjson
 import pytest
 from PIL import Image
 
+from service.codecs.wire import Tensor
 from service.errors import InvalidInput, PayloadTooLarge
 from service.input_limits import Limits
 from service.manifest import Manifest
-from service.processing import processor_for
+from service.processing import (
+    IMAGE_INLINE_COUNT,
+    InstanceInputs,
+    PayloadInputs,
+    TensorInputs,
+    declared_pixels,
+    processor_for,
+)
 from tests.tiny_models import full_store
 
 
@@ -57,6 +66,38 @@ def test_decompression_bomb_is_rejected_before_decoding(stored: Path) -> None:
 def test_corrupt_images(stored: Path, payload: bytes) -> None:
     with pytest.raises(InvalidInput):
         load(stored, "img").feed_from_payload(payload)
+
+
+def test_few_small_images_decode_on_the_loop_others_on_a_thread(stored: Path) -> None:
+    processor = load(stored, "img")
+    small = encoded(Image.new("L", (28, 28), 7))
+    assert declared_pixels(small) == 28 * 28
+    as_tensor = Tensor("images", "BYTES", [1], np.array([small], dtype=object))
+    assert not processor.decodes_heavily(PayloadInputs([small]))
+    assert not processor.decodes_heavily(TensorInputs([as_tensor]))
+    assert not processor.decodes_heavily(
+        InstanceInputs([{"b64": base64.b64encode(small).decode()}])
+    )
+    assert not processor.decodes_heavily(InstanceInputs([np.zeros((1, 8, 8), int).tolist()]))
+    # A small file that declares a large image goes to the thread, unread.
+    declared_large = encoded(Image.new("L", (1_000, 1_000)))
+    assert len(declared_large) < 8_000
+    assert processor.decodes_heavily(PayloadInputs([declared_large]))
+    # So do images whose pixels add up past the bound, and too many images to weigh.
+    medium = encoded(Image.new("L", (100, 100)))
+    assert not processor.decodes_heavily(PayloadInputs([medium]))
+    assert processor.decodes_heavily(PayloadInputs([medium, medium]))
+    assert processor.decodes_heavily(PayloadInputs([small] * (IMAGE_INLINE_COUNT + 1)))
+
+
+@pytest.mark.parametrize("payload", [b"hello", b"\x89PNG\r\n\x1a\n\0\0", "%%%"])
+def test_unreadable_images_are_refused_from_the_loop(stored: Path, payload: bytes | str) -> None:
+    """Nothing to hand to a thread: the decoder refuses them at once, with the usual error."""
+    processor = load(stored, "img")
+    inputs = InstanceInputs([payload]) if isinstance(payload, str) else PayloadInputs([payload])
+    assert not processor.decodes_heavily(inputs)
+    with pytest.raises(InvalidInput):
+        processor.feed(inputs)
 
 
 def test_truncated_jpeg(stored: Path) -> None:
