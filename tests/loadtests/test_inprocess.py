@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,16 @@ from loadtests import inprocess
 from service.app import create_app
 from service.settings import Settings
 from tests.tiny_models import full_store
+
+
+@pytest.fixture(autouse=True)
+def restored_gc() -> Iterator[None]:
+    """`measure` settles the collector as the server does (a frozen heap, a higher threshold):
+    give the rest of the test session its collector back."""
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
 
 
 @pytest.fixture(scope="module")
