@@ -6,8 +6,8 @@
 
 Starts `python -m service` from each tree (the same interpreter, each tree's own `service`
 package), then for every protocol and model loads A and B in turn, A B B A A B..., at one
-concurrency (wrk for V2 JSON and `/predictions`; the gRPC generator for ModelInfer), and reads each server's CPU
-(utime + stime of its process tree) around each run. Prints every round and the medians of CPU
+concurrency (wrk for V2 JSON and `/predictions`; the gRPC generator for ModelInfer), and reads
+each server's CPU (utime + stime of its process tree) around each run. Prints every round and the medians of CPU
 ms per answered request and req/s, and B ÷ A. Absolute figures on a shared machine move from
 run to run; the ratio measured in one run does not.
 """

@@ -33,19 +33,12 @@ from typing import Any
 from starlette.types import ASGIApp, Message
 
 from loadtests.drive.catalog import BenchModel, load_model
+from loadtests.drive.wrk import Request
 from loadtests.systems import procs
+from loadtests.systems.targets import predictions_request, v2_requests
 
 PROTOCOLS = ("rest", "predictions")
 READY_TIMEOUT_S = 120.0
-
-
-@dataclass(frozen=True)
-class Target:
-    """One fixed request: path, body and content type."""
-
-    path: str
-    body: bytes
-    content_type: str
 
 
 @dataclass(frozen=True)
@@ -70,15 +63,15 @@ class Figures:
         )
 
 
-def target_for(protocol: str, model: BenchModel) -> Target:
-    """V2 JSON (`rest`) or TorchServe's `/predictions` with the model's native body."""
+def target_for(protocol: str, model: BenchModel) -> Request:
+    """The benchmark's own request for `protocol` (`loadtests.systems.targets`), its URL the
+    bare path: V2 JSON (`rest`) or TorchServe's `/predictions` with the model's native body."""
     if protocol == "rest":
-        return Target(f"/v2/models/{model.name}/infer", model.v2_json, "application/json")
-    body, content_type = model.native
-    return Target(f"/predictions/{model.name}", body, content_type)
+        return v2_requests("", model, binary=False)
+    return predictions_request("", model)
 
 
-async def call(app: ASGIApp, target: Target) -> tuple[int, bytes]:
+async def call(app: ASGIApp, target: Request) -> tuple[int, bytes]:
     """One request through the ASGI interface: (status, body). The client stays connected
     until the answer is complete, as a live one does."""
     scope: dict[str, Any] = {
@@ -87,14 +80,17 @@ async def call(app: ASGIApp, target: Target) -> tuple[int, bytes]:
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": target.path,
-        "raw_path": target.path.encode(),
+        "path": target.url,
+        "raw_path": target.url.encode(),
         "query_string": b"",
         "root_path": "",
         "headers": [
             (b"host", b"127.0.0.1"),
-            (b"content-type", target.content_type.encode("latin-1")),
             (b"content-length", str(len(target.body)).encode()),
+            *(
+                (name.lower().encode("latin-1"), value.encode("latin-1"))
+                for name, value in target.headers.items()
+            ),
         ],
         "client": ("127.0.0.1", 40000),
         "server": ("127.0.0.1", 8000),
@@ -126,7 +122,7 @@ async def call(app: ASGIApp, target: Target) -> tuple[int, bytes]:
     return status, b"".join(chunks)
 
 
-async def drive(app: ASGIApp, target: Target, concurrency: int, requests: int) -> None:
+async def drive(app: ASGIApp, target: Request, concurrency: int, requests: int) -> None:
     left = requests
 
     async def client() -> None:
@@ -135,7 +131,7 @@ async def drive(app: ASGIApp, target: Target, concurrency: int, requests: int) -
             left -= 1
             status, body = await call(app, target)
             if status != 200:
-                raise RuntimeError(f"{target.path} answered {status}: {body[:300]!r}")
+                raise RuntimeError(f"{target.url} answered {status}: {body[:300]!r}")
 
     await asyncio.gather(*(client() for _ in range(concurrency)))
 

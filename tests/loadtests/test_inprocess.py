@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from loadtests import inprocess
+from loadtests.drive.wrk import Request
 from service.app import create_app
 from service.settings import Settings
 from tests.tiny_models import full_store
@@ -43,7 +44,7 @@ async def test_requests_are_answered_and_their_cpu_counted(
 
 async def test_a_failed_request_stops_the_run(store: Path) -> None:
     app = create_app(Settings(model_store=store, models=["tab"], grpc_enabled=False))
-    broken = inprocess.Target("/v2/models/tab/infer", b"{not json", "application/json")
+    broken = Request("/v2/models/tab/infer", b"{not json", {"Content-Type": "application/json"})
     async with inprocess.Lifespan(app):
         await inprocess.wait_ready(app.state.dataplane, "tab")
         with pytest.raises(RuntimeError, match="answered 400"):
