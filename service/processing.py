@@ -13,8 +13,9 @@ import binascii
 import io
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -62,6 +63,16 @@ ModelInputs = TensorInputs | InstanceInputs | PayloadInputs
 """What any protocol decodes a request into before the model's processor sees it."""
 
 
+@dataclass(frozen=True, slots=True)
+class FeedPlan:
+    """One request's way to its feed: `run` makes the feed, and `heavy` says whether that costs
+    enough CPU to run on a worker thread rather than on the event loop. Work done while planning
+    (reading image headers) is not repeated by `run`."""
+
+    run: Callable[[], Feed]
+    heavy: bool
+
+
 class ModelProcessor(Protocol):
     """What a tensor model's way in needs of its processor: a task's `Processor`, or the
     generic tensor checks of a Triton model (`service.triton.processor`)."""
@@ -70,7 +81,7 @@ class ModelProcessor(Protocol):
 
     def feed(self, inputs: ModelInputs) -> Feed: ...
 
-    def decodes_heavily(self, inputs: ModelInputs) -> bool: ...
+    def plan(self, inputs: ModelInputs) -> FeedPlan: ...
 
     def inputs_from_body(self, body: bytes, content_type: str) -> tuple[ModelInputs, bool]: ...
 
@@ -103,9 +114,9 @@ class Processor(ABC):
         merged, _rows = merge([self.feed_from_payload(payload) for payload in inputs.payloads])
         return merged
 
-    def decodes_heavily(self, inputs: ModelInputs) -> bool:
-        """Whether `feed(inputs)` costs enough CPU to run off the event loop."""
-        return False
+    def plan(self, inputs: ModelInputs) -> FeedPlan:
+        """How `feed(inputs)` runs: here on the loop, for processors whose feeds are cheap."""
+        return FeedPlan(partial(self.feed, inputs), heavy=False)
 
     @abstractmethod
     def feed_from_tensors(self, tensors: Sequence[Tensor]) -> Feed:
@@ -270,6 +281,13 @@ def looks_like_image(data: bytes) -> bool:
 
 
 class ImageProcessor(Processor):
+    """Encoded images (uploads, BYTES tensors, base64 instances) or pixel arrays -> a uint8
+    NCHW feed at the model's size.
+
+    An encoded image is opened once: its header (format, size) is read when the request is
+    planned, which weighs it and refuses bombs unread, and the opened image is decoded when the
+    plan runs, on the loop or on a worker thread."""
+
     def __init__(self, manifest: Manifest, limits: Limits) -> None:
         super().__init__(manifest, limits)
         assert isinstance(manifest.preprocessing, ImagePreprocessing)
@@ -277,42 +295,25 @@ class ImageProcessor(Processor):
         self.spec = manifest.inputs[0]
         self.mode = "L" if self.pre.channels == 1 else "RGB"
 
-    def decode_image(self, data: bytes) -> np.ndarray:
-        """Encoded image -> uint8 array (C, H, W) at the model's size. Rejects bombs unread."""
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-                if width * height > self.limits.max_image_pixels:
-                    raise PayloadTooLarge(
-                        f"image of {width}x{height} pixels exceeds the limit of "
-                        f"{self.limits.max_image_pixels} pixels"
-                    )
-                image.draft(self.mode, (self.pre.width, self.pre.height))
-                converted = image.convert(self.mode)
-                resized = converted.resize(
-                    (self.pre.width, self.pre.height), Image.Resampling.BILINEAR
-                )
-        except Image.DecompressionBombError as error:
-            raise PayloadTooLarge(f"image rejected: {error}") from None
-        except UnidentifiedImageError:
-            raise InvalidInput("cannot decode image: not a known image format") from None
-        except (OSError, ValueError, SyntaxError) as error:
-            raise InvalidInput(f"cannot decode image: {error}") from None
-        pixels = np.asarray(resized, dtype=np.uint8)
-        if self.pre.invert:
-            pixels = 255 - pixels
-        if pixels.ndim == 2:
-            return pixels[np.newaxis, :, :]
-        return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    def feed(self, inputs: ModelInputs) -> Feed:
+        return self.plan(inputs).run()
 
-    def _stack(self, images: Sequence[bytes]) -> Feed:
-        self._check_rows(len(images))
-        return {self.spec.name: np.stack([self.decode_image(image) for image in images])}
+    def plan(self, inputs: ModelInputs) -> FeedPlan:
+        """Pixels are cheap. Encoded images are decoded on the loop when they are few, small
+        and their headers declare few pixels (`IMAGE_INLINE_PIXELS`); else on a thread."""
+        images = self._encoded(inputs)
+        if images is None:
+            return FeedPlan(partial(super().feed, inputs), heavy=False)
+        if len(images.items) > IMAGE_INLINE_COUNT or images.size > IMAGE_INLINE_BYTES:
+            return FeedPlan(partial(self._decode, images), heavy=True)
+        opened = self._open(images)
+        declared = sum(image.width * image.height for image in opened)
+        return FeedPlan(partial(self._pixels, opened), heavy=declared > IMAGE_INLINE_PIXELS)
 
     def feed_from_tensors(self, tensors: Sequence[Tensor]) -> Feed:
         tensor = self._only_tensor(tensors)
         if tensor.datatype == "BYTES":
-            return self._stack([_image_bytes(item) for item in tensor.data.reshape(-1)])
+            return self.feed(TensorInputs(tensors))
         if tensor.name != self.spec.name:
             raise InvalidInput(f"unknown input {tensor.name!r}; expected {self.spec.name!r}")
         _check_spec(tensor, self.spec)
@@ -320,9 +321,9 @@ class ImageProcessor(Processor):
         return {self.spec.name: tensor.data}
 
     def feed_from_instances(self, instances: Sequence[Any]) -> Feed:
+        if _encoded_instances(instances):
+            return self.feed(InstanceInputs(instances))
         self._check_rows(len(instances))
-        if all(isinstance(item, (Mapping, str)) for item in instances):
-            return self._stack([_image_bytes(_b64_field(item)) for item in instances])
         try:
             array = np.asarray(instances)
         except ValueError:
@@ -334,24 +335,85 @@ class ImageProcessor(Processor):
         return {self.spec.name: tensor.data}
 
     def feed_from_payload(self, payload: bytes) -> Feed:
-        return self._stack([payload])
+        return self.feed(PayloadInputs([payload]))
 
-    def decodes_heavily(self, inputs: ModelInputs) -> bool:
-        """Decoding encoded images (uploads, BYTES tensors, base64 instances) is, unless they
-        are few and their headers declare few pixels (`IMAGE_INLINE_PIXELS`); pixels are not."""
-        images: Sequence[Any]
+    def _encoded(self, inputs: ModelInputs) -> _EncodedImages | None:
+        """The request's encoded images in row order, counted against the row limit; None when
+        it carries pixel arrays instead."""
         if isinstance(inputs, PayloadInputs):
-            images = inputs.payloads
+            if not inputs.payloads:
+                raise InvalidInput("request holds no payload")
+            # An upload is the file itself, never base64 (as in TorchServe's image handlers).
+            images = _EncodedImages(list(inputs.payloads), base64=False)
         elif isinstance(inputs, TensorInputs):
-            images = [
-                item
-                for tensor in inputs.tensors
-                if tensor.datatype == "BYTES"
-                for item in tensor.data.reshape(-1)
-            ]
+            tensor = self._only_tensor(inputs.tensors)
+            if tensor.datatype != "BYTES":
+                return None
+            images = _EncodedImages(list(tensor.data.reshape(-1)), base64=True)
+        elif _encoded_instances(inputs.instances):
+            images = _EncodedImages([_b64_field(item) for item in inputs.instances], base64=True)
         else:
-            images = [item for item in inputs.instances if isinstance(item, str | Mapping)]
-        return bool(images) and not _few_pixels(images)
+            return None
+        self._check_rows(len(images.items))
+        return images
+
+    def _decode(self, images: _EncodedImages) -> Feed:
+        return self._pixels(self._open(images))
+
+    def _open(self, images: _EncodedImages) -> list[Image.Image]:
+        """Each image's header read, in row order; the first that cannot be read, or declares
+        more pixels than the limit, refuses the request before anything is decoded."""
+        opened: list[Image.Image] = []
+        try:
+            for item in images.items:
+                opened.append(self._open_one(_image_bytes(item) if images.base64 else item))
+        except BaseException:
+            for image in opened:
+                image.close()
+            raise
+        return opened
+
+    def _open_one(self, data: bytes) -> Image.Image:
+        try:
+            image = Image.open(io.BytesIO(data))
+        except Image.DecompressionBombError as error:
+            raise PayloadTooLarge(f"image rejected: {error}") from None
+        except UnidentifiedImageError:
+            raise InvalidInput("cannot decode image: not a known image format") from None
+        except (OSError, ValueError, SyntaxError) as error:
+            raise InvalidInput(f"cannot decode image: {error}") from None
+        width, height = image.size
+        if width * height > self.limits.max_image_pixels:
+            image.close()
+            raise PayloadTooLarge(
+                f"image of {width}x{height} pixels exceeds the limit of "
+                f"{self.limits.max_image_pixels} pixels"
+            )
+        return image
+
+    def _pixels(self, opened: Sequence[Image.Image]) -> Feed:
+        try:
+            return {self.spec.name: np.stack([self._decoded(image) for image in opened])}
+        finally:
+            for image in opened:
+                image.close()
+
+    def _decoded(self, image: Image.Image) -> np.ndarray:
+        """An opened image -> uint8 array (C, H, W) at the model's size."""
+        try:
+            image.draft(self.mode, (self.pre.width, self.pre.height))
+            converted = image.convert(self.mode)
+            resized = converted.resize((self.pre.width, self.pre.height), Image.Resampling.BILINEAR)
+        except Image.DecompressionBombError as error:
+            raise PayloadTooLarge(f"image rejected: {error}") from None
+        except (OSError, ValueError, SyntaxError) as error:
+            raise InvalidInput(f"cannot decode image: {error}") from None
+        pixels = np.asarray(resized, dtype=np.uint8)
+        if self.pre.invert:
+            pixels = 255 - pixels
+        if pixels.ndim == 2:
+            return pixels[np.newaxis, :, :]
+        return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
     def is_batch(self, body: Any) -> bool:
         if not isinstance(body, list) or not body:
@@ -366,49 +428,30 @@ class ImageProcessor(Processor):
 
 IMAGE_INLINE_PIXELS = 16_384
 """Up to this many pixels in all, as the images' headers declare them, a request's encoded
-images are decoded on the event loop. Measured here: a 28x28 PNG decodes in ~40-60 µs and a
+images are decoded on the event loop. Measured here: a 28x28 PNG decodes in ~35-60 µs and a
 32x32 RGB one in ~50-70 µs, but either costs ~170-220 µs of CPU through a worker thread (the
 hop, not the decode); 128x128 decodes in ~150-215 µs. A small file that declares a large image
 (a decompression bomb below the pixel limit) still goes to the thread."""
 IMAGE_INLINE_COUNT = 16
-"""At most this many images are weighed on the loop (reading a header costs ~10-15 µs)."""
+"""At most this many images are opened on the loop (reading a header costs ~10-15 µs)."""
 IMAGE_INLINE_BYTES = 256 * 1024
 """Encoded images (or their base64 text) larger than this in all go to the thread unread."""
 
 
-def declared_pixels(data: bytes) -> int | None:
-    """Width x height as the image's header declares it, without decoding it (None: no image
-    format reads the header)."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-    except (Image.DecompressionBombError, UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return None
-    return width * height
+@dataclass(frozen=True, slots=True)
+class _EncodedImages:
+    items: list[Any]
+    """Raw files (bytes), or with `base64` raw files or base64 text (bytes or str)."""
+    base64: bool
+
+    @property
+    def size(self) -> int:
+        return sum(len(item) for item in self.items)
 
 
-def _few_pixels(images: Sequence[Any]) -> bool:
-    """Whether decoding `images` (encoded bytes, base64 text or `{"b64": ...}` instances) is
-    cheaper on the loop than the hop to a thread. Images that cannot be read count as few: the
-    decoder refuses them at once, with the error the request gets."""
-    if len(images) > IMAGE_INLINE_COUNT:
-        return False
-    try:
-        encoded = [item if isinstance(item, bytes) else _b64_field(item) for item in images]
-    except InvalidInput:
-        return True
-    if sum(len(item) for item in encoded) > IMAGE_INLINE_BYTES:
-        return False
-    pixels = 0
-    for item in encoded:
-        try:
-            declared = declared_pixels(_image_bytes(item))
-        except InvalidInput:
-            return True
-        if declared is None:
-            return True
-        pixels += declared
-    return pixels <= IMAGE_INLINE_PIXELS
+def _encoded_instances(instances: Sequence[Any]) -> bool:
+    """JSON instances that are images as base64 text or `{"b64": ...}` (else pixel arrays)."""
+    return all(isinstance(item, Mapping | str) for item in instances)
 
 
 def _b64_field(item: Any) -> str:
@@ -504,7 +547,7 @@ class TextProcessor(Processor):
     def feed_from_payload(self, payload: bytes) -> Feed:
         return self.tokenize([_utf8(payload)])
 
-    def decodes_heavily(self, inputs: ModelInputs) -> bool:
+    def plan(self, inputs: ModelInputs) -> FeedPlan:
         """Tokenizing is cheap for a sentence; long or many texts go off the loop."""
         if isinstance(inputs, PayloadInputs):
             size = sum(len(payload) for payload in inputs.payloads)
@@ -516,7 +559,7 @@ class TextProcessor(Processor):
             )
         else:
             size = sum(len(item) if isinstance(item, str) else 64 for item in inputs.instances)
-        return size > TEXT_INLINE_CHARS
+        return FeedPlan(partial(self.feed, inputs), heavy=size > TEXT_INLINE_CHARS)
 
     def is_batch(self, body: Any) -> bool:
         return isinstance(body, list)

@@ -172,10 +172,10 @@ class TensorModel(ServedModel):
     async def _decode(self, decode: Decoder[WireT]) -> tuple[Feed, DecodedBody[WireT]]:
         """The wire body, then the feed (off the event loop when the processor says so)."""
         body = await decode(self.processor)
-        processor = self.processor
-        if processor.decodes_heavily(body.inputs):
-            return await asyncio.to_thread(processor.feed, body.inputs), body
-        return processor.feed(body.inputs), body
+        plan = self.processor.plan(body.inputs)
+        if plan.heavy:
+            return await asyncio.to_thread(plan.run), body
+        return plan.run(), body
 
     @abstractmethod
     def warmup_feeds(self) -> list[Feed]:

@@ -14,6 +14,7 @@ request is refused with 400 naming the input and element. NUL bytes are valid UT
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,13 @@ from service.datatypes import numpy_dtype
 from service.errors import InvalidInput
 from service.feeds import Feed
 from service.input_limits import Limits
-from service.processing import InstanceInputs, ModelInputs, PayloadInputs, TensorInputs
+from service.processing import (
+    FeedPlan,
+    InstanceInputs,
+    ModelInputs,
+    PayloadInputs,
+    TensorInputs,
+)
 from service.triton.view import InputView, OutputView, ServingConfig
 
 
@@ -49,8 +56,9 @@ class TritonProcessor:
             return self.feed_from_instances(inputs.instances)
         return self.feed_from_payloads(inputs)
 
-    def decodes_heavily(self, inputs: ModelInputs) -> bool:
-        return False
+    def plan(self, inputs: ModelInputs) -> FeedPlan:
+        """Tensors are checked and reshaped, never decoded: cheap, on the loop."""
+        return FeedPlan(partial(self.feed, inputs), heavy=False)
 
     def feed_from_tensors(self, tensors: Sequence[Tensor]) -> Feed:
         given = {tensor.name: tensor for tensor in tensors}

@@ -348,16 +348,21 @@ async def test_large_uploads_are_decoded_off_the_event_loop_small_ones_and_tenso
     thread; a small one, and pixels, do not (the hop would cost more than the decode)."""
     import threading
 
-    from service.processing import IMAGE_INLINE_PIXELS, ImageProcessor
+    from service.processing import IMAGE_INLINE_PIXELS, FeedPlan, ImageProcessor, ModelInputs
 
     threads: list[str] = []
-    original = ImageProcessor.feed
+    original = ImageProcessor.plan
 
-    def feed(self: ImageProcessor, inputs: object) -> object:
-        threads.append(threading.current_thread().name)
-        return original(self, inputs)  # type: ignore[arg-type]
+    def plan(self: ImageProcessor, inputs: ModelInputs) -> FeedPlan:
+        planned = original(self, inputs)
 
-    monkeypatch.setattr(ImageProcessor, "feed", feed)
+        def run() -> object:
+            threads.append(threading.current_thread().name)
+            return planned.run()
+
+        return FeedPlan(run, planned.heavy)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ImageProcessor, "plan", plan)
     rng = np.random.default_rng(3)
     side = int(IMAGE_INLINE_PIXELS**0.5) + 1
     large = rng.integers(0, 255, size=(side, side), dtype=np.uint8)

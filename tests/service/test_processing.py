@@ -20,7 +20,6 @@ from service.processing import (
     InstanceInputs,
     PayloadInputs,
     TensorInputs,
-    declared_pixels,
     processor_for,
 )
 from tests.tiny_models import full_store
@@ -71,33 +70,70 @@ def test_corrupt_images(stored: Path, payload: bytes) -> None:
 def test_few_small_images_decode_on_the_loop_others_on_a_thread(stored: Path) -> None:
     processor = load(stored, "img")
     small = encoded(Image.new("L", (28, 28), 7))
-    assert declared_pixels(small) == 28 * 28
     as_tensor = Tensor("images", "BYTES", [1], np.array([small], dtype=object))
-    assert not processor.decodes_heavily(PayloadInputs([small]))
-    assert not processor.decodes_heavily(TensorInputs([as_tensor]))
-    assert not processor.decodes_heavily(
-        InstanceInputs([{"b64": base64.b64encode(small).decode()}])
-    )
-    assert not processor.decodes_heavily(InstanceInputs([np.zeros((1, 8, 8), int).tolist()]))
-    # A small file that declares a large image goes to the thread, unread.
+    assert not processor.plan(PayloadInputs([small])).heavy
+    assert not processor.plan(TensorInputs([as_tensor])).heavy
+    assert not processor.plan(InstanceInputs([{"b64": base64.b64encode(small).decode()}])).heavy
+    assert not processor.plan(InstanceInputs([np.zeros((1, 8, 8), int).tolist()])).heavy
+    # A small file that declares a large image goes to the thread, undecoded.
     declared_large = encoded(Image.new("L", (1_000, 1_000)))
     assert len(declared_large) < 8_000
-    assert processor.decodes_heavily(PayloadInputs([declared_large]))
+    assert processor.plan(PayloadInputs([declared_large])).heavy
     # So do images whose pixels add up past the bound, and too many images to weigh.
     medium = encoded(Image.new("L", (100, 100)))
-    assert not processor.decodes_heavily(PayloadInputs([medium]))
-    assert processor.decodes_heavily(PayloadInputs([medium, medium]))
-    assert processor.decodes_heavily(PayloadInputs([small] * (IMAGE_INLINE_COUNT + 1)))
+    assert not processor.plan(PayloadInputs([medium])).heavy
+    assert processor.plan(PayloadInputs([medium, medium])).heavy
+    assert processor.plan(PayloadInputs([small] * (IMAGE_INLINE_COUNT + 1))).heavy
+
+
+def test_a_planned_image_is_opened_once_and_decodes_as_feed_does(
+    stored: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planning reads each header; running the plan decodes those opened images, on whichever
+    side of the thread boundary, and gives what `feed` gives."""
+    processor = load(stored, "img")
+    images = [encoded(Image.new("RGB", (28 + i, 20), (40 * i, 9, 200))) for i in range(3)]
+    expected = processor.feed(PayloadInputs(images))
+    opened = []
+    real_open = Image.open
+
+    def counting_open(*args: object, **kwargs: object) -> Image.Image:
+        opened.append(args)
+        return real_open(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Image, "open", counting_open)
+    plan = processor.plan(PayloadInputs(images))
+    assert len(opened) == 3
+    assert not plan.heavy
+    np.testing.assert_array_equal(plan.run()["images"], expected["images"])
+    assert len(opened) == 3
+    heavy = processor.plan(PayloadInputs(images * 6))  # past IMAGE_INLINE_COUNT: opened later
+    assert heavy.heavy and len(opened) == 3
+    np.testing.assert_array_equal(heavy.run()["images"], np.concatenate([expected["images"]] * 6))
 
 
 @pytest.mark.parametrize("payload", [b"hello", b"\x89PNG\r\n\x1a\n\0\0", "%%%"])
 def test_unreadable_images_are_refused_from_the_loop(stored: Path, payload: bytes | str) -> None:
-    """Nothing to hand to a thread: the decoder refuses them at once, with the usual error."""
+    """Nothing to hand to a thread: planning refuses them at once, with the usual error."""
     processor = load(stored, "img")
     inputs = InstanceInputs([payload]) if isinstance(payload, str) else PayloadInputs([payload])
-    assert not processor.decodes_heavily(inputs)
+    with pytest.raises(InvalidInput):
+        processor.plan(inputs)
     with pytest.raises(InvalidInput):
         processor.feed(inputs)
+
+
+def test_the_first_bad_image_refuses_the_request_before_any_decodes(stored: Path) -> None:
+    """A large image followed by an unreadable one: the request is refused at planning, on the
+    loop, without decoding the large one."""
+    processor = load(stored, "img")
+    large = encoded(Image.new("L", (1_000, 1_000)))
+    with pytest.raises(InvalidInput, match="not a known image format"):
+        processor.plan(PayloadInputs([large, b"hello"]))
+    bomb = encoded(Image.new("1", (5_000, 5_000)))
+    limited = load(stored, "img", Limits(max_image_pixels=1_000_000))
+    with pytest.raises(PayloadTooLarge, match="exceeds the limit"):
+        limited.plan(PayloadInputs([large, bomb]))
 
 
 def test_truncated_jpeg(stored: Path) -> None:
