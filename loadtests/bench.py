@@ -119,6 +119,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--raw-seconds", type=float, default=1.5, help="seconds per raw batch and setting"
     )
     parser.add_argument(
+        "--raw-idle-ms",
+        type=float,
+        default=0.1,
+        help="idle before each paced raw batch-1 call (0: not paced); the default is at least "
+        "the floor's c=1 round trip here (0.05-0.07 ms), the least idle any server's calls have",
+    )
+    parser.add_argument(
         "--raw-rounds",
         type=int,
         choices=[1, 2],
@@ -210,13 +217,15 @@ def run_raw(
             args.raw_seconds,
             args.device,
             round_,
+            args.raw_idle_ms,
         )
         entry = results.raw.setdefault(model.name, RawModel())
         entry.batches.extend(points)
         entry.summarize()
         log(
             f"  raw {model.name} (round {round_}): limit {entry.limit_items_per_s:.0f} items/s "
-            f"at batch {entry.limit_batch}, batch-1 p50 {entry.batch1_p50_ms} ms"
+            f"at batch {entry.limit_batch}, batch-1 p50 {entry.batch1_p50_ms} ms "
+            f"(paced: {entry.batch1_paced_p50_ms} ms)"
         )
 
 

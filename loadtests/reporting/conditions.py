@@ -37,12 +37,13 @@ def machine_table(results: Results) -> list[str]:
 
 def raw_spread(results: Results) -> tuple[float, float] | None:
     """Median and largest ratio between two rounds of the same raw measurement (model, batch
-    size, spinning): how much the machine alone moved the same in-process call during the run."""
+    size, spinning, paced or not): how much the machine alone moved the same in-process call during the run."""
     ratios = []
     for entry in results.raw.values():
-        rounds: dict[tuple[int, bool], list[float]] = {}
+        rounds: dict[tuple[int, bool, bool], list[float]] = {}
         for point in entry.batches:
-            rounds.setdefault((point.batch, point.spinning), []).append(point.items_per_s)
+            key = (point.batch, point.spinning, point.paced)
+            rounds.setdefault(key, []).append(point.items_per_s)
         ratios += [max(v) / min(v) for v in rounds.values() if len(v) > 1 and min(v) > 0]
     if not ratios:
         return None

@@ -121,9 +121,17 @@ def _backend(subject: Subject) -> Figures:
 
 
 def _overhead(subject: Subject) -> Figures:
+    return _overhead_over(subject, subject.raw.batch1_p50_ms if subject.raw else None)
+
+
+def _overhead_paced(subject: Subject) -> Figures:
+    return _overhead_over(subject, subject.raw.batch1_paced_p50_ms if subject.raw else None)
+
+
+def _overhead_over(subject: Subject, other: float | None) -> Figures:
+    """Ours c=1 p50 minus `other`, a raw batch-1 p50, with the gateway's own time beside."""
     point = subject.at(subject.ours, 1)
     mine = point.latency_ms.p50 if point else None
-    other = subject.raw.batch1_p50_ms if subject.raw else None
     value = mine - other if mine is not None and other is not None else None
     split = point.server_ms if point else None
     own = (
@@ -180,6 +188,7 @@ MEASURES: dict[GoalKind, Measure] = {
     GoalKind.P50_RATIO_AT: _p50_ratio,
     GoalKind.COLD_START_RATIO: _cold_start_ratio,
     GoalKind.OVERHEAD: _overhead,
+    GoalKind.OVERHEAD_PACED: _overhead_paced,
     GoalKind.BACKEND: _backend,
     GoalKind.COLD_START: _cold_start,
     GoalKind.RSS: _rss,

@@ -13,7 +13,7 @@ from loadtests.reporting.lookup import (
     raw_at_formed,
     systems_of,
 )
-from loadtests.reporting.records import Results
+from loadtests.reporting.records import RawModel, Results
 from loadtests.reporting.text import ABSENT, ms, num
 
 
@@ -58,17 +58,32 @@ def raw_table(results: Results) -> list[str]:
     batches = sorted(
         {*results.config.raw_batches, *(p.batch for r in results.raw.values() for p in r.batches)}
     )
+    paced = any(p.paced for r in results.raw.values() for p in r.batches)
     lines = [
-        "| Model | " + " | ".join(f"batch {b}" for b in batches) + " |",
-        "|---|" + "---:|" * len(batches),
+        "| Model | "
+        + " | ".join(f"batch {b}" for b in batches)
+        + (" | batch 1, paced: p50 (idle before each call) |" if paced else " |"),
+        "|---|" + "---:|" * (len(batches) + paced),
     ]
     for model, raw in results.raw.items():
         cells = []
         for batch in batches:
             best = raw.at(batch)
             cells.append(f"{num(best.items_per_s)} ({ms(best.p50_ms)} ms)" if best else ABSENT)
+        if paced:
+            cells.append(_paced_cell(raw))
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _paced_cell(raw: RawModel) -> str:
+    """The fastest paced batch-1 call: its p50 and the idle it followed."""
+    fastest = min(
+        (p for p in raw.batches if p.paced and p.batch == 1),
+        key=lambda p: p.p50_ms,
+        default=None,
+    )
+    return f"{ms(fastest.p50_ms)} ms ({ms(fastest.idle_gap_ms)} ms idle)" if fastest else ABSENT
 
 
 def split_table(results: Results) -> list[str]:

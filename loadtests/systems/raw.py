@@ -3,6 +3,10 @@
 Each batch size is measured with intra-op spinning on (ONNX Runtime's default) and off (what the
 gateway uses); the limit is the best of all, so it is an upper bound whichever setting wins on
 this machine.
+
+Calls timed back to back keep ONNX Runtime's threads and caches hot, which no server's calls are
+at c=1: between two of its requests the pool sits idle for at least a round trip. So batch 1 is
+also measured paced, each call after an idle gap, the yardstick a c=1 request can be held to.
 """
 
 from __future__ import annotations
@@ -48,30 +52,39 @@ def measure_batch(
     outputs: list[str],
     spinning: bool,
     round_: int | str = 1,
+    idle_s: float = 0.0,
 ) -> RawPoint:
+    """Calls timed for `seconds`: back to back, or (`idle_s` > 0) each after sleeping that long,
+    when its items/s is that of the calls alone, idle left out."""
     rows = next(iter(feed.values())).shape[0]
     for _ in range(3):
         session.run(outputs, feed)
     durations: list[float] = []
+    idles: list[float] = []
     deadline = time.perf_counter() + seconds
-    started = time.perf_counter()
+    started = previous = time.perf_counter()
     while True:
+        if idle_s:
+            time.sleep(idle_s)
         before = time.perf_counter()
         session.run(outputs, feed)
         after = time.perf_counter()
         durations.append(after - before)
+        idles.append(before - previous)
+        previous = after
         if after >= deadline and len(durations) >= 5:
             break
-    elapsed = time.perf_counter() - started
+    busy = sum(durations) if idle_s else time.perf_counter() - started
     millis = np.asarray(durations) * 1000.0
     return RawPoint(
         batch=rows,
         calls=len(durations),
-        items_per_s=rows * len(durations) / elapsed,
+        items_per_s=rows * len(durations) / busy,
         p50_ms=float(np.percentile(millis, 50)),
         p99_ms=float(np.percentile(millis, 99)),
         spinning=spinning,
         round=round_,
+        idle_gap_ms=round(float(np.median(idles)) * 1000.0, 4) if idle_s else 0.0,
     )
 
 
@@ -81,9 +94,12 @@ def measure(
     seconds_per_batch: float,
     device: str = "cpu",
     round_: int | str = 1,
+    idle_ms: float = 0.0,
 ) -> list[RawPoint]:
     """Items/s and per-call latency per batch size and spinning setting, the servers' inputs;
-    `round_` tags the points (1, 2, or 'formed' for the batch sizes a server formed)."""
+    `round_` tags the points (1, 2, or 'formed' for the batch sizes a server formed). With
+    `idle_ms` > 0 and batch 1 among `batches`, batch 1 is measured paced too, each call after
+    that much idle."""
     manifest = Manifest.read(version_dir)
     assert manifest.artifacts.onnx is not None, f"{manifest.name} has no ONNX file"
     outputs = [spec.name for spec in manifest.outputs]
@@ -94,6 +110,12 @@ def measure(
         for batch in batches:
             points.append(
                 measure_batch(session, feeds[batch], seconds_per_batch, outputs, spinning, round_)
+            )
+        if idle_ms > 0 and 1 in feeds:
+            points.append(
+                measure_batch(
+                    session, feeds[1], seconds_per_batch, outputs, spinning, round_, idle_ms / 1e3
+                )
             )
         del session
     return points

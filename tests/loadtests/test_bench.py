@@ -66,12 +66,16 @@ def test_tiny_run_writes_results_docs_and_plots(tmp_path: Path) -> None:
     assert set(results["raw"]) == {"tab", "img"}
     for raw in results["raw"].values():
         configured = [p for p in raw["batches"] if p["round"] == 1]
-        assert [(p["batch"], p["spinning"]) for p in configured] == [
-            (1, True),
-            (4, True),
-            (1, False),
-            (4, False),
+        # Each setting: the batch sizes back to back, then batch 1 paced (the default idle).
+        assert [(p["batch"], p["spinning"], p["idle_gap_ms"] > 0) for p in configured] == [
+            (1, True, False),
+            (4, True, False),
+            (1, True, True),
+            (1, False, False),
+            (4, False, False),
+            (1, False, True),
         ]
+        assert raw["batch1_paced_p50_ms"] > 0
         # Then the batch sizes the gateway formed that were not measured yet, both settings.
         formed = [p for p in raw["batches"] if p["round"] == "formed"]
         assert all(p["batch"] not in (1, 4) for p in formed)
