@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.backends.spinning import Spinning
 from service.input_limits import (
     MAX_ARCHIVE_BYTES,
     MAX_ARCHIVE_MEMBERS,
@@ -133,6 +134,16 @@ class Settings(BaseSettings):
     3.8x (minilm) and 1.8x (digits) the c=1 throughput, 0.97-1.6x at c=32, and 1.4-2.2x less
     CPU per request everywhere; iris is neutral (its batches run inline). On idle, dedicated
     cores, spinning gave 1.4-1.7x at c=1 for digits, minilm and resnet18 (earlier record)."""
+    intra_op_spinning_after_run: bool = True
+    """With spinning on, keep ONNX Runtime's intra-op threads busy-waiting after a run returns
+    (ONNX Runtime's default). Off: they spin only between the parallel sections of a run and
+    stop when the last concurrent run returns (`session.force_spinning_stop`), a middle point.
+    Measured side by side on 2 shared cores (`loadtests.cpu_ab`, REST), spinning within runs
+    against no spinning: c=1 resnet18 1.15x req/s at 0.93x CPU, minilm 1.13x at 0.98x, digits
+    0.95x; c=32 resnet18 0.90-0.94x at 1.07-1.11x CPU, minilm and digits even. Against
+    spinning after runs too: c=1 resnet18 0.82x, minilm 0.96x; c=32 resnet18 1.18x at 0.79x
+    CPU. So: `intra_op_spinning_models` on for a heavy model served mostly one request at a
+    time, with this off."""
     intra_op_spinning_models: dict[str, bool] = {}
     """Per-model `intra_op_spinning`, `{"resnet18":true}`: spin for the heavy models when
     the cores are theirs alone, never for tiny ones (nothing parallel to wait for)."""
@@ -315,6 +326,14 @@ class Settings(BaseSettings):
             max_text_chars=self.max_text_chars,
             max_bytes_elements=self.max_bytes_elements,
             max_json_strings=self.max_json_strings,
+        )
+
+    def spinning(self, model: str) -> Spinning:
+        """How `model`'s ONNX Runtime threads wait: its `intra_op_spinning_models` entry, else
+        `intra_op_spinning`, and `intra_op_spinning_after_run`."""
+        return Spinning(
+            within_runs=self.intra_op_spinning_models.get(model, self.intra_op_spinning),
+            after_runs=self.intra_op_spinning_after_run,
         )
 
     @property

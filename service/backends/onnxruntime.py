@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from service.backends.base import LocalBackend
+from service.backends.spinning import ONNX_RUNTIME_DEFAULT, Spinning
 from service.errors import BackendError
 from service.feeds import Feed
 from service.manifest import Signature
@@ -41,14 +42,14 @@ class OnnxRuntimeBackend(LocalBackend):
         providers: list[str] | None = None,
         intra_op_threads: int = 0,
         graph_optimization: str = "all",
-        allow_spinning: bool = True,
+        spinning: Spinning = ONNX_RUNTIME_DEFAULT,
     ) -> None:
         super().__init__(signature, instances)
         self.model_path = model_path
         self.requested = providers or ["CPUExecutionProvider"]
         self.intra_op_threads = intra_op_threads
         self.graph_optimization = graph_optimization
-        self.allow_spinning = allow_spinning
+        self.spinning = spinning
         self.session: Any = None
         self.providers: list[str] = []
         self._use_binding = False
@@ -66,9 +67,8 @@ class OnnxRuntimeBackend(LocalBackend):
         options.inter_op_num_threads = 1
         # Spinning: idle intra-op threads busy-wait briefly for the next parallel section
         # instead of sleeping (faster per batch; costs CPU that other processes may want).
-        options.add_session_config_entry(
-            "session.intra_op.allow_spinning", "1" if self.allow_spinning else "0"
-        )
+        for key, value in self.spinning.session_config().items():
+            options.add_session_config_entry(key, value)
         options.graph_optimization_level = getattr(
             ort.GraphOptimizationLevel, _LEVELS[self.graph_optimization]
         )

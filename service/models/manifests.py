@@ -96,9 +96,7 @@ def build_backend(manifest: Manifest, path: Path, settings: Settings) -> Backend
             instances=settings.instances,
             providers=settings.providers,
             intra_op_threads=settings.intra_op_threads,
-            allow_spinning=settings.intra_op_spinning_models.get(
-                manifest.name, settings.intra_op_spinning
-            ),
+            spinning=settings.spinning(manifest.name),
             graph_optimization=settings.graph_optimization,
         )
     if kind in ("torchscript", "pt2"):

@@ -177,9 +177,7 @@ class TritonLoader(ModelLoader):
                 providers=list(options.providers(kind)),
                 intra_op_threads=threads,
                 graph_optimization=options.graph_optimization,
-                allow_spinning=settings.intra_op_spinning_models.get(
-                    serving.name, settings.intra_op_spinning
-                ),
+                spinning=settings.spinning(serving.name),
             )
         from service.backends.torchscript import Pt2Backend, TorchScriptBackend
 

@@ -85,3 +85,39 @@ async def test_spinning_per_model_overrides_the_default(
     options = backend.session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == entry
     await backend.close()
+
+
+@pytest.mark.parametrize(("after_run", "entry"), [(True, "0"), (False, "1")])
+async def test_spinning_can_stop_when_the_last_run_returns(
+    tmp_path: Path, after_run: bool, entry: str
+) -> None:
+    from service.models.manifests import build_backend
+    from service.settings import Settings
+
+    directory = classifier(tmp_path)
+    settings = Settings(
+        intra_op_spinning=True, intra_op_spinning_after_run=after_run, _env_file=None
+    )  # type: ignore[call-arg]
+    backend = build_backend(Manifest.read(directory), directory, settings)
+    assert isinstance(backend, OnnxRuntimeBackend)
+    await backend.load()
+    options = backend.session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert options.get_session_config_entry("session.force_spinning_stop") == entry
+    await backend.close()
+
+
+def test_each_model_gets_its_own_spinning_and_the_shared_after_run() -> None:
+    from service.backends.spinning import Spinning
+    from service.settings import Settings
+
+    settings = Settings(
+        intra_op_spinning_models={"heavy": True},
+        intra_op_spinning_after_run=False,
+        _env_file=None,
+    )  # type: ignore[call-arg]
+    assert settings.spinning("heavy") == Spinning(within_runs=True, after_runs=False)
+    assert settings.spinning("tiny") == Spinning(within_runs=False, after_runs=False)
+    # By default: no spinning, and ONNX Runtime's own after-run behaviour once it is turned on.
+    default = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert default.spinning("any") == Spinning(within_runs=False, after_runs=True)
