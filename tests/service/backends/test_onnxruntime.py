@@ -121,3 +121,30 @@ def test_each_model_gets_its_own_spinning_and_the_shared_after_run() -> None:
     # By default: no spinning, and ONNX Runtime's own after-run behaviour once it is turned on.
     default = Settings(_env_file=None)  # type: ignore[call-arg]
     assert default.spinning("any") == Spinning(within_runs=False, after_runs=True)
+
+
+async def test_a_triton_repository_model_takes_the_same_spinning(tmp_path: Path) -> None:
+    from service.app import create_app
+    from service.settings import Settings
+    from tests.conftest import wait_ready
+    from tests.service.triton.models import model_folder, two_heads_model
+
+    store = tmp_path / "store"
+    for name in ("spins", "sleeps"):
+        two_heads_model(model_folder(store, name, "max_batch_size: 4\n") / "1" / "model.onnx")
+    settings = Settings(
+        model_store=store,
+        intra_op_spinning_models={"spins": True},
+        intra_op_spinning_after_run=False,
+        _env_file=None,
+    )  # type: ignore[call-arg]
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        await wait_ready(app)
+        for name in ("spins", "sleeps"):
+            backend = app.state.dataplane.repository.serving(name).backend
+            assert isinstance(backend, OnnxRuntimeBackend)
+            options = backend.session.get_session_options()
+            expected = settings.spinning(name).session_config()
+            assert {key: options.get_session_config_entry(key) for key in expected} == expected
+    assert settings.spinning("spins").within_runs and not settings.spinning("sleeps").within_runs
