@@ -37,7 +37,8 @@ def machine_table(results: Results) -> list[str]:
 
 def raw_spread(results: Results) -> tuple[float, float] | None:
     """Median and largest ratio between two rounds of the same raw measurement (model, batch
-    size, spinning, paced or not): how much the machine alone moved the same in-process call during the run."""
+    size, spinning, paced or not): how much the machine alone moved the same in-process call
+    during the run."""
     ratios = []
     for entry in results.raw.values():
         rounds: dict[tuple[int, bool, bool], list[float]] = {}

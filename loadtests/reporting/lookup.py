@@ -86,3 +86,8 @@ def best_within_slo(results: Results, system: str, model: str, slo_ms: float) ->
         p for p in points_of(results, system, model) if p.latency_ms.p99 <= slo_ms and not p.errors
     ]
     return max(fits, key=lambda p: p.throughput) if fits else None
+
+
+def paced_raw(results: Results) -> bool:
+    """The run timed raw batch-1 calls paced too (runs before 2026-12-06 did not)."""
+    return any(entry.fastest_paced() for entry in results.raw.values())

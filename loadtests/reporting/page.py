@@ -11,7 +11,7 @@ from loadtests.reporting.evaluate import evaluate
 from loadtests.reporting.goal_table import goal_table
 from loadtests.reporting.goals import EARLIER_GOALS
 from loadtests.reporting.grpc_section import generator_section
-from loadtests.reporting.lookup import models_of, systems_of
+from loadtests.reporting.lookup import models_of, paced_raw, systems_of
 from loadtests.reporting.records import Results
 from loadtests.reporting.tables import (
     cpu_table,
@@ -28,7 +28,7 @@ PACED = (
     "server's calls at c=1 never come back to back: the c=1 overhead goal is reported against "
     "both."
 )
-"""Said of the raw table when the run paced its batch-1 calls (runs before 2026-12-06 did not)."""
+"""Said of the raw table when the run paced its batch-1 calls."""
 
 
 def render(results: Results, plots: Sequence[str]) -> str:
@@ -102,7 +102,7 @@ def render(results: Results, plots: Sequence[str]) -> str:
             "Best items/s per batch size (p50 per call) over intra-op spinning on and off and both "
             "rounds (before and after the servers), and at the batch sizes the gateway formed "
             "(measured after a model's points); the best figure per model is the limit."
-            + (PACED if any(p.paced for r in results.raw.values() for p in r.batches) else ""),
+            + (PACED if paced_raw(results) else ""),
             "",
             *raw_table(results),
             "",

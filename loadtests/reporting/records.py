@@ -129,13 +129,20 @@ class RawModel(Record):
         self.limit_items_per_s = round(best.items_per_s, 2)
         self.limit_batch = best.batch
         self.limit_spinning = best.spinning
-        self.batch1_p50_ms = _fastest_p50(p for p in hot if p.batch == 1)
-        self.batch1_paced_p50_ms = _fastest_p50(p for p in self.batches if p.paced and p.batch == 1)
+        self.batch1_p50_ms = _rounded_p50(_fastest(p for p in hot if p.batch == 1))
+        self.batch1_paced_p50_ms = _rounded_p50(self.fastest_paced())
+
+    def fastest_paced(self) -> RawPoint | None:
+        """The paced batch-1 call with the lowest p50 (None: the run paced none)."""
+        return _fastest(p for p in self.batches if p.paced and p.batch == 1)
 
 
-def _fastest_p50(points: Iterable[RawPoint]) -> float | None:
-    p50s = [p.p50_ms for p in points]
-    return round(min(p50s), 4) if p50s else None
+def _fastest(points: Iterable[RawPoint]) -> RawPoint | None:
+    return min(points, key=lambda p: p.p50_ms, default=None)
+
+
+def _rounded_p50(point: RawPoint | None) -> float | None:
+    return round(point.p50_ms, 4) if point else None
 
 
 class ServerRecord(Record):

@@ -8,6 +8,7 @@ from loadtests.reporting.lookup import (
     best_point,
     best_within_slo,
     models_of,
+    paced_raw,
     point_at,
     points_of,
     raw_at_formed,
@@ -58,7 +59,7 @@ def raw_table(results: Results) -> list[str]:
     batches = sorted(
         {*results.config.raw_batches, *(p.batch for r in results.raw.values() for p in r.batches)}
     )
-    paced = any(p.paced for r in results.raw.values() for p in r.batches)
+    paced = paced_raw(results)
     lines = [
         "| Model | "
         + " | ".join(f"batch {b}" for b in batches)
@@ -78,11 +79,7 @@ def raw_table(results: Results) -> list[str]:
 
 def _paced_cell(raw: RawModel) -> str:
     """The fastest paced batch-1 call: its p50 and the idle it followed."""
-    fastest = min(
-        (p for p in raw.batches if p.paced and p.batch == 1),
-        key=lambda p: p.p50_ms,
-        default=None,
-    )
+    fastest = raw.fastest_paced()
     return f"{ms(fastest.p50_ms)} ms ({ms(fastest.idle_gap_ms)} ms idle)" if fastest else ABSENT
 
 
