@@ -19,6 +19,7 @@ import numpy as np
 
 from loadtests.drive.payloads import sample_feed
 from loadtests.reporting.records import RawPoint
+from service.backends.spinning import Spinning
 from service.manifest import Manifest
 
 CPU = ["CPUExecutionProvider"]
@@ -38,8 +39,8 @@ def open_session(model_path: Path, device: str = "cpu", spinning: bool = True) -
     options.intra_op_num_threads = 0
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    for key, value in Spinning(within_runs=spinning).session_config().items():
+        options.add_session_config_entry(key, value)
     available = ort.get_available_providers()
     chosen = [p for p in providers_for(device) if p in available] or CPU
     return ort.InferenceSession(str(model_path), sess_options=options, providers=chosen)

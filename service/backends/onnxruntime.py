@@ -65,8 +65,8 @@ class OnnxRuntimeBackend(LocalBackend):
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.intra_op_threads
         options.inter_op_num_threads = 1
-        # Spinning: idle intra-op threads busy-wait briefly for the next parallel section
-        # instead of sleeping (faster per batch; costs CPU that other processes may want).
+        # How idle intra-op threads wait: busy-waiting is faster per batch but costs CPU that
+        # other processes may want (`Spinning`, chosen per model by `Settings.spinning`).
         for key, value in self.spinning.session_config().items():
             options.add_session_config_entry(key, value)
         options.graph_optimization_level = getattr(

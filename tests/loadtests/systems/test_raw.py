@@ -69,3 +69,15 @@ def test_a_run_without_paced_calls_has_no_paced_figure() -> None:
     entry.summarize()
 
     assert entry.batch1_paced_p50_ms is None
+
+
+def test_the_raw_session_takes_the_gateway_s_spinning_entries(tmp_path: Path) -> None:
+    from service.backends.spinning import Spinning
+
+    version_dir = classifier(tmp_path / "store")
+    for spinning in (True, False):
+        session = raw.open_session(version_dir / "model.onnx", spinning=spinning)
+        options = session.get_session_options()
+        expected = Spinning(within_runs=spinning).session_config()
+        assert {key: options.get_session_config_entry(key) for key in expected} == expected
+        assert expected["session.intra_op.allow_spinning"] == ("1" if spinning else "0")
